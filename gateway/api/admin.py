@@ -1,0 +1,56 @@
+"""Admin endpoints (cache purge, policy reload), behind GATEWAY_ADMIN_KEY."""
+
+from __future__ import annotations
+
+import hmac
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gateway.api.deps import ServicesDep
+from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound, PolicyError
+from gateway.services import Services
+
+router = APIRouter(prefix="/admin")
+
+
+def _require_admin(services: Services, request: Request) -> None:
+    expected = services.settings.admin_key
+    if expected is None or not expected.get_secret_value():
+        raise NotFound("Admin endpoints are disabled: set GATEWAY_ADMIN_KEY to enable them.")
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise AuthenticationFailed("Incorrect admin key.")
+
+
+@router.post("/cache/purge")
+async def purge_cache(services: ServicesDep, request: Request) -> Response:
+    """Delete cached answers of a tenant (`team` or `partition`) and/or a `model`."""
+    _require_admin(services, request)
+    try:
+        spec = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("The body must be a JSON object.") from exc
+    if not isinstance(spec, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    team, partition, model = spec.get("team"), spec.get("partition"), spec.get("model")
+    if team is not None:
+        partition = f"team:{team}"
+    for name, value in (("partition", partition), ("model", model)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"'{name}' must be a string.", param=name)
+    deleted = await services.cache.purge(partition, model)
+    return Response(orjson.dumps({"deleted": deleted}), media_type="application/json")
+
+
+@router.post("/policy/reload")
+async def reload_policy(services: ServicesDep, request: Request) -> Response:
+    """Reload the policy file now; a bad file keeps the old policy and says why."""
+    _require_admin(services, request)
+    try:
+        services.reload()
+    except PolicyError as exc:
+        raise InvalidRequest(str(exc), code="invalid_policy") from exc
+    body = {"policy_version": services.state.loaded.version}
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,56 @@
+"""Liveness, readiness and the Prometheus scrape endpoint."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from gateway.api.deps import ServicesDep
+from gateway.metrics import render
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    """The process is alive."""
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> Response:
+    """Policy loaded and at least one backend usable; lists disabled backends and why."""
+    policy = services.state.loaded.policy
+    now = time.monotonic()
+    backends = {}
+    for name, backend in policy.backends.items():
+        if not backend.enabled:
+            state = "disabled: API key not set"
+        elif not services.health[name].usable(now):
+            state = "circuit open"
+        else:
+            state = "ok"
+        backends[name] = {"tier": backend.tier, "state": state}
+    ready = any(b["state"] == "ok" for b in backends.values())
+    closed_enabled = any(b.enabled for b in policy.backends.values() if b.tier == "closed")
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "policy_version": services.state.loaded.version,
+        "classifier_version": services.classifier.version,
+        "cache": services.cache.kind,
+        "backends": backends,
+        "notes": []
+        if closed_enabled
+        else ["no closed-tier backend has an API key: all traffic is served by the open tier"],
+    }
+    return Response(orjson.dumps(body), 200 if ready else 503, media_type="application/json")
+
+
+@router.get("/metrics")
+async def metrics(services: ServicesDep) -> Response:
+    """Prometheus exposition."""
+    payload, content_type = render(services.metrics.registry)
+    return Response(payload, media_type=content_type)

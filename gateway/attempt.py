@@ -1,0 +1,258 @@
+"""The I/O half of the pipeline: cache lookup, backend attempts with fallback, the answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.accounting import account
+from gateway.cache import CachedAnswer, cache_key
+from gateway.call import Call, finish
+from gateway.errors import (
+    GatewayError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.policy import Backend, CachePolicy
+from gateway.providers import Completion, EventStream, Usage
+from gateway.services import Services
+from gateway.streaming import Assembler, error_event, replay
+
+# Worth another backend: timeouts, saturation, and a backend refusing our credentials.
+_RETRYABLE_STATUS = frozenset({401, 403, 408, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    """Whether and how this request uses the cache."""
+
+    key: str | None
+    ttl_s: int
+    lookup: bool
+    store: bool
+
+
+def _effective(services: Services, call: Call) -> CachePolicy:
+    policy = call.state.loaded.policy
+    route = policy.models[call.model].cache
+    merged = policy.cache.model_dump(exclude_none=True)
+    if route is not None:
+        merged.update(route.model_dump(exclude_none=True))
+    return CachePolicy(**merged)
+
+
+def cache_plan(services: Services, call: Call, request: Request) -> CachePlan:
+    """Decide cache use from the policy, the request's determinism and its headers."""
+    settings = _effective(services, call)
+    body = call.body
+    control = request.headers.get("cache-control", "").lower()
+    opt_out = request.headers.get("x-gateway-cache", "").lower() == "bypass"
+    sampled = (body.get("temperature") or 0) > 0 and not settings.cache_sampled
+    multi = (body.get("n") or 1) > 1 or bool(body.get("logprobs"))
+    tools = bool(body.get("tools")) and settings.cache_tools is False
+    if not settings.enabled or opt_out or sampled or multi or tools or "no-store" in control:
+        return CachePlan(None, 0, False, False)
+    assert call.tenant is not None
+    partition = "shared" if settings.shared_across_tenants else call.tenant.partition
+    key = cache_key(partition, call.model, call.state.loaded.version, call.endpoint, body)
+    return CachePlan(key, settings.ttl_s or 3600, "no-cache" not in control, True)
+
+
+async def answer(services: Services, call: Call, request: Request) -> Response:
+    """Serve from cache when possible, else from the first backend that answers."""
+    cache = cache_plan(services, call, request)
+    if cache.key is not None:
+        call.cache_result = "miss"
+        if cache.lookup:
+            raw = await services.cache.get(cache.key)
+            hit = CachedAnswer.loads(raw) if raw is not None else None
+            services.metrics.cache.labels(call.model, "hit" if hit else "miss", "exact").inc()
+            if hit is not None:
+                call.cache_result = "hit"
+                return _from_cache(services, call, hit)
+    else:
+        services.metrics.cache.labels(call.model, "bypass", "exact").inc()
+    if call.stream:
+        return await _stream(services, call, cache)
+    backend, completion = await _complete(services, call)
+    _account(services, call, backend, completion.usage)
+    if cache.store and cache.key is not None:
+        entry = CachedAnswer(
+            completion.body,
+            backend.name,
+            backend.tier,
+            completion.usage.prompt_tokens,
+            completion.usage.completion_tokens,
+        )
+        await services.cache.set(cache.key, entry.dumps(), cache.ttl_s)
+    finish(services, call, 200, backend.name, backend.tier)
+    return Response(
+        completion.body, 200, call.headers(backend.name, backend.tier), "application/json"
+    )
+
+
+def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Response:
+    policy = call.state.loaded.policy
+    backend = policy.backends.get(hit.backend)
+    usage = Usage(hit.prompt_tokens, hit.completion_tokens)
+    services.metrics.decisions.labels(call.model, hit.tier, "cache").inc()
+    if backend is not None:
+        account(services.metrics, policy, backend, usage, call.team, cache_hit=True)
+    headers = call.headers(hit.backend, hit.tier)
+    finish(services, call, 200, hit.backend, hit.tier)
+    if not call.stream:
+        return Response(hit.body, 200, headers, "application/json")
+    options = call.body.get("stream_options") or {}
+    events = replay(orjson.loads(hit.body), options.get("include_usage") is True)
+
+    async def body() -> AsyncIterator[bytes]:
+        for event in events:
+            yield event
+
+    return StreamingResponse(body(), 200, headers, "text/event-stream")
+
+
+def _account(services: Services, call: Call, backend: Backend, usage: Usage) -> None:
+    assert call.plan is not None
+    reason = "fallback" if backend is not call.plan.targets[0] else call.plan.reason
+    services.metrics.decisions.labels(call.model, backend.tier, reason).inc()
+    account(services.metrics, call.state.loaded.policy, backend, usage, call.team)
+
+
+def _retryable(err: GatewayError) -> bool:
+    if isinstance(err, UpstreamStatusError):
+        return err.upstream_status >= 500 or err.upstream_status in _RETRYABLE_STATUS
+    return isinstance(err, UpstreamError)
+
+
+def _error_kind(err: GatewayError) -> str:
+    if isinstance(err, UpstreamStatusError):
+        status = err.upstream_status
+        return (
+            "status_5xx" if status >= 500 else f"status_{status}" if status == 429 else "status_4xx"
+        )
+    if isinstance(err, UpstreamTimeout):
+        return "timeout"
+    if isinstance(err, UpstreamUnavailable):
+        return "connect"
+    return "bad_response"
+
+
+def _failed(services: Services, call: Call, backend: Backend, err: GatewayError, i: int) -> None:
+    """Count a failed attempt and, if it may move on, the fallback it causes."""
+    services.metrics.upstream_errors.labels(backend.name, _error_kind(err)).inc()
+    if not _retryable(err):
+        return
+    services.health[backend.name].failure()
+    assert call.plan is not None
+    targets = call.plan.targets
+    if i + 1 < len(targets):
+        services.metrics.fallbacks.labels(backend.name, targets[i + 1].name, _error_kind(err)).inc()
+
+
+async def _complete(services: Services, call: Call) -> tuple[Backend, Completion]:
+    assert call.plan is not None
+    last: GatewayError | None = None
+    for i, backend in enumerate(call.plan.targets):
+        provider = services.providers[backend.provider]
+        body = {**call.body, "model": backend.model or call.asked}
+        health = services.health[backend.name]
+        health.in_flight += 1
+        started = time.perf_counter()
+        try:
+            completion = await provider.complete(backend, call.endpoint, body)
+        except GatewayError as err:
+            _failed(services, call, backend, err, i)
+            if not _retryable(err):
+                raise
+            last = err
+            continue
+        finally:
+            health.in_flight -= 1
+            spent = time.perf_counter() - started
+            call.upstream_s += spent
+            services.metrics.upstream_duration.labels(backend.name).observe(spent)
+        health.success()
+        return backend, completion
+    raise last or UpstreamUnavailable("No backend could serve the request.")
+
+
+async def _open_stream(services: Services, call: Call) -> tuple[Backend, EventStream, bytes, Usage]:
+    """Open streams in target order until one yields its first event."""
+    assert call.plan is not None
+    last: GatewayError | None = None
+    for i, backend in enumerate(call.plan.targets):
+        provider = services.providers[backend.provider]
+        body = {**call.body, "model": backend.model or call.asked}
+        usage = Usage()
+        events = provider.stream(backend, call.endpoint, body, usage)
+        started = time.perf_counter()
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            err: GatewayError = UpstreamError(f"backend {backend.name} sent an empty stream")
+        except GatewayError as exc:
+            err = exc
+        else:
+            call.upstream_s += time.perf_counter() - started
+            services.health[backend.name].success()
+            return backend, events, first, usage
+        finally:
+            services.metrics.upstream_duration.labels(backend.name).observe(
+                time.perf_counter() - started
+            )
+        await events.aclose()
+        _failed(services, call, backend, err, i)
+        if not _retryable(err):
+            raise err
+        last = err
+    raise last or UpstreamUnavailable("No backend could serve the request.")
+
+
+async def _stream(services: Services, call: Call, cache: CachePlan) -> Response:
+    backend, events, first, usage = await _open_stream(services, call)
+    m = services.metrics
+    m.ttft.labels(call.model, backend.tier).observe(time.perf_counter() - call.started)
+    health = services.health[backend.name]
+    health.in_flight += 1
+    assembler = Assembler() if cache.store and cache.key is not None else None
+
+    async def body() -> AsyncIterator[bytes]:
+        status = 200
+        try:
+            if assembler is not None:
+                assembler.feed(first)
+            yield first
+            async for event in events:
+                if assembler is not None:
+                    assembler.feed(event)
+                yield event
+        except GatewayError as err:
+            status = err.http_status
+            m.upstream_errors.labels(backend.name, _error_kind(err)).inc()
+            yield error_event(err)
+        finally:
+            health.in_flight -= 1
+            await events.aclose()
+            _account(services, call, backend, usage)
+            finish(services, call, status, backend.name, backend.tier)
+        whole = assembler.result() if assembler is not None else None
+        if whole is not None and cache.key is not None:
+            entry = CachedAnswer(
+                orjson.dumps(whole),
+                backend.name,
+                backend.tier,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            )
+            await services.cache.set(cache.key, entry.dumps(), cache.ttl_s)
+
+    headers = call.headers(backend.name, backend.tier)
+    return StreamingResponse(body(), 200, headers, "text/event-stream")

@@ -1,0 +1,192 @@
+"""Exact response cache: Redis when configured, an in-process LRU otherwise.
+
+Entries are partitioned per tenant and keyed by the normalised request plus the policy
+version, so a policy or backend model change never serves an old answer. Every Redis call is
+bounded by a short timeout; a failing Redis makes the cache a no-op, never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.cache")
+
+PREFIX = "gateway:cache:v1"
+# Request fields that do not change the answer's content.
+_NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier"})
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """A stored whole answer and what produced it."""
+
+    body: bytes
+    backend: str
+    tier: str
+    prompt_tokens: int
+    completion_tokens: int
+
+    def dumps(self) -> bytes:
+        """Serialise: a small JSON header line, then the answer's bytes as they were."""
+        head = [self.backend, self.tier, self.prompt_tokens, self.completion_tokens]
+        return orjson.dumps(head) + b"\n" + self.body
+
+    @classmethod
+    def loads(cls, raw: bytes) -> CachedAnswer | None:
+        """Parse a stored entry; None if it is damaged."""
+        head, _, body = raw.partition(b"\n")
+        try:
+            backend, tier, prompt, completion = orjson.loads(head)
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            return None
+        return cls(body, str(backend), str(tier), int(prompt), int(completion))
+
+
+def cache_key(
+    partition: str, model: str, policy_version: str, endpoint: str, body: dict[str, Any]
+) -> str:
+    """The key of a request: tenant and model in clear (for purges), the rest hashed."""
+    relevant = {k: v for k, v in body.items() if k not in _NOT_IN_KEY}
+    digest = hashlib.sha256(
+        orjson.dumps([policy_version, endpoint, relevant], option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
+    return f"{PREFIX}:{partition}:{model}:{digest}"
+
+
+class ResponseCache(Protocol):
+    """Where answers are kept."""
+
+    kind: str
+
+    async def get(self, key: str) -> bytes | None:
+        """The stored value, or None (also when the store is unavailable)."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        """Store a value; failures are counted and swallowed."""
+        ...
+
+    async def purge(self, partition: str | None, model: str | None) -> int:
+        """Delete entries of a tenant and/or model; return how many."""
+        ...
+
+
+class MemoryCache:
+    """A bounded LRU (entries and bytes) with per-entry expiry, local to the worker."""
+
+    kind = "memory"
+
+    def __init__(self, max_entries: int = 10_000, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires < time.monotonic():
+            self._drop(key)
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        if len(value) > self.max_bytes:
+            return
+        if key in self._data:
+            self._drop(key)
+        self._data[key] = (time.monotonic() + ttl_s, value)
+        self._bytes += len(value)
+        while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
+            self._drop(next(iter(self._data)))
+
+    async def purge(self, partition: str | None, model: str | None) -> int:
+        doomed = [k for k in self._data if _matches(k, partition, model)]
+        for key in doomed:
+            self._drop(key)
+        return len(doomed)
+
+    def _drop(self, key: str) -> None:
+        _, value = self._data.pop(key)
+        self._bytes -= len(value)
+
+
+def _matches(key: str, partition: str | None, model: str | None) -> bool:
+    rest = key[len(PREFIX) + 1 :]
+    part, _, rest = rest.partition(":")
+    key_model = rest.rpartition(":")[0]
+    return (partition is None or part == partition) and (model is None or key_model == model)
+
+
+class RedisCache:
+    """Redis-backed cache; any error or timeout turns an operation into a counted miss."""
+
+    kind = "redis"
+
+    def __init__(self, redis: Any, timeout_s: float, metrics: Metrics) -> None:
+        self._redis = redis
+        self._timeout = timeout_s
+        self._metrics = metrics
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await asyncio.wait_for(self._redis.get(key), self._timeout)
+        except Exception as exc:  # any Redis trouble is a miss, never an error
+            self._metrics.cache_errors.labels("get").inc()
+            log.debug("cache get failed", extra={"error": type(exc).__name__})
+            return None
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        # Writes go in the background so the client never waits on them.
+        task = asyncio.create_task(self._set(key, value, ttl_s))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _set(self, key: str, value: bytes, ttl_s: int) -> None:
+        try:
+            await asyncio.wait_for(self._redis.set(key, value, ex=ttl_s), self._timeout * 5)
+        except Exception as exc:
+            self._metrics.cache_errors.labels("set").inc()
+            log.debug("cache set failed", extra={"error": type(exc).__name__})
+
+    async def purge(self, partition: str | None, model: str | None) -> int:
+        pattern = f"{PREFIX}:{_glob(partition)}:{_glob(model)}:*"
+        deleted = 0
+        batch: list[bytes] = []
+        async for key in self._redis.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(await self._redis.unlink(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(await self._redis.unlink(*batch))
+        return deleted
+
+
+def _glob(value: str | None) -> str:
+    if value is None:
+        return "*"
+    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in value)
+
+
+def build_cache(settings: Settings, redis: Any, metrics: Metrics) -> ResponseCache:
+    """Redis when a URL is configured, else the in-process LRU."""
+    if redis is not None:
+        return RedisCache(redis, settings.redis_timeout_ms / 1000, metrics)
+    return MemoryCache(settings.cache_max_entries, settings.cache_max_bytes)

@@ -1,0 +1,129 @@
+"""The `gateway` command: serve, policy validate, classify."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from gateway.errors import PolicyError
+
+EMBEDDED_PORT = 8081
+
+
+def _start_embedded(port: int) -> subprocess.Popen[bytes]:
+    """Start the embedded llama.cpp server (SmolLM2) and wait until it answers."""
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.embedded", "--port", str(port)])
+    atexit.register(proc.terminate)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the embedded model server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("the embedded model server did not become ready in 120 s")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the HTTP server (uvloop + httptools)."""
+    import uvicorn
+
+    from gateway.policy import load_policy
+    from gateway.settings import Settings
+
+    if args.policy:
+        os.environ["GATEWAY_POLICY"] = str(Path(args.policy).resolve())
+    for name in ("host", "port", "workers"):
+        value = getattr(args, name)
+        if value is not None:
+            os.environ[f"GATEWAY_{name.upper()}"] = str(value)
+    settings = Settings()
+    try:
+        load_policy(settings.policy)  # fail fast, before any worker starts
+    except PolicyError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    if args.embedded:
+        port = int(os.environ.get("GATEWAY_EMBEDDED_PORT", EMBEDDED_PORT))
+        _start_embedded(port)
+        os.environ.setdefault("GATEWAY_LOCAL_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers write metrics to shared files; /metrics merges them.
+        directory = tempfile.mkdtemp(prefix="gateway-metrics-")
+        atexit.register(shutil.rmtree, directory, True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    uvicorn.run(
+        "gateway.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def validate_policy(args: argparse.Namespace) -> int:
+    """Check policy files; print each problem with file, line and key."""
+    from gateway.policy import load_policy
+
+    status = 0
+    for name in args.files:
+        try:
+            loaded = load_policy(Path(name))
+        except PolicyError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            status = 1
+        else:
+            policy = loaded.policy
+            print(
+                f"{name}: ok (version {loaded.version}; {len(policy.backends)} backends, "
+                f"{len(policy.models)} models)"
+            )
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `gateway` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["classify"]:
+        from gateway.routing.cli import main as classify_main
+
+        return classify_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the gateway")
+    p_serve.add_argument("--policy", help="policy YAML file (default: policies/default.yaml)")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--workers", type=int)
+    p_serve.add_argument(
+        "--embedded",
+        action="store_true",
+        help="also start the embedded open-weight model (llama.cpp + SmolLM2) on port 8081",
+    )
+    p_serve.set_defaults(func=serve)
+    p_policy = sub.add_parser("policy", help="policy tools")
+    policy_sub = p_policy.add_subparsers(dest="policy_command", required=True)
+    p_validate = policy_sub.add_parser("validate", help="validate policy files")
+    p_validate.add_argument("files", nargs="+")
+    p_validate.set_defaults(func=validate_policy)
+    sub.add_parser("classify", help="difficulty classifier: score, train, eval, explain")
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,100 @@
+"""One request, top to bottom: auth → parse → classify → plan → cache → attempt → account.
+
+Routes call `handle`; each step is a small function below, in the order it runs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.attempt import answer
+from gateway.call import Call, error_response
+from gateway.errors import BodyTooLarge, GatewayError
+from gateway.planner import Plan, make_plan, resolve_model
+from gateway.policy import Endpoint
+from gateway.protocol import parse_body, validate
+from gateway.services import Services
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_for(request: Request) -> str:
+    """The caller's `x-request-id` when it is sane, else a new one."""
+    given = request.headers.get("x-request-id")
+    if given and _REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing anything over `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"Request body too large: the limit is {limit} bytes.")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise BodyTooLarge(f"Request body too large: the limit is {limit} bytes.")
+    return bytes(chunks)
+
+
+def classify(services: Services, call: Call) -> None:
+    """Score difficulty for chat and completions; embeddings are not classified."""
+    if call.endpoint == "embeddings":
+        return
+    call.score = services.classifier.score(call.body)
+    services.metrics.difficulty.labels(call.model).observe(call.score)
+
+
+def plan(services: Services, call: Call) -> Plan:
+    """Choose targets by policy, score and backend health; feed the share calibrators."""
+    state = call.state
+    route = state.loaded.policy.models[call.model]
+    calibrators = state.calibrators
+
+    def threshold(rule: int) -> float:
+        calibrator = calibrators.get((call.model, rule))
+        return calibrator.threshold() if calibrator is not None else 1.0
+
+    chosen = make_plan(
+        state.loaded.policy,
+        call.model,
+        route,
+        call.endpoint,
+        call.score,
+        threshold,
+        services.health,
+    )
+    if call.score is not None and calibrators:
+        closed = chosen.targets[0].tier == "closed"
+        for (model, _), calibrator in calibrators.items():
+            if model == call.model:
+                calibrator.observe(call.score)
+                calibrator.record(closed)
+                services.metrics.closed_share.labels(model).set(calibrator.realised_share())
+    call.plan = chosen
+    return chosen
+
+
+async def handle(services: Services, request: Request, endpoint: Endpoint) -> Response:
+    """Serve one OpenAI API request end to end; every failure becomes an OpenAI error."""
+    call = Call(endpoint, request_id_for(request), time.perf_counter(), services.state)
+    try:
+        call.tenant = call.state.keys.authenticate(request.headers.get("authorization"))
+        raw = await read_body(request, services.settings.max_body_bytes)
+        call.body = parse_body(raw)
+        call.asked = validate(endpoint, call.body)
+        call.stream = call.body.get("stream") is True
+        allowed = call.tenant.allowed_models
+        call.model, _ = resolve_model(call.state.loaded.policy, call.asked, allowed)
+        classify(services, call)
+        plan(services, call)
+        return await answer(services, call, request)
+    except GatewayError as err:
+        return error_response(services, call, err)

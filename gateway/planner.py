@@ -1,0 +1,105 @@
+"""Planning: model name + difficulty + backend health → ordered targets. Pure, no I/O."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from gateway.errors import ModelNotFound, PermissionDenied, UpstreamUnavailable
+from gateway.health import HealthBoard
+from gateway.policy import Backend, Endpoint, ModelRoute, Policy, Rule
+
+WILDCARD = "*"
+
+
+@dataclass(slots=True)
+class Plan:
+    """Where a request goes: targets in order (first usable wins, the rest are fallbacks)."""
+
+    model: str
+    targets: list[Backend]
+    reason: str
+    rule: int
+
+
+def resolve_model(
+    policy: Policy, name: str, allowed: frozenset[str] | None
+) -> tuple[str, ModelRoute]:
+    """The policy entry for a requested model name (or the `*` catch-all)."""
+    key = name if name in policy.models else WILDCARD
+    route = policy.models.get(key)
+    if route is None:
+        raise ModelNotFound(
+            f"The model `{name}` does not exist or you do not have access to it.", param="model"
+        )
+    if allowed is not None and key not in allowed:
+        raise PermissionDenied(f"Your key may not use the model `{name}`.", param="model")
+    return key, route
+
+
+def _matches(rule: Rule, score: float, threshold: Callable[[], float]) -> bool:
+    when = rule.when
+    if when is None:
+        return True
+    if when.closed_share is not None:
+        return score >= threshold()
+    if when.difficulty_at_least is not None and score < when.difficulty_at_least:
+        return False
+    return not (when.difficulty_below is not None and score >= when.difficulty_below)
+
+
+def choose_rule(
+    route: ModelRoute, score: float | None, threshold: Callable[[int], float]
+) -> tuple[int, str]:
+    """The first rule that holds for this score, and why it was chosen."""
+    rules = route.rules
+    if route.route is None:
+        return 0, "alias"
+    if score is None:  # unclassified endpoints take the default rule
+        return len(rules) - 1, "default"
+    for i, rule in enumerate(rules):
+        if _matches(rule, score, partial(threshold, i)):
+            when = rule.when
+            if when is None:
+                return i, "default"
+            return i, "calibration" if when.closed_share is not None else "rule"
+    return len(rules) - 1, "default"
+
+
+def make_plan(
+    policy: Policy,
+    model: str,
+    route: ModelRoute,
+    endpoint: Endpoint,
+    score: float | None,
+    threshold: Callable[[int], float],
+    health: HealthBoard,
+) -> Plan:
+    """Order the chosen rule's targets, then the default rule's, as fallbacks.
+
+    Disabled backends (no API key) and backends that cannot serve the endpoint are left out;
+    open circuits and saturated backends go last rather than nowhere.
+    """
+    index, reason = choose_rule(route, score, threshold)
+    names = list(route.rules[index].to)
+    for name in route.rules[-1].to:
+        if name not in names:
+            names.append(name)
+    now = time.monotonic()
+    ready: list[Backend] = []
+    degraded: list[Backend] = []
+    for name in names:
+        backend = policy.backends[name]
+        if not backend.enabled or not backend.serves(endpoint):
+            continue
+        state = health[name]
+        saturated = (
+            backend.max_concurrency is not None and state.in_flight >= backend.max_concurrency
+        )
+        (ready if state.usable(now) and not saturated else degraded).append(backend)
+    targets = ready + degraded
+    if not targets:
+        raise UpstreamUnavailable(f"No backend is configured to serve `{model}` for {endpoint}.")
+    return Plan(model, targets, reason, index)

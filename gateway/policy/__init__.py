@@ -1,0 +1,31 @@
+"""Routing policies: schema, loading and validation."""
+
+from gateway.policy.loader import LoadedPolicy, load_policy, parse_policy
+from gateway.policy.schema import (
+    Backend,
+    CachePolicy,
+    Condition,
+    Endpoint,
+    ModelRoute,
+    Policy,
+    Price,
+    Rule,
+    Team,
+    Tier,
+)
+
+__all__ = [
+    "Backend",
+    "CachePolicy",
+    "Condition",
+    "Endpoint",
+    "LoadedPolicy",
+    "ModelRoute",
+    "Policy",
+    "Price",
+    "Rule",
+    "Team",
+    "Tier",
+    "load_policy",
+    "parse_policy",
+]

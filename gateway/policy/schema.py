@@ -1,0 +1,168 @@
+"""Policy file schema: backends, the model names apps ask for, and how each is routed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+Tier = Literal["open", "closed"]
+Endpoint = Literal["chat", "completions", "embeddings"]
+
+_DEFAULT_BASE_URL = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+}
+_DEFAULT_ENDPOINTS: dict[str, list[Endpoint]] = {
+    "openai": ["chat", "completions", "embeddings"],
+    "anthropic": ["chat"],
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(Strict):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The cost of one call in USD."""
+        return (
+            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+        ) / 1e6
+
+
+class Backend(Strict):
+    """One upstream model on one provider."""
+
+    provider: Literal["openai", "anthropic"]
+    # Filled from the key under `backends:`.
+    name: str = ""
+    base_url: str = ""
+    # None: send the model name the client asked for (passthrough).
+    model: str | None = None
+    api_key: SecretStr = SecretStr("")
+    # A backend that needs a key and has none is disabled (reported by /readyz), not an error.
+    requires_api_key: bool | None = None
+    tier: Tier = "open"
+    price: Price = Price()
+    endpoints: list[Endpoint] | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    # In-flight requests above this count make the backend "saturated": planning skips it.
+    max_concurrency: int | None = Field(None, ge=1)
+    headers: dict[str, str] = {}
+    # Anthropic needs max_tokens; used when the client gave none.
+    default_max_tokens: int = Field(4096, ge=1)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Backend:
+        if not self.base_url:
+            object.__setattr__(self, "base_url", _DEFAULT_BASE_URL[self.provider])
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if self.endpoints is None:
+            object.__setattr__(self, "endpoints", list(_DEFAULT_ENDPOINTS[self.provider]))
+        if self.requires_api_key is None:
+            object.__setattr__(self, "requires_api_key", self.tier == "closed")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """False when the backend needs an API key that is not set."""
+        return not (self.requires_api_key and not self.api_key.get_secret_value())
+
+    def serves(self, endpoint: Endpoint) -> bool:
+        """Whether this backend can take requests for an endpoint family."""
+        return endpoint in (self.endpoints or ())
+
+
+class Condition(Strict):
+    """When a route rule applies: a fixed difficulty threshold or a target closed-tier share."""
+
+    difficulty_at_least: float | None = Field(None, ge=0, le=1)
+    difficulty_below: float | None = Field(None, ge=0, le=1)
+    # Route the hardest `closed_share` of recent traffic by this rule (calibrated threshold).
+    closed_share: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Condition:
+        fixed = self.difficulty_at_least is not None or self.difficulty_below is not None
+        if fixed and self.closed_share is not None:
+            raise ValueError("use either difficulty thresholds or closed_share, not both")
+        if not fixed and self.closed_share is None:
+            raise ValueError(
+                "a condition needs difficulty_at_least, difficulty_below or closed_share"
+            )
+        return self
+
+
+class Rule(Strict):
+    """Route to the first usable target of `to` when `when` holds (always, if absent)."""
+
+    when: Condition | None = None
+    to: list[str] = Field(min_length=1)
+
+
+class CachePolicy(Strict):
+    """Response cache settings; per model they override the policy-wide ones."""
+
+    enabled: bool | None = None
+    ttl_s: int | None = Field(None, ge=1)
+    # Cache requests whose temperature is above 0 (they are not deterministic).
+    cache_sampled: bool | None = None
+    cache_tools: bool | None = None
+    # Semantic (nearest-neighbour) lookups of the last user turn.
+    semantic: bool | None = None
+    semantic_threshold: float | None = Field(None, gt=0, le=1)
+    # Share entries across tenants (only for public, non-personal workloads).
+    shared_across_tenants: bool | None = None
+
+
+class ModelRoute(Strict):
+    """A model name applications ask for: a plain alias (`to`) or ordered rules (`route`)."""
+
+    to: list[str] | None = Field(None, min_length=1)
+    route: list[Rule] | None = Field(None, min_length=1)
+    cache: CachePolicy | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ModelRoute:
+        if (self.to is None) == (self.route is None):
+            raise ValueError("a model needs exactly one of `to` (alias) or `route` (rules)")
+        if self.route is not None and self.route[-1].when is not None:
+            raise ValueError("the last rule of a route must have no `when` (the default)")
+        return self
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The route as rules; an alias is one unconditional rule."""
+        return self.route if self.route is not None else [Rule(to=self.to or [])]
+
+
+class Team(Strict):
+    """A tenant: its virtual API keys and what it may use."""
+
+    keys: list[str] = Field(min_length=1, repr=False)
+    allowed_models: list[str] | None = None
+
+
+class Policy(Strict):
+    """A whole policy file."""
+
+    version: str | None = None
+    backends: dict[str, Backend] = Field(min_length=1)
+    models: dict[str, ModelRoute] = Field(min_length=1)
+    savings_reference: str | None = None
+    cache: CachePolicy = CachePolicy()
+    teams: dict[str, Team] = {}
+
+    @model_validator(mode="after")
+    def _name_backends(self) -> Policy:
+        for name, backend in self.backends.items():
+            object.__setattr__(backend, "name", name)
+        return self

@@ -1,0 +1,116 @@
+"""Anthropic's Messages API behind the OpenAI chat completions interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.errors import InvalidRequest, UpstreamError
+from gateway.policy import Backend, Endpoint
+from gateway.providers.anthropic_translate import StreamTranslator, from_anthropic, to_anthropic
+from gateway.providers.base import (
+    Completion,
+    EventStream,
+    Usage,
+    map_transport_error,
+    split_events,
+    status_error,
+    timeout_for,
+)
+
+API_VERSION = "2023-06-01"
+
+
+class AnthropicProvider:
+    """Translates chat completions to Messages API calls and back."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    def _request(self, backend: Backend, body: dict[str, Any]) -> httpx.Request:
+        headers = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",
+            "anthropic-version": API_VERSION,
+            **backend.headers,
+        }
+        key = backend.api_key.get_secret_value()
+        if key:
+            headers["x-api-key"] = key
+        return self._client.build_request(
+            "POST",
+            backend.base_url + "/messages",
+            content=orjson.dumps(body),
+            headers=headers,
+            timeout=timeout_for(backend),
+        )
+
+    @staticmethod
+    def _translate(backend: Backend, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        if endpoint != "chat":
+            raise InvalidRequest(f"backend {backend.name} only serves chat completions")
+        return to_anthropic(
+            body, backend.model or str(body.get("model")), backend.default_max_tokens
+        )
+
+    async def complete(
+        self, backend: Backend, endpoint: Endpoint, body: dict[str, Any]
+    ) -> Completion:
+        """Send one Messages request and return it as a chat completion."""
+        request = self._request(backend, self._translate(backend, endpoint, body))
+        try:
+            response = await self._client.send(request)
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, backend.name) from exc
+        if response.status_code >= 400:
+            raise status_error(backend.name, response.status_code, response.content)
+        try:
+            message = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"backend {backend.name} returned invalid JSON") from exc
+        if not isinstance(message, dict) or message.get("type") != "message":
+            raise UpstreamError(f"backend {backend.name} returned an unexpected answer")
+        completion, usage = from_anthropic(message)
+        return Completion(orjson.dumps(completion), usage)
+
+    async def stream(
+        self, backend: Backend, endpoint: Endpoint, body: dict[str, Any], usage: Usage
+    ) -> EventStream:
+        """Stream a Messages answer as `chat.completion.chunk` events."""
+        payload = self._translate(backend, endpoint, {**body, "stream": True})
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        translator = StreamTranslator(payload["model"], include_usage, usage)
+        try:
+            response = await self._client.send(self._request(backend, payload), stream=True)
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, backend.name) from exc
+        try:
+            if response.status_code >= 400:
+                raise status_error(backend.name, response.status_code, await response.aread())
+            buffer = bytearray()
+            try:
+                async for chunk in response.aiter_raw():
+                    for event in split_events(buffer, chunk):
+                        for out in translator.feed(_decode(event)):
+                            yield out
+            except httpx.HTTPError as exc:
+                raise map_transport_error(exc, backend.name) from exc
+            if not translator.finished:
+                raise UpstreamError(f"backend {backend.name} ended the stream early")
+        finally:
+            await response.aclose()
+
+
+def _decode(event: bytes) -> dict[str, Any]:
+    """The JSON `data:` of one SSE event (empty for comments and keep-alives)."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                data = orjson.loads(line[5:])
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamError("backend sent a malformed stream event") from exc
+            return data if isinstance(data, dict) else {}
+    return {}

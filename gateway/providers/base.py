@@ -1,0 +1,109 @@
+"""The provider interface: one call (`complete`) and one stream (`stream`) per backend request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from gateway.errors import (
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.policy import Backend, Endpoint
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts reported by a backend (0 when it reported none)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def update_from(self, usage: Any) -> None:
+        """Take counts from an OpenAI `usage` object, ignoring anything malformed."""
+        if isinstance(usage, dict):
+            prompt = usage.get("prompt_tokens")
+            completion = usage.get("completion_tokens")
+            if isinstance(prompt, int):
+                self.prompt_tokens = prompt
+            if isinstance(completion, int):
+                self.completion_tokens = completion
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole (non-streamed) answer, already in OpenAI wire format."""
+
+    body: bytes
+    usage: Usage
+    status: int = 200
+
+
+# A stream yields complete SSE events in OpenAI form (`data: {...}\n\n`), the last being
+# `data: [DONE]\n\n`; it fills the Usage it was given as counts arrive.
+EventStream = AsyncGenerator[bytes, None]
+
+
+class Provider(Protocol):
+    """A family of upstream APIs (OpenAI-compatible, Anthropic, ...)."""
+
+    async def complete(
+        self, backend: Backend, endpoint: Endpoint, body: dict[str, Any]
+    ) -> Completion:
+        """Send one request and return the whole answer."""
+        ...
+
+    def stream(
+        self, backend: Backend, endpoint: Endpoint, body: dict[str, Any], usage: Usage
+    ) -> EventStream:
+        """Send one streaming request; the first `anext` raises if the backend fails."""
+        ...
+
+
+def timeout_for(backend: Backend) -> httpx.Timeout:
+    """Connect quickly or move on; allow `timeout_s` between bytes."""
+    return httpx.Timeout(
+        connect=backend.connect_timeout_s,
+        read=backend.timeout_s,
+        write=backend.timeout_s,
+        pool=backend.connect_timeout_s,
+    )
+
+
+def map_transport_error(exc: Exception, backend_name: str) -> UpstreamError:
+    """Turn an httpx/aiohttp exception into the gateway's upstream error."""
+    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
+        return UpstreamUnavailable(f"backend {backend_name} is unreachable")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"backend {backend_name} timed out")
+    return UpstreamError(f"backend {backend_name} failed: {type(exc).__name__}")
+
+
+def status_error(backend_name: str, status: int, body: bytes) -> UpstreamStatusError:
+    """The error for a non-2xx answer from a backend."""
+    return UpstreamStatusError(
+        f"backend {backend_name} answered HTTP {status}", upstream_status=status, body=body[:65536]
+    )
+
+
+def split_events(buffer: bytearray, chunk: bytes) -> list[bytes]:
+    """Append a network chunk and cut off every complete SSE event (`...\\n\\n`)."""
+    if b"\r" in chunk:
+        chunk = chunk.replace(b"\r\n", b"\n")
+    buffer += chunk
+    events: list[bytes] = []
+    start = 0
+    while True:
+        end = buffer.find(b"\n\n", start)
+        if end < 0:
+            break
+        events.append(bytes(buffer[start : end + 2]))
+        start = end + 2
+    if start:
+        del buffer[:start]
+    return events

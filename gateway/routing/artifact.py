@@ -1,0 +1,109 @@
+"""The trained model as plain numpy arrays in one ``.npz`` file (no pickle)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "difficulty-v1.npz"
+HISTOGRAM_BINS = 200
+
+# Hand-set logit offsets for request structure the training data never shows (all of it
+# is single-turn, tool-less, free text). They encode the prior that agentic, structured
+# and multi-turn requests are where small open models fall behind most; kept small so
+# they nudge rather than decide, and stored in the artifact so changing them bumps its id.
+DEFAULT_PRIORS: dict[str, float] = {
+    "tools": 0.35,
+    "tool_results": 0.15,
+    "json_schema": 0.25,
+    "json_object": 0.1,
+    "per_prior_turn": 0.08,
+    "images": 0.3,
+    "long_system_prompt": 0.1,
+    "long_output": 0.15,
+    "short_output": -0.2,
+}
+
+
+@dataclass(slots=True)
+class Artifact:
+    """Weights of the difficulty model; see ``classifier.DifficultyClassifier``."""
+
+    vocab: list[str]
+    unigram_w: np.ndarray
+    bigram_keys: np.ndarray
+    bigram_w: np.ndarray
+    dense_edges: list[np.ndarray]
+    dense_w: np.ndarray
+    bias: float
+    score_prior: np.ndarray  # histogram of training scores, HISTOGRAM_BINS bins over [0, 1]
+    priors: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRIORS))
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """Serialise to ``.npz`` bytes."""
+        lengths = np.array([len(e) for e in self.dense_edges], dtype=np.int64)
+        edges = np.concatenate(self.dense_edges) if self.dense_edges else np.zeros(0)
+        meta = dict(self.meta, priors=self.priors, bias=self.bias)
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            vocab=np.array(self.vocab, dtype=np.str_),
+            unigram_w=self.unigram_w.astype(np.float32),
+            bigram_keys=self.bigram_keys.astype(np.int64),
+            bigram_w=self.bigram_w.astype(np.float32),
+            dense_edges=edges.astype(np.float64),
+            dense_lengths=lengths,
+            dense_w=self.dense_w.astype(np.float32),
+            score_prior=self.score_prior.astype(np.float64),
+            meta=np.frombuffer(orjson.dumps(meta, option=orjson.OPT_SORT_KEYS), dtype=np.uint8),
+        )
+        return buf.getvalue()
+
+    def save(self, path: Path) -> str:
+        """Write the artifact; returns its content id."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.to_bytes())
+        return self.digest()
+
+    def digest(self) -> str:
+        """Short stable id of the model's content (zip timestamps do not count)."""
+        h = hashlib.sha256()
+        h.update("\x00".join(self.vocab).encode("utf-8", "surrogatepass"))
+        # Hash the stored dtypes so a loaded artifact has the id its writer reported.
+        for arr in (self.unigram_w, self.bigram_w, self.dense_w):
+            h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.bigram_keys, dtype=np.int64).tobytes())
+        for edges in self.dense_edges:
+            h.update(np.ascontiguousarray(edges, dtype=np.float64).tobytes())
+        meta = dict(self.meta, priors=self.priors, bias=self.bias)
+        h.update(orjson.dumps(meta, option=orjson.OPT_SORT_KEYS))
+        return h.hexdigest()[:12]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Artifact:
+        """Parse ``.npz`` bytes written by ``to_bytes``."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            meta: dict[str, Any] = orjson.loads(z["meta"].tobytes())
+            lengths = z["dense_lengths"].tolist()
+            flat = z["dense_edges"]
+            bounds = np.cumsum([0, *lengths])
+            edges = [flat[bounds[i] : bounds[i + 1]] for i in range(len(lengths))]
+            return cls(
+                vocab=z["vocab"].tolist(),
+                unigram_w=z["unigram_w"].astype(np.float64),
+                bigram_keys=z["bigram_keys"],
+                bigram_w=z["bigram_w"].astype(np.float64),
+                dense_edges=edges,
+                dense_w=z["dense_w"].astype(np.float64),
+                bias=float(meta.pop("bias")),
+                score_prior=z["score_prior"],
+                priors={str(k): float(v) for k, v in meta.pop("priors").items()},
+                meta=meta,
+            )

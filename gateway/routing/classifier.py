@@ -1,0 +1,137 @@
+"""Difficulty score of a request: the estimated chance the open model falls short.
+
+The model is a logistic regression over three groups of signals, added in logit space:
+
+- binned prompt statistics (length, digits, maths/code symbols, CJK share, ...), which
+  act like a small additive model and carry most of what transfers across task types;
+- word and word-pair presence, L2-normalised so long prompts are not louder;
+- hand-set priors for request structure the training data lacks (tools, JSON schema,
+  images, conversation depth, ``max_tokens``); see ``artifact.DEFAULT_PRIORS``.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway.routing.artifact import DEFAULT_ARTIFACT, Artifact
+from gateway.routing.features import (
+    BIGRAM_BASE,
+    DENSE_NAMES,
+    dense_values,
+    token_ids,
+    tokenize,
+)
+from gateway.routing.request import RequestView, view_request
+
+__all__ = ["DifficultyClassifier", "prior_terms"]
+
+
+def prior_terms(view: RequestView, priors: Mapping[str, float]) -> list[tuple[str, float]]:
+    """Logit offsets for request structure, as ``(signal, contribution)`` pairs."""
+    terms: list[tuple[str, float]] = []
+    if view.n_tools:
+        terms.append(("tools", priors.get("tools", 0.0)))
+    if view.n_tool_messages:
+        terms.append(("tool_results", priors.get("tool_results", 0.0)))
+    if view.json_mode == 2:
+        terms.append(("json_schema", priors.get("json_schema", 0.0)))
+    elif view.json_mode == 1:
+        terms.append(("json_object", priors.get("json_object", 0.0)))
+    if view.n_assistant:
+        turns = min(view.n_assistant, 5)
+        terms.append((f"prior_turns={turns}", turns * priors.get("per_prior_turn", 0.0)))
+    if view.n_images:
+        terms.append(("images", priors.get("images", 0.0)))
+    if view.system_chars > 2_000:
+        terms.append(("long_system_prompt", priors.get("long_system_prompt", 0.0)))
+    if view.max_tokens is not None:
+        if view.max_tokens >= 2_048:
+            terms.append(("long_output", priors.get("long_output", 0.0)))
+        elif 0 < view.max_tokens <= 32:
+            terms.append(("short_output", priors.get("short_output", 0.0)))
+    return terms
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+class DifficultyClassifier:
+    """Scores OpenAI request bodies in [0, 1]; higher means the strong model is needed."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        self.artifact = artifact
+        self.version: str = f"{artifact.meta.get('name', 'difficulty-v1')}-{artifact.digest()}"
+        # Plain Python containers: for the few hundred lookups a request needs they beat
+        # numpy indexing, whose per-call overhead dominates at this size.
+        self._vocab = {tok: i for i, tok in enumerate(artifact.vocab)}
+        self._uw: list[float] = artifact.unigram_w.tolist()
+        self._bw: dict[int, float] = dict(
+            zip(artifact.bigram_keys.tolist(), artifact.bigram_w.tolist(), strict=True)
+        )
+        self._edges: list[list[float]] = [e.tolist() for e in artifact.dense_edges]
+        offsets = [0]
+        for edges in self._edges:
+            offsets.append(offsets[-1] + len(edges) + 1)
+        self._offsets = offsets
+        self._dw: list[float] = artifact.dense_w.tolist()
+        self._bias = artifact.bias
+        self._priors = dict(artifact.priors)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> DifficultyClassifier:
+        """Load an artifact file; ``None`` means the one shipped in the package."""
+        return cls(Artifact.from_bytes((path or DEFAULT_ARTIFACT).read_bytes()))
+
+    def _logit_parts(
+        self, view: RequestView
+    ) -> tuple[list[float], list[int], set[int], list[int], float]:
+        tokens = tokenize(view.text)
+        values = dense_values(view, tokens)
+        bins = [bisect_right(edges, v) for edges, v in zip(self._edges, values, strict=True)]
+        unigrams, bigrams = token_ids(tokens, self._vocab)
+        present = [k for k in bigrams if k in self._bw]
+        n = len(unigrams) + len(present)
+        scale = 1.0 / math.sqrt(n) if n else 0.0
+        return values, bins, unigrams, present, scale
+
+    def logit(self, body: Mapping[str, Any]) -> float:
+        """Score before the sigmoid."""
+        view = view_request(body)
+        _, bins, unigrams, present, scale = self._logit_parts(view)
+        dw, offsets, uw, bw = self._dw, self._offsets, self._uw, self._bw
+        total = self._bias + sum(dw[offsets[f] + b] for f, b in enumerate(bins))
+        lexical = sum(uw[i] for i in unigrams) + sum(bw[k] for k in present)
+        total += lexical * scale
+        for _, value in prior_terms(view, self._priors):
+            total += value
+        return total
+
+    def score(self, body: Mapping[str, Any]) -> float:
+        """Estimated probability in [0, 1] that the open tier falls short on ``body``."""
+        return _sigmoid(self.logit(body))
+
+    def explain(self, body: Mapping[str, Any], top: int = 8) -> list[tuple[str, float]]:
+        """The ``top`` signals with the largest signed logit contributions."""
+        view = view_request(body)
+        values, bins, unigrams, present, scale = self._logit_parts(view)
+        terms: list[tuple[str, float]] = []
+        for f, b in enumerate(bins):
+            weight = self._dw[self._offsets[f] + b]
+            terms.append((f"{DENSE_NAMES[f]}={values[f]:.3g}", weight))
+        vocab = self.artifact.vocab
+        for i in unigrams:
+            terms.append((f"word:{vocab[i]}", self._uw[i] * scale))
+        for k in present:
+            a, b = divmod(k, BIGRAM_BASE)
+            terms.append((f"pair:{vocab[a]} {vocab[b]}", self._bw[k] * scale))
+        terms.extend(prior_terms(view, self._priors))
+        terms.sort(key=lambda t: (-abs(t[1]), t[0]))
+        return terms[: max(0, top)]

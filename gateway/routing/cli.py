@@ -1,0 +1,200 @@
+"""``gateway classify``: score files, train, evaluate and explain the difficulty model.
+
+    gateway classify --input IN.jsonl --output OUT.jsonl
+    gateway classify train --data FILE --out PATH [--seed 0]
+    gateway classify eval --data FILE [--by source] [--plot PATH] [--holdout collection]
+    gateway classify explain "prompt text"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+
+from gateway.routing.classifier import DifficultyClassifier
+
+EXIT_USAGE = 2
+
+
+class InputError(Exception):
+    """Bad user input; reported as one line on stderr with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse's own exit code for usage errors is also 2; keep its message style.
+        self.print_usage(sys.stderr)
+        raise InputError(message)
+
+
+def _classifier(model: str | None) -> DifficultyClassifier:
+    path = Path(model) if model else None
+    if path is not None and not path.is_file():
+        raise InputError(f"model artifact not found: {path}")
+    return DifficultyClassifier.load(path)
+
+
+def _parse_line(raw: bytes, where: str) -> tuple[Any, dict[str, Any]]:
+    try:
+        row = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{where}: invalid JSON: {exc}") from None
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InputError(f"{where}: 'messages' is missing or not a non-empty list")
+    return row.get("id"), row
+
+
+def classify_file(input_path: str, output_path: str, model: str | None = None) -> int:
+    """Score every line of ``input_path`` into ``output_path``; returns the line count."""
+    classifier = _classifier(model)
+    try:
+        raw_lines = (
+            sys.stdin.buffer.read() if input_path == "-" else Path(input_path).read_bytes()
+        ).splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read input {input_path}: {exc.strerror or exc}") from None
+    out: list[bytes] = []
+    for number, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        row_id, row = _parse_line(raw, f"{input_path}:{number}")
+        out.append(orjson.dumps({"id": row_id, "score": classifier.score(row)}))
+    payload = b"\n".join(out) + (b"\n" if out else b"")
+    if output_path == "-":
+        sys.stdout.buffer.write(payload)
+        return len(out)
+    target = Path(output_path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(payload)
+        tmp.replace(target)  # all or nothing: no half-written output on failure
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write output {output_path}: {exc.strerror or exc}") from None
+    return len(out)
+
+
+def _data_path(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise InputError(f"data file not found: {path}")
+    return path
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from gateway.routing.labels import load_records
+    from gateway.routing.train import TrainConfig, fit, prepare
+
+    start = time.perf_counter()
+    records = load_records(_data_path(args.data))
+    if not records:
+        raise InputError(f"{args.data}: no usable records")
+    prepared = prepare(records)
+    config = TrainConfig(seed=args.seed)
+    artifact = fit(prepared, np.arange(len(records)), config, _log)
+    digest = artifact.save(Path(args.out))
+    print(f"wrote {args.out} ({artifact.meta['name']}-{digest}) from {len(records)} records "
+          f"in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from gateway.routing import evaluate as ev
+    from gateway.routing.labels import load_records
+
+    records = load_records(_data_path(args.data))
+    if not records:
+        raise InputError(f"{args.data}: no usable records")
+    if args.holdout:
+        from gateway.routing.holdout import holdout_scores
+        from gateway.routing.train import TrainConfig, prepare
+
+        scores = holdout_scores(prepare(records), args.holdout, TrainConfig(seed=args.seed), _log)
+        by = args.by or args.holdout
+        title = f"leave-one-{args.holdout}-out, grouped by {by}"
+    else:
+        classifier = _classifier(args.model)
+        scores = ev.score_records(classifier, records)
+        by = args.by or "source"
+        title = f"{classifier.version}, grouped by {by}"
+    results = ev.evaluate(records, scores, by)
+    print(f"## {title}\n\n{ev.format_table(results)}")
+    if args.plot:
+        ev.plot(results, Path(args.plot), title)
+        print(f"\nplot: {args.plot}")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    classifier = _classifier(args.model)
+    body = {"messages": [{"role": "user", "content": " ".join(args.text)}]}
+    print(f"score {classifier.score(body):.4f}  ({classifier.version})")
+    for name, value in classifier.explain(body, top=args.top):
+        print(f"  {value:+.4f}  {name}")
+    return 0
+
+
+def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int]]]:
+    train = _Parser(prog="gateway classify train", description="Train and write an artifact.")
+    train.add_argument("--data", required=True, help="train.jsonl with per-model outcomes")
+    train.add_argument("--out", required=True, help="artifact path (.npz)")
+    train.add_argument("--seed", type=int, default=0)
+
+    ev = _Parser(prog="gateway classify eval", description="APGR/CPT per group.")
+    ev.add_argument("--data", required=True, help="jsonl with per-model outcomes")
+    ev.add_argument("--by", choices=("source", "collection", "family", "all"), default=None)
+    ev.add_argument("--plot", help="write a PNG of quality vs strong-call share")
+    ev.add_argument("--model", help="artifact to evaluate (default: the shipped one)")
+    ev.add_argument("--holdout", choices=("collection", "family"),
+                    help="train leave-one-group-out models and evaluate each on its held-out group")
+    ev.add_argument("--seed", type=int, default=0)
+
+    explain = _Parser(prog="gateway classify explain", description="Score and top signals.")
+    explain.add_argument("text", nargs="+", help="prompt text")
+    explain.add_argument("--top", type=int, default=8)
+    explain.add_argument("--model", help="artifact (default: the shipped one)")
+    return {"train": (train, _cmd_train), "eval": (ev, _cmd_eval), "explain": (explain, _cmd_explain)}
+
+
+def _run(argv: Sequence[str]) -> int:
+    commands = _subparsers()
+    if argv and argv[0] in commands:
+        parser, handler = commands[argv[0]]
+        return handler(parser.parse_args(argv[1:]))
+    parser = _Parser(prog="gateway classify", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="jsonl of {id, messages}; - for stdin")
+    parser.add_argument("--output", required=True, help="jsonl of {id, score}; - for stdout")
+    parser.add_argument("--model", help="artifact (default: the shipped one)")
+    args = parser.parse_args(argv)
+    count = classify_file(args.input, args.output, args.model)
+    if args.output != "-":
+        print(f"scored {count} requests -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``gateway classify``; returns the process exit code."""
+    try:
+        return _run(argv)
+    except InputError as exc:
+        print(f"gateway classify: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:  # argparse --help; callers in-process want a code, not an exit
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE

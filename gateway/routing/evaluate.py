@@ -1,0 +1,176 @@
+"""Router quality versus strong-model share: APGR, CPT and a grouped held-out protocol.
+
+Routing the top ``p`` share of prompts (by score) to the strong model gives a quality
+``q(p)``; PGR(p) = (q(p) - q_weak) / (q_strong - q_weak) is the share of the strong/weak
+gap recovered. APGR is the area under PGR over p in [0, 1] (0.5 for random routing);
+CPT(x) is the smallest strong-call share that recovers x of the gap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway.routing.classifier import DifficultyClassifier
+from gateway.routing.labels import Record
+from gateway.routing.request import view_request
+
+GRID = np.linspace(0.0, 1.0, 1001)
+MIN_GAP = 0.01  # below this the gap is noise and PGR is meaningless
+
+
+@dataclass(slots=True)
+class GroupResult:
+    """Metrics of one evaluation group."""
+
+    name: str
+    n: int
+    weak: float
+    strong: float
+    apgr: dict[str, float]
+    cpt50: dict[str, float]
+    cpt80: dict[str, float]
+    curves: dict[str, np.ndarray]
+
+    @property
+    def valid(self) -> bool:
+        """Whether the strong model beats the weak one by enough for PGR to mean anything."""
+        return self.strong - self.weak >= MIN_GAP
+
+
+def quality_curve(
+    scores: np.ndarray, strong: np.ndarray, weak: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """Mean quality on ``GRID`` when the highest-scored share goes to the strong model."""
+    n = len(scores)
+    tiebreak = np.random.default_rng(seed).random(n)  # ties are broken at random, not by order
+    order = np.lexsort((tiebreak, -scores))
+    cum = np.concatenate([[0.0], np.cumsum((strong - weak)[order])])
+    return (weak.sum() + np.interp(GRID * n, np.arange(n + 1), cum)) / n
+
+
+def _cpt(pgr: np.ndarray, level: float) -> float:
+    hit = np.nonzero(pgr >= level - 1e-12)[0]
+    return float(GRID[hit[0]]) if len(hit) else 1.0
+
+
+def evaluate_group(
+    name: str, routers: dict[str, np.ndarray], strong: np.ndarray, weak: np.ndarray
+) -> GroupResult:
+    """APGR/CPT of each router (name -> scores) on one group, plus random and oracle."""
+    q_weak, q_strong = float(weak.mean()), float(strong.mean())
+    span = q_strong - q_weak if abs(q_strong - q_weak) > 1e-12 else 1e-12
+    curves = {"random": q_weak + GRID * (q_strong - q_weak)}
+    for router, scores in {**routers, "oracle": strong - weak}.items():
+        curves[router] = quality_curve(scores, strong, weak)
+    result = GroupResult(name, len(strong), q_weak, q_strong, {}, {}, {}, curves)
+    for router, curve in curves.items():
+        pgr = (curve - q_weak) / span
+        result.apgr[router] = float(np.trapezoid(pgr, GRID))
+        result.cpt50[router] = _cpt(pgr, 0.5)
+        result.cpt80[router] = _cpt(pgr, 0.8)
+    return result
+
+
+def group_key(record: Record, by: str) -> str:
+    """Evaluation group of a record: ``source``, ``collection`` or ``family``."""
+    if by == "source":
+        return record.source
+    if by == "family":  # scores are only comparable within a collection
+        return f"{record.collection}:{record.family}"
+    if by == "collection":
+        return record.collection
+    return "all"
+
+
+def prompt_length(record: Record) -> float:
+    """Length baseline: characters of the prompt."""
+    return float(view_request({"messages": record.messages}).total_chars)
+
+
+def score_records(classifier: DifficultyClassifier, records: Sequence[Record]) -> np.ndarray:
+    """Scores of records through the exact serving path."""
+    return np.array([classifier.score({"messages": r.messages}) for r in records])
+
+
+def evaluate(records: Sequence[Record], scores: np.ndarray, by: str) -> list[GroupResult]:
+    """Per-group results for model scores against the length baseline."""
+    lengths = np.array([prompt_length(r) for r in records])
+    groups: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        groups.setdefault(group_key(rec, by), []).append(i)
+    results = []
+    for name in sorted(groups):
+        idx = np.array(groups[name])
+        strong = np.array([records[i].strong for i in idx])
+        weak = np.array([records[i].weak for i in idx])
+        routers = {"model": scores[idx], "length": lengths[idx]}
+        results.append(evaluate_group(name, routers, strong, weak))
+    return results
+
+
+def format_table(results: Sequence[GroupResult]) -> str:
+    """Markdown table of results with a macro average over valid groups."""
+    lines = [
+        "| group | n | weak | strong | APGR model | APGR length | APGR oracle "
+        "| CPT50 model | CPT50 length | CPT80 model | CPT80 length |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if not r.valid:
+            lines.append(
+                f"| {r.name} | {r.n} | {r.weak:.3f} | {r.strong:.3f} "
+                "| n/a (gap < 0.01) | | | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {r.name} | {r.n} | {r.weak:.3f} | {r.strong:.3f} | {r.apgr['model']:.3f} "
+            f"| {r.apgr['length']:.3f} | {r.apgr['oracle']:.3f} | {r.cpt50['model']:.1%} "
+            f"| {r.cpt50['length']:.1%} | {r.cpt80['model']:.1%} | {r.cpt80['length']:.1%} |"
+        )
+    valid = [r for r in results if r.valid]
+    if valid:
+
+        def mean(get: Callable[[GroupResult], float]) -> float:
+            return float(np.mean([get(r) for r in valid]))
+
+        lines.append(
+            f"| **macro mean ({len(valid)} groups)** | {sum(r.n for r in valid)} | | "
+            f"| {mean(lambda r: r.apgr['model']):.3f} | {mean(lambda r: r.apgr['length']):.3f} "
+            f"| {mean(lambda r: r.apgr['oracle']):.3f} | {mean(lambda r: r.cpt50['model']):.1%} "
+            f"| {mean(lambda r: r.cpt50['length']):.1%} | {mean(lambda r: r.cpt80['model']):.1%} "
+            f"| {mean(lambda r: r.cpt80['length']):.1%} |"
+        )
+    lines.append("Random routing: APGR 0.500, CPT50 50.0%, CPT80 80.0%.")
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[GroupResult], path: Path, title: str) -> None:
+    """Quality vs strong-call share per group, as a PNG (needs matplotlib)."""
+    matplotlib: Any = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+    shown = [r for r in results if r.valid][:16]
+    cols = min(4, max(1, len(shown)))
+    rows = max(1, -(-len(shown) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, r in zip(axes.flat, shown, strict=False):
+        for router, style in (("oracle", ":"), ("model", "-"), ("length", "--"), ("random", "-.")):
+            label = f"{router} ({r.apgr[router]:.2f})"
+            ax.plot(GRID * 100, r.curves[router], style, label=label)
+        ax.set_title(f"{r.name} (n={r.n})", fontsize=9)
+        ax.set_xlabel("strong-model calls (%)")
+        ax.set_ylabel("quality")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(shown) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,223 @@
+"""Fit the difficulty model from labelled records (training time only; numpy alone).
+
+Collections differ in base rate (GPT-4 vs Mixtral leaves a bigger gap than one 7B model
+vs another), and their prompt formats would let a model learn "which collection is
+this" instead of "how hard is this". So every collection gets its own intercept (a fixed
+effect, dropped at serving time), and only words seen in at least two collections become
+features: what is left has to explain differences *within* collections.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateway.routing.artifact import HISTOGRAM_BINS, Artifact
+from gateway.routing.features import BIGRAM_BASE, dense_values, token_ids, tokenize
+from gateway.routing.labels import Record, collection_weight
+from gateway.routing.request import view_request
+from gateway.routing.sparse import CsrRows, fit_logistic
+
+REFERENCE_COLLECTIONS = ("mmlu", "routerbench")
+
+
+@dataclass(slots=True)
+class TrainConfig:
+    """Training knobs; the defaults are the ones the shipped artifact was built with."""
+
+    seed: int = 0
+    target: str = "gap"  # "gap": clip(strong - weak, 0, 1); "half": (1 + strong - weak) / 2
+    min_df: int = 5
+    min_collections: int = 2
+    max_unigrams: int = 30_000
+    bigram_min_df: int = 8
+    max_bigrams: int = 40_000
+    dense_bins: int = 8
+    l2_dense: float = 3e-3
+    l2_lexical: float = 3e-4
+    max_iter: int = 300
+    reference: tuple[str, ...] = REFERENCE_COLLECTIONS
+    source_balance: float = 0.5  # weight of a source ~ n_source ** this, within its collection
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Per-record tokens and statistics, computed once and reused across folds."""
+
+    records: list[Record]
+    tokens: list[list[str]]
+    dense: np.ndarray
+    collections: list[str] = field(default_factory=list)
+
+
+def prepare(records: Sequence[Record]) -> Prepared:
+    """Tokenise and measure every record the way the serving path will."""
+    tokens: list[list[str]] = []
+    rows: list[list[float]] = []
+    for rec in records:
+        view = view_request({"messages": rec.messages})
+        toks = tokenize(view.text)
+        tokens.append(toks)
+        rows.append(dense_values(view, toks))
+    return Prepared(list(records), tokens, np.array(rows), [r.collection for r in records])
+
+
+def labels(prepared: Prepared, target: str) -> np.ndarray:
+    """Soft labels from the strong and weak outcomes."""
+    gap = np.array([r.strong - r.weak for r in prepared.records])
+    if target == "half":
+        return (1.0 + gap) / 2.0
+    return np.clip(gap, 0.0, 1.0)
+
+
+def sample_weights(prepared: Prepared, idx: np.ndarray, balance: float) -> np.ndarray:
+    """Equal weight per collection (times its share), sources damped within it."""
+    recs = [prepared.records[i] for i in idx]
+    per_source = Counter(r.source for r in recs)
+    by_col: dict[str, float] = {}
+    for source, n in per_source.items():
+        col = source.split("/", 1)[0]
+        by_col[col] = by_col.get(col, 0.0) + n**balance
+    w = np.array(
+        [
+            collection_weight(r.collection)
+            * per_source[r.source] ** (balance - 1.0)
+            / by_col[r.collection]
+            for r in recs
+        ]
+    )
+    return w * (len(w) / w.sum())
+
+
+def _select(
+    docs: Sequence[set[int]] | Sequence[set[str]],
+    cols: Sequence[str],
+    min_df: int,
+    min_collections: int,
+    cap: int,
+) -> list[int] | list[str]:
+    """Items in at least ``min_df`` docs spread over ``min_collections`` collections."""
+    df: Counter[object] = Counter()
+    per_col: dict[str, Counter[object]] = {}
+    for doc, col in zip(docs, cols, strict=True):
+        df.update(doc)
+        per_col.setdefault(col, Counter()).update(doc)
+    spread: Counter[object] = Counter()
+    for counter in per_col.values():
+        spread.update(k for k, v in counter.items() if v >= 2)
+    keep = [k for k, v in df.items() if v >= min_df and spread[k] >= min_collections]
+    keep.sort(key=lambda k: (-df[k], str(k)))
+    return keep[:cap]  # type: ignore[return-value]
+
+
+def _build_rows(
+    prepared: Prepared,
+    idx: np.ndarray,
+    vocab: dict[str, int],
+    bigram_col: dict[int, int],
+    edges: list[np.ndarray],
+    n_dense: int,
+    fixed_col: dict[str, int],
+) -> CsrRows:
+    offsets = np.cumsum([0] + [len(e) + 1 for e in edges])
+    n_vocab = len(vocab)
+    indptr = [0]
+    indices: list[int] = []
+    data: list[float] = []
+    for i in idx:
+        values = prepared.dense[i]
+        for f, e in enumerate(edges):
+            indices.append(int(offsets[f] + np.searchsorted(e, values[f], side="right")))
+            data.append(1.0)
+        unigrams, bigrams = token_ids(prepared.tokens[i], vocab)
+        present = [bigram_col[k] for k in bigrams if k in bigram_col]
+        n = len(unigrams) + len(present)
+        scale = 1.0 / np.sqrt(n) if n else 0.0
+        lex = [n_dense + u for u in sorted(unigrams)] + [
+            n_dense + n_vocab + c for c in sorted(present)
+        ]
+        indices.extend(lex)
+        data.extend([scale] * len(lex))
+        col = fixed_col.get(prepared.collections[i])
+        if col is not None:
+            indices.append(col)
+            data.append(1.0)
+        indptr.append(len(indices))
+    n_cols = n_dense + n_vocab + len(bigram_col) + len(fixed_col)
+    return CsrRows(np.array(indptr), np.array(indices), np.array(data), n_cols)
+
+
+def fit(
+    prepared: Prepared,
+    idx: np.ndarray,
+    config: TrainConfig,
+    log: Callable[[str], None] = lambda _: None,
+) -> Artifact:
+    """Train on the records at ``idx``; returns a ready-to-save artifact."""
+    idx = np.sort(np.asarray(idx))
+    cols = [prepared.collections[i] for i in idx]
+    token_sets = [set(prepared.tokens[i]) for i in idx]
+    vocab_list = [
+        str(t)
+        for t in _select(
+            token_sets, cols, config.min_df, config.min_collections, config.max_unigrams
+        )
+    ]
+    vocab = {t: i for i, t in enumerate(vocab_list)}
+    assert len(vocab) < BIGRAM_BASE
+    bigram_sets = [token_ids(prepared.tokens[i], vocab)[1] for i in idx]
+    bigram_keys = [
+        int(k)
+        for k in _select(
+            bigram_sets, cols, config.bigram_min_df, config.min_collections, config.max_bigrams
+        )
+    ]
+    bigram_col = {k: j for j, k in enumerate(bigram_keys)}
+    quantiles = np.arange(1, config.dense_bins) / config.dense_bins
+    edges = [
+        np.unique(np.quantile(prepared.dense[idx, f], quantiles))
+        for f in range(prepared.dense.shape[1])
+    ]
+    n_dense = int(sum(len(e) + 1 for e in edges))
+    collections = sorted(set(cols))
+    n_lex = len(vocab) + len(bigram_col)
+    fixed_col = {c: n_dense + n_lex + j for j, c in enumerate(collections)}
+    rows = _build_rows(prepared, idx, vocab, bigram_col, edges, n_dense, fixed_col)
+    log(f"rows={len(idx)} unigrams={len(vocab)} bigrams={len(bigram_col)} dense_cols={n_dense}")
+    y = labels(prepared, config.target)[idx]
+    w = sample_weights(prepared, idx, config.source_balance)
+    l2 = np.concatenate(
+        [
+            np.full(n_dense, config.l2_dense),
+            np.full(n_lex, config.l2_lexical),
+            np.full(len(collections), 1e-6),  # fixed effects are intercepts: barely penalised
+        ]
+    )
+    coef = fit_logistic(rows, y, w, l2, config.max_iter, log)
+    fixed = {c: float(coef[fixed_col[c]]) for c in collections}
+    ref = [fixed[c] for c in config.reference if c in fixed] or list(fixed.values())
+    bias = float(np.mean(ref))
+    serving_logit = rows.dot(coef) - np.array([fixed[c] for c in cols]) + bias
+    prior, _ = np.histogram(
+        1.0 / (1.0 + np.exp(-serving_logit)), bins=HISTOGRAM_BINS, range=(0.0, 1.0)
+    )
+    return Artifact(
+        vocab=vocab_list,
+        unigram_w=coef[n_dense : n_dense + len(vocab)],
+        bigram_keys=np.array(bigram_keys, dtype=np.int64),
+        bigram_w=coef[n_dense + len(vocab) : n_dense + n_lex],
+        dense_edges=edges,
+        dense_w=coef[:n_dense],
+        bias=bias,
+        score_prior=prior.astype(np.float64),
+        meta={
+            "name": "difficulty-v1",
+            "seed": config.seed,
+            "target": config.target,
+            "trained_rows": len(idx),
+            "collection_offsets": fixed,
+        },
+    )

@@ -1,0 +1,175 @@
+"""The long-lived objects of one worker, built by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+from gateway import __version__
+from gateway.auth import KeyRing
+from gateway.cache import ResponseCache, build_cache
+from gateway.errors import PolicyError
+from gateway.health import HealthBoard
+from gateway.metrics import Metrics
+from gateway.policy import LoadedPolicy, load_policy
+from gateway.providers import PROVIDERS, Provider
+from gateway.routing import DifficultyClassifier, ShareCalibrator
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.services")
+
+
+@dataclass
+class PolicyState:
+    """A loaded policy and everything derived from it; swapped whole on reload."""
+
+    loaded: LoadedPolicy
+    keys: KeyRing
+    calibrators: dict[tuple[str, int], ShareCalibrator] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, loaded: LoadedPolicy, previous: PolicyState | None = None) -> PolicyState:
+        """Derive key lookups and calibrators; keep calibrators whose target did not change."""
+        old = previous.calibrators if previous is not None else {}
+        calibrators: dict[tuple[str, int], ShareCalibrator] = {}
+        for model, route in loaded.policy.models.items():
+            for i, rule in enumerate(route.rules):
+                share = rule.when.closed_share if rule.when is not None else None
+                if share is None:
+                    continue
+                kept = old.get((model, i))
+                calibrators[(model, i)] = (
+                    kept
+                    if kept is not None and kept.target_share == share
+                    else ShareCalibrator(share)
+                )
+        return cls(loaded, KeyRing(loaded.policy), calibrators)
+
+
+class Services:
+    """Shared HTTP client, providers, policy, classifier, cache and metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: PolicyState,
+        classifier: DifficultyClassifier,
+        client: httpx.AsyncClient,
+        cache: ResponseCache,
+        metrics: Metrics,
+        redis: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.classifier = classifier
+        self.client = client
+        self.providers: dict[str, Provider] = {
+            name: factory(client) for name, factory in PROVIDERS.items()
+        }
+        self.cache = cache
+        self.metrics = metrics
+        self.redis = redis
+        self.health = HealthBoard()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def start(cls, settings: Settings, metrics: Metrics) -> Services:
+        """Load policy and classifier, open clients, start background tasks."""
+        loaded = load_policy(settings.policy)
+        classifier = await asyncio.to_thread(DifficultyClassifier.load)
+        transport = AiohttpTransport(
+            limits=httpx.Limits(
+                max_connections=settings.upstream_max_connections,
+                max_keepalive_connections=settings.upstream_max_connections,
+                keepalive_expiry=30.0,
+            )
+        )
+        client = httpx.AsyncClient(transport=transport, timeout=60.0)
+        redis = None
+        if settings.redis_url:
+            import redis.asyncio as aioredis
+
+            redis = aioredis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.redis_timeout_ms / 1000,
+                socket_connect_timeout=settings.redis_timeout_ms / 1000,
+            )
+        cache = build_cache(settings, redis, metrics)
+        services = cls(
+            settings, PolicyState.build(loaded), classifier, client, cache, metrics, redis
+        )
+        services.publish_info()
+        if settings.policy_reload_s > 0:
+            services._tasks.append(asyncio.create_task(services._watch_policy()))
+        if redis is not None and services.state.calibrators:
+            services._tasks.append(asyncio.create_task(services._sync_calibration()))
+        return services
+
+    async def close(self) -> None:
+        """Stop background tasks and close connections."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    def publish_info(self) -> None:
+        """Export build info and per-backend state for the current policy."""
+        m = self.metrics
+        m.build_info.clear()
+        m.build_info.labels(__version__, self.state.loaded.version, self.classifier.version).set(1)
+        for name, backend in self.state.loaded.policy.backends.items():
+            m.backend_up.labels(name, backend.tier).set(1 if backend.enabled else 0)
+        for (model, _), calibrator in self.state.calibrators.items():
+            m.closed_share_target.labels(model).set(calibrator.target_share)
+
+    def reload(self, path: Path | None = None) -> None:
+        """Load the policy again; a bad file keeps the old policy serving."""
+        path = path or self.settings.policy
+        try:
+            loaded = load_policy(path)
+        except PolicyError as exc:
+            self.metrics.policy_reloads.labels("error").inc()
+            log.error("policy reload failed; keeping the old policy", extra={"error": str(exc)})
+            raise
+        self.state = PolicyState.build(loaded, self.state)
+        self.metrics.policy_reloads.labels("ok").inc()
+        self.publish_info()
+        log.info("policy reloaded", extra={"policy_version": loaded.version})
+
+    async def _watch_policy(self) -> None:
+        path = self.settings.policy
+        while True:
+            await asyncio.sleep(self.settings.policy_reload_s)
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            if mtime != self.state.loaded.mtime:
+                try:
+                    self.reload(path)
+                except PolicyError:
+                    # Remember the bad file's mtime so it is not retried until it changes.
+                    self.state.loaded = LoadedPolicy(
+                        self.state.loaded.policy,
+                        self.state.loaded.source,
+                        self.state.loaded.version,
+                        mtime,
+                        self.state.loaded.lines,
+                    )
+
+    async def _sync_calibration(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.calibration_sync_s)
+            for (model, rule), calibrator in list(self.state.calibrators.items()):
+                try:
+                    await calibrator.sync(self.redis, f"gateway:calibration:{model}:{rule}")
+                except Exception:  # Redis trouble must never stop routing
+                    self.metrics.cache_errors.labels("calibration_sync").inc()

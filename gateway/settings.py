@@ -1,0 +1,37 @@
+"""Process settings: from `GATEWAY_*` environment variables, never from the policy file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+
+
+class Settings(BaseSettings):
+    """Everything the process needs that is not routing policy."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    policy: Path = DEFAULT_POLICY
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    # Redis for the cache and shared state; empty means in-process fallbacks.
+    redis_url: str = ""
+    redis_timeout_ms: float = 20.0
+    admin_key: SecretStr | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Policy hot reload: how often the file's mtime is checked; 0 disables it.
+    policy_reload_s: float = 2.0
+    log_level: str = "info"
+    # Debug logging may include prompt text; never on by default.
+    log_prompts: bool = False
+    # The in-process cache used when no Redis is configured.
+    cache_max_entries: int = 10_000
+    cache_max_bytes: int = 256 * 1024 * 1024
+    upstream_max_connections: int = 512
+    # Closed-share calibration sync period through Redis.
+    calibration_sync_s: float = 2.0

@@ -1,0 +1,160 @@
+"""SSE helpers: error events, assembling a streamed answer, replaying a stored one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.errors import GatewayError
+
+DONE = b"data: [DONE]\n\n"
+
+
+def error_event(err: GatewayError) -> bytes:
+    """An SSE event carrying an OpenAI error object (the SDKs raise it as APIError)."""
+    return b"data: " + err.json() + b"\n\n"
+
+
+class Assembler:
+    """Rebuilds the whole answer from `chat.completion.chunk` / text completion events."""
+
+    def __init__(self) -> None:
+        self.head: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.usage: Any = None
+        self.complete = False
+        self.valid = True
+
+    def feed(self, event: bytes) -> None:
+        """Take one SSE event."""
+        if not event.startswith(b"data:"):
+            return
+        data = event[5:].strip()
+        if data == b"[DONE]":
+            self.complete = True
+            return
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.valid = False
+            return
+        if not isinstance(chunk, dict) or "error" in chunk:
+            self.valid = False
+            return
+        if not self.head:
+            self.head = {k: chunk.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+            self.head["object"] = chunk.get("object")
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for part in chunk.get("choices") or ():
+            self._feed_choice(part)
+
+    def _feed_choice(self, part: dict[str, Any]) -> None:
+        index = part.get("index", 0)
+        choice = self.choices.setdefault(
+            index, {"index": index, "text": [], "role": None, "tools": {}, "finish_reason": None}
+        )
+        if part.get("finish_reason"):
+            choice["finish_reason"] = part["finish_reason"]
+        if "text" in part:  # legacy completions
+            choice["text"].append(part.get("text") or "")
+            return
+        delta = part.get("delta") or {}
+        if delta.get("role"):
+            choice["role"] = delta["role"]
+        if delta.get("content"):
+            choice["text"].append(delta["content"])
+        for call in delta.get("tool_calls") or ():
+            slot = choice["tools"].setdefault(
+                call.get("index", 0), {"id": None, "type": "function", "name": "", "args": []}
+            )
+            slot["id"] = call.get("id") or slot["id"]
+            function = call.get("function") or {}
+            slot["name"] += function.get("name") or ""
+            slot["args"].append(function.get("arguments") or "")
+
+    def result(self) -> dict[str, Any] | None:
+        """The answer as a non-streaming response object, or None if the stream was not whole."""
+        if not (self.complete and self.valid and self.head and self.choices):
+            return None
+        legacy = self.head.get("object") == "text_completion"
+        choices = []
+        for index in sorted(self.choices):
+            c = self.choices[index]
+            if legacy:
+                choices.append(
+                    {
+                        "index": index,
+                        "text": "".join(c["text"]),
+                        "logprobs": None,
+                        "finish_reason": c["finish_reason"],
+                    }
+                )
+                continue
+            message: dict[str, Any] = {
+                "role": c["role"] or "assistant",
+                "content": "".join(c["text"]) if c["text"] or not c["tools"] else None,
+            }
+            if c["tools"]:
+                message["tool_calls"] = [
+                    {
+                        "id": t["id"],
+                        "type": "function",
+                        "function": {"name": t["name"], "arguments": "".join(t["args"])},
+                    }
+                    for _, t in sorted(c["tools"].items())
+                ]
+            choices.append(
+                {
+                    "index": index,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": c["finish_reason"],
+                }
+            )
+        out = {**self.head, "object": "text_completion" if legacy else "chat.completion"}
+        out["choices"] = choices
+        if self.usage:
+            out["usage"] = self.usage
+        return {k: v for k, v in out.items() if v is not None or k == "system_fingerprint"}
+
+
+def replay(completion: dict[str, Any], include_usage: bool) -> list[bytes]:
+    """A stored non-streaming answer as SSE events, ending with `[DONE]`."""
+    legacy = completion.get("object") == "text_completion"
+    base = {
+        "id": completion.get("id"),
+        "object": "text_completion" if legacy else "chat.completion.chunk",
+        "created": completion.get("created"),
+        "model": completion.get("model"),
+    }
+    events = []
+
+    def emit(choices: list[dict[str, Any]], **extra: Any) -> None:
+        events.append(b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n")
+
+    for choice in completion.get("choices") or ():
+        index = choice.get("index", 0)
+        if legacy:
+            emit([{"index": index, "text": choice.get("text", ""), "finish_reason": None}])
+        else:
+            message = choice.get("message") or {}
+            delta: dict[str, Any] = {"role": message.get("role", "assistant"), "content": ""}
+            emit([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}])
+            if message.get("content"):
+                delta = {"content": message["content"]}
+                emit([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}])
+            calls = [{**call, "index": i} for i, call in enumerate(message.get("tool_calls") or ())]
+            if calls:
+                delta = {"tool_calls": calls}
+                emit([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}])
+        finish = choice.get("finish_reason")
+        if legacy:
+            emit([{"index": index, "text": "", "finish_reason": finish}])
+        else:
+            emit([{"index": index, "delta": {}, "logprobs": None, "finish_reason": finish}])
+    if include_usage and completion.get("usage"):
+        emit([], usage=completion["usage"])
+    events.append(DONE)
+    return events

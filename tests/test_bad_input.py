@@ -1,0 +1,172 @@
+"""Malformed requests get clean OpenAI-shaped 4xx errors, never a 500."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import Upstreams, run_gateway
+
+
+def _assert_error(response: httpx.Response, status: int, error_type: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == error_type
+    assert error["message"]
+    assert response.headers["x-request-id"]
+    return error  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b"\xff\xfe\xfa not utf-8", None),
+        (b"[1, 2]", None),
+        (b"", None),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), "model"),
+        (json.dumps({"model": "m"}).encode(), "messages"),
+        (json.dumps({"model": "m", "messages": []}).encode(), "messages"),
+        (json.dumps({"model": "m", "messages": "hello"}).encode(), "messages"),
+        (json.dumps({"model": 5, "messages": [{"role": "user"}]}).encode(), "model"),
+        (json.dumps({"model": "m", "messages": [{"role": "wizard"}]}).encode(), "messages[0].role"),
+        (
+            json.dumps({"model": "m", "messages": [{"role": "user", "content": 3}]}).encode(),
+            "messages[0].content",
+        ),
+        (json.dumps({"model": "m", "messages": [{"role": "user"}], "n": 0}).encode(), "n"),
+        (json.dumps({"model": "m", "messages": [{"role": "user"}], "n": 1000}).encode(), "n"),
+        (
+            json.dumps(
+                {"model": "m", "messages": [{"role": "user"}], "temperature": "hot"}
+            ).encode(),
+            "temperature",
+        ),
+        (
+            json.dumps({"model": "m", "messages": [{"role": "user"}], "stream": "yes"}).encode(),
+            "stream",
+        ),
+        (json.dumps({"model": "m", "messages": [{"role": "user"}], "tools": {}}).encode(), "tools"),
+    ],
+)
+def test_malformed_chat_requests(gateway: str, body: bytes, param: str | None) -> None:
+    response = httpx.post(
+        gateway + "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
+    error = _assert_error(response, 400, "invalid_request_error")
+    assert error["param"] == param
+
+
+def test_oversized_body(gateway: str) -> None:
+    big = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"a" * 10_000_000 + b'"}]}'
+    response = httpx.post(gateway + "/v1/chat/completions", content=big, timeout=30)
+    _assert_error(response, 413, "invalid_request_error")
+
+
+def test_oversized_chunked_body(gateway: str) -> None:
+    def chunks() -> Any:
+        for _ in range(100):
+            yield b"a" * 100_000
+
+    response = httpx.post(gateway + "/v1/chat/completions", content=chunks(), timeout=30)
+    _assert_error(response, 413, "invalid_request_error")
+
+
+STRICT_POLICY = """
+backends:
+  open: {{provider: openai, base_url: "{oai}/v1", tier: open}}
+models:
+  only-this: {{to: [open]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def strict_gateway(upstreams: Upstreams) -> Iterator[str]:
+    with run_gateway(STRICT_POLICY.format(oai=upstreams.openai_url)) as url:
+        yield url
+
+
+def test_unknown_model(strict_gateway: str) -> None:
+    client = openai.OpenAI(base_url=strict_gateway + "/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert info.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-9")
+    assert client.models.retrieve("only-this").id == "only-this"
+
+
+def test_upstream_client_error_is_passed_on(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="any-model", messages=[{"role": "user", "content": "x"}], max_tokens=10**6
+        )
+    assert info.value.code == "context_length_exceeded"
+    assert info.value.param == "max_tokens"
+
+
+def test_upstream_rejecting_our_key_is_a_gateway_error(client: openai.OpenAI) -> None:
+    # The operator's key is wrong, not the caller's: 502, and never the upstream's 401.
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(
+            model="claude-badkey", messages=[{"role": "user", "content": "x"}]
+        )
+    assert info.value.status_code == 502
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+chat_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.one_of(st.just("any-model"), json_values),
+        "messages": st.one_of(
+            st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "role": st.sampled_from(["user", "system", "assistant", "tool", "x"]),
+                        "content": json_values,
+                        "tool_calls": json_values,
+                    },
+                ),
+                max_size=3,
+            ),
+            json_values,
+        ),
+        "n": json_values,
+        "temperature": json_values,
+        "stream": json_values,
+        "stop": json_values,
+        "tools": json_values,
+        "response_format": json_values,
+        "max_tokens": json_values,
+    },
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=chat_like)
+def test_fuzzed_bodies_never_500(gateway: str, body: dict[str, Any]) -> None:
+    for model in (None, "claude"):
+        if model is not None and isinstance(body.get("model"), str):
+            body = {**body, "model": model}
+        response = httpx.post(gateway + "/v1/chat/completions", json=body, timeout=10)
+        assert response.status_code < 500, response.text
+        if response.status_code >= 400:
+            assert set(response.json()["error"]) == {"message", "type", "param", "code"}
