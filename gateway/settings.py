@@ -33,5 +33,7 @@ class Settings(BaseSettings):
     cache_max_entries: int = 10_000
     cache_max_bytes: int = 256 * 1024 * 1024
     upstream_max_connections: int = 512
+    # A classifier artifact other than the one shipped in the package.
+    classifier_artifact: Path | None = None
     # Closed-share calibration sync period through Redis.
     calibration_sync_s: float = 2.0

@@ -52,7 +52,8 @@ convert_model() {
         log "converted model ready: $MODEL_DIR"
         return
     fi
-    local tmp="$MODEL_DIR.tmp.$$"
+    # Converted aside and moved into place, so a failed run leaves no half-written model.
+    local tmp="$MODEL_DIR.tmp"
     rm -rf "$tmp"
     log "converting the SmolLM2 GGUF to a Hugging Face folder in $MODEL_DIR"
     HF_HUB_OFFLINE=1 "$VENV/bin/python" - "$tmp" <<'EOF'
@@ -77,7 +78,8 @@ model = AutoModelForCausalLM.from_pretrained(
     src,
     gguf_file=name,
     quantization_config=GgufConfig(dequantize=True),
-    # float32: these CPUs lack AVX512-BF16, where bfloat16 would be slow.
+    # float32: exact dequantized weights; serve with --dtype float32, as vLLM would pick
+    # bfloat16, which is slower on CPUs without AVX512-BF16.
     dtype=torch.float32,
 )
 model.save_pretrained(out)
@@ -93,4 +95,4 @@ build_venv
 convert_model
 log "done. Start vLLM with:"
 printf '  HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 %s -m vllm.entrypoints.openai.api_server \\\n' "$VENV/bin/python"
-printf '    --model %s --served-model-name smollm2 --max-model-len 2048 --enforce-eager --port 8000\n' "$MODEL_DIR"
+printf '    --model %s --served-model-name smollm2 --max-model-len 2048 --enforce-eager --dtype float32 --port 8000\n' "$MODEL_DIR"

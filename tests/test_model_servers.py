@@ -11,7 +11,8 @@ import httpx
 import pytest
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
-from support.model_servers import MODEL_NAME, run_llamacpp, run_vllm
+
+from tests.support.model_servers import MODEL_NAME, run_llamacpp, run_vllm
 
 MAX_TOKENS = 16
 FINISH_REASONS = {"stop", "length"}

@@ -85,6 +85,11 @@ class DifficultyClassifier:
         self._bias = artifact.bias
         self._priors = dict(artifact.priors)
 
+    @property
+    def score_prior(self) -> list[float]:
+        """Histogram of training scores (bins over [0, 1]): the calibration prior."""
+        return [float(c) for c in self.artifact.score_prior]
+
     @classmethod
     def load(cls, path: Path | None = None) -> DifficultyClassifier:
         """Load an artifact file; ``None`` means the one shipped in the package."""
