@@ -245,6 +245,12 @@ async def _stream(services: Services, call: Call, cache: CachePlan) -> Response:
             finish(services, call, status, backend.name, backend.tier)
         whole = assembler.result() if assembler is not None else None
         if whole is not None and cache.key is not None:
+            # The client may not have asked for usage; the stored answer always has it.
+            whole["usage"] = {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            }
             entry = CachedAnswer(
                 orjson.dumps(whole),
                 backend.name,

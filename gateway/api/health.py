@@ -39,6 +39,7 @@ async def readyz(services: ServicesDep) -> Response:
     body = {
         "status": "ready" if ready else "unavailable",
         "policy_version": services.state.loaded.version,
+        "policy_file": services.state.loaded.source,
         "classifier_version": services.classifier.version,
         "cache": services.cache.kind,
         "backends": backends,

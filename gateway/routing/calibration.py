@@ -40,7 +40,7 @@ class ScoreHistogram:
 
     def observe(self, score: float, weight: float = 1.0) -> None:
         """Add one score (clamped to [0, 1]; NaN is ignored)."""
-        if not score == score:  # NaN
+        if math.isnan(score):
             return
         i = int(min(max(score, 0.0), 1.0) * self.bins)
         self._counts[min(i, self.bins - 1)] += weight * self._inc
@@ -65,7 +65,9 @@ class ScoreHistogram:
         """Add ``other``'s counts into this histogram (same number of bins)."""
         if other.bins != self.bins:
             raise ValueError("cannot merge histograms with different bins")
-        self._counts = [a + b * self._inc for a, b in zip(self._counts, other.to_counts(), strict=True)]
+        self._counts = [
+            a + b * self._inc for a, b in zip(self._counts, other.to_counts(), strict=True)
+        ]
 
     def total(self) -> float:
         """Total (decayed) weight."""
@@ -144,7 +146,7 @@ class ShareCalibrator:
 
     def observe(self, score: float) -> None:
         """Record the score of one request."""
-        if not score == score:
+        if math.isnan(score):
             return
         i = min(int(min(max(score, 0.0), 1.0) * self.bins), self.bins - 1)
         bucket = self._bucket()

@@ -1,9 +1,9 @@
 """``gateway classify``: score files, train, evaluate and explain the difficulty model.
 
-    gateway classify --input IN.jsonl --output OUT.jsonl
-    gateway classify train --data FILE --out PATH [--seed 0]
-    gateway classify eval --data FILE [--by source] [--plot PATH] [--holdout collection]
-    gateway classify explain "prompt text"
+gateway classify --input IN.jsonl --output OUT.jsonl
+gateway classify train --data FILE --out PATH [--seed 0]
+gateway classify eval --data FILE [--by source] [--plot PATH] [--holdout collection]
+gateway classify explain "prompt text"
 """
 
 from __future__ import annotations
@@ -109,8 +109,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(seed=args.seed)
     artifact = fit(prepared, np.arange(len(records)), config, _log)
     digest = artifact.save(Path(args.out))
-    print(f"wrote {args.out} ({artifact.meta['name']}-{digest}) from {len(records)} records "
-          f"in {time.perf_counter() - start:.1f}s")
+    print(
+        f"wrote {args.out} ({artifact.meta['name']}-{digest}) from {len(records)} records "
+        f"in {time.perf_counter() - start:.1f}s"
+    )
     return 0
 
 
@@ -161,15 +163,22 @@ def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int
     ev.add_argument("--by", choices=("source", "collection", "family", "all"), default=None)
     ev.add_argument("--plot", help="write a PNG of quality vs strong-call share")
     ev.add_argument("--model", help="artifact to evaluate (default: the shipped one)")
-    ev.add_argument("--holdout", choices=("collection", "family"),
-                    help="train leave-one-group-out models and evaluate each on its held-out group")
+    ev.add_argument(
+        "--holdout",
+        choices=("collection", "family"),
+        help="train leave-one-group-out models and evaluate each on its held-out group",
+    )
     ev.add_argument("--seed", type=int, default=0)
 
     explain = _Parser(prog="gateway classify explain", description="Score and top signals.")
     explain.add_argument("text", nargs="+", help="prompt text")
     explain.add_argument("--top", type=int, default=8)
     explain.add_argument("--model", help="artifact (default: the shipped one)")
-    return {"train": (train, _cmd_train), "eval": (ev, _cmd_eval), "explain": (explain, _cmd_explain)}
+    return {
+        "train": (train, _cmd_train),
+        "eval": (ev, _cmd_eval),
+        "explain": (explain, _cmd_explain),
+    }
 
 
 def _run(argv: Sequence[str]) -> int:
@@ -177,8 +186,11 @@ def _run(argv: Sequence[str]) -> int:
     if argv and argv[0] in commands:
         parser, handler = commands[argv[0]]
         return handler(parser.parse_args(argv[1:]))
-    parser = _Parser(prog="gateway classify", description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="gateway classify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--input", required=True, help="jsonl of {id, messages}; - for stdin")
     parser.add_argument("--output", required=True, help="jsonl of {id, score}; - for stdout")
     parser.add_argument("--model", help="artifact (default: the shipped one)")

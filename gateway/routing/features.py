@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 
 from gateway.routing.request import RequestView
 
@@ -91,5 +92,5 @@ def token_ids(tokens: Sequence[str], vocab: dict[str, int]) -> tuple[set[int], s
     ids = [get(t, -1) for t in tokens]
     unigrams = set(ids)
     unigrams.discard(-1)
-    bigrams = {a * BIGRAM_BASE + b for a, b in zip(ids, ids[1:]) if a >= 0 and b >= 0}
+    bigrams = {a * BIGRAM_BASE + b for a, b in pairwise(ids) if a >= 0 and b >= 0}
     return unigrams, bigrams

@@ -6,6 +6,7 @@ unexpected type; nothing here raises on odd input, it simply sees less.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,12 +77,12 @@ def _clip(text: str) -> str:
 def _int_or_none(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if value != value or value in (float("inf"), float("-inf")):  # NaN / inf
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return int(value)
 
 
-def view_request(body: Mapping[str, Any]) -> RequestView:
+def view_request(body: object) -> RequestView:
     """Extract the classifier's view of a chat (``messages``) or completions (``prompt``) body."""
     view = RequestView()
     if not isinstance(body, Mapping):
@@ -99,7 +100,7 @@ def view_request(body: Mapping[str, Any]) -> RequestView:
             # conversation depth but their words say little about the task asked.
             if role == "assistant":
                 view.n_assistant += 1
-            elif role == "tool" or role == "function":
+            elif role in ("tool", "function"):
                 view.n_tool_messages += 1
             elif role in ("system", "developer"):
                 view.system_chars += len(text)

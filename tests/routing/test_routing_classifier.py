@@ -57,7 +57,11 @@ def test_scores_are_deterministic_across_processes(classifier: DifficultyClassif
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
         out = subprocess.run(
             [sys.executable, "-c", code, json.dumps(PROMPTS)],
-            env=env, capture_output=True, text=True, check=True, cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
         )
         assert json.loads(out.stdout) == expected
 
@@ -71,10 +75,12 @@ def test_artifact_round_trips_and_keeps_its_id() -> None:
 
 def test_harder_prompts_score_higher_than_chitchat(classifier: DifficultyClassifier) -> None:
     easy = classifier.score(_chat("hi, how are you?"))
-    hard = classifier.score(_chat(
-        "Let $f(x) = x^3 - 3x + 1$. Find all real roots and prove that $f$ has exactly three "
-        "real roots, then compute $\\sum r_i^4$ over the roots."
-    ))
+    hard = classifier.score(
+        _chat(
+            "Let $f(x) = x^3 - 3x + 1$. Find all real roots and prove that $f$ has exactly three "
+            "real roots, then compute $\\sum r_i^4$ over the roots."
+        )
+    )
     assert hard > easy
 
 
@@ -105,35 +111,59 @@ def test_explain_lists_signed_signals(classifier: DifficultyClassifier) -> None:
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=20,
 )
-contents = st.none() | st.text(max_size=300) | st.lists(
-    st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "input_audio", "x"])},
-                          optional={"text": json_values, "image_url": json_values}),
-    max_size=4,
-) | json_values
+contents = (
+    st.none()
+    | st.text(max_size=300)
+    | st.lists(
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["text", "image_url", "input_audio", "x"])},
+            optional={"text": json_values, "image_url": json_values},
+        ),
+        max_size=4,
+    )
+    | json_values
+)
 messages = st.lists(
-    st.fixed_dictionaries({}, optional={
-        "role": st.sampled_from(["system", "user", "assistant", "tool", "developer", "weird"]) | json_values,
-        "content": contents,
-        "tool_calls": json_values,
-    }) | json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "role": st.sampled_from(["system", "user", "assistant", "tool", "developer", "weird"])
+            | json_values,
+            "content": contents,
+            "tool_calls": json_values,
+        },
+    )
+    | json_values,
     max_size=6,
 )
-bodies = st.fixed_dictionaries({}, optional={
-    "messages": messages | json_values,
-    "prompt": st.text(max_size=200) | st.lists(st.text(max_size=50) | st.integers(), max_size=3) | json_values,
-    "tools": st.lists(json_values, max_size=3) | json_values,
-    "response_format": st.fixed_dictionaries({"type": st.sampled_from(["json_schema", "json_object", "text"])}) | json_values,
-    "max_tokens": json_values,
-    "max_completion_tokens": json_values,
-})
+bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "messages": messages | json_values,
+        "prompt": st.text(max_size=200)
+        | st.lists(st.text(max_size=50) | st.integers(), max_size=3)
+        | json_values,
+        "tools": st.lists(json_values, max_size=3) | json_values,
+        "response_format": st.fixed_dictionaries(
+            {"type": st.sampled_from(["json_schema", "json_object", "text"])}
+        )
+        | json_values,
+        "max_tokens": json_values,
+        "max_completion_tokens": json_values,
+    },
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(body=bodies)
-def test_odd_bodies_score_within_bounds(classifier: DifficultyClassifier, body: dict[str, Any]) -> None:
+def test_odd_bodies_score_within_bounds(
+    classifier: DifficultyClassifier, body: dict[str, Any]
+) -> None:
     score = classifier.score(body)
     assert 0.0 <= score <= 1.0
     assert classifier.explain(body, top=3) is not None

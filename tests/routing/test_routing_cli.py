@@ -20,8 +20,13 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
 def test_round_trip_uses_the_shipped_classifier(tmp_path: Path) -> None:
     rows = [
         {"id": "a", "messages": [{"role": "user", "content": "hello"}]},
-        {"id": 7, "messages": [{"role": "system", "content": "be brief"},
-                               {"role": "user", "content": [{"type": "text", "text": "sum 1..100"}]}]},
+        {
+            "id": 7,
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "sum 1..100"}]},
+            ],
+        },
         {"id": None, "messages": [{"role": "user", "content": None}]},
     ]
     src = _write_lines(tmp_path / "in.jsonl", [json.dumps(r) for r in rows])
@@ -54,7 +59,7 @@ def test_bad_line_is_reported_with_its_number(
     out = tmp_path / "out.jsonl"
     assert main(["--input", str(src), "--output", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"in.jsonl:3: " in err and fragment in err
+    assert "in.jsonl:3: " in err and fragment in err
     assert "Traceback" not in err
     assert not out.exists()  # no partial output
 
@@ -86,17 +91,25 @@ def _synthetic_data(path: Path, n: int = 240) -> Path:
     rows = []
     for i in range(n):
         hard = i % 2 == 0
-        text = (f"Solve for x: {rng.randint(2, 99)} x + {rng.randint(1, 9)} = {rng.randint(1, 99)}, "
-                "show the algebra step by step" if hard
-                else f"Say hello to my friend number {rng.randint(1, 99)} please")
+        text = (
+            f"Solve for x: {rng.randint(2, 99)} x + {rng.randint(1, 9)} = {rng.randint(1, 99)}, "
+            "show the algebra step by step"
+            if hard
+            else f"Say hello to my friend number {rng.randint(1, 99)} please"
+        )
         collection = "alpha" if i % 3 else "beta"
         strong = 1.0 if hard or rng.random() < 0.9 else 0.0
         weak = 0.0 if hard and rng.random() < 0.8 else strong
-        rows.append(json.dumps({
-            "id": f"{collection}/t/{i}", "source": f"{collection}/{'math' if hard else 'chat'}",
-            "messages": [{"role": "user", "content": text}],
-            "outcomes": {"big": strong, "small": weak},
-        }))
+        rows.append(
+            json.dumps(
+                {
+                    "id": f"{collection}/t/{i}",
+                    "source": f"{collection}/{'math' if hard else 'chat'}",
+                    "messages": [{"role": "user", "content": text}],
+                    "outcomes": {"big": strong, "small": weak},
+                }
+            )
+        )
     return _write_lines(path, rows)
 
 
@@ -125,5 +138,7 @@ def test_eval_holdout_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_train_with_missing_data_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--data", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "a.npz")]) == 2
+    assert (
+        main(["train", "--data", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "a.npz")]) == 2
+    )
     assert "data file not found" in capsys.readouterr().err

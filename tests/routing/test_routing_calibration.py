@@ -1,0 +1,134 @@
+"""Target-share calibration: histogram maths, convergence on synthetic streams, priors."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from gateway.routing import DifficultyClassifier, ScoreHistogram, ShareCalibrator
+
+
+class FakeClock:
+    """Advances a fixed step per read, like a steady stream of requests."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 1_000_000.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_histogram_quantiles_of_uniform_scores() -> None:
+    hist = ScoreHistogram(bins=200)
+    for i in range(10_000):
+        hist.observe((i + 0.5) / 10_000)
+    assert hist.total() == pytest.approx(10_000)
+    for q in (0.1, 0.5, 0.8, 0.99):
+        assert hist.quantile(q) == pytest.approx(q, abs=0.006)
+
+
+def test_histogram_clamps_and_ignores_nan() -> None:
+    hist = ScoreHistogram(bins=10)
+    for score in (-1.0, 2.0, float("nan"), 1.0, 0.0):
+        hist.observe(score)
+    counts = hist.to_counts()
+    assert sum(counts) == 4 and counts[0] == 2 and counts[-1] == 2
+
+
+def test_histogram_merge_and_counts_round_trip() -> None:
+    a, b = ScoreHistogram(bins=20), ScoreHistogram(bins=20)
+    for i in range(100):
+        a.observe(i / 200)
+        b.observe(0.5 + i / 200)
+    merged = ScoreHistogram.from_counts(a.to_counts())
+    merged.merge(b)
+    assert merged.total() == pytest.approx(200)
+    assert merged.quantile(0.5) == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match="bins"):
+        merged.merge(ScoreHistogram(bins=10))
+
+
+def test_histogram_decay_follows_recent_scores() -> None:
+    hist = ScoreHistogram(bins=100, half_life=500)
+    for _ in range(5_000):
+        hist.observe(0.1)
+    for _ in range(5_000):
+        hist.observe(0.9)
+    assert hist.quantile(0.05) > 0.85  # the old mode has decayed below 5%
+    assert hist.total() == pytest.approx(500 / 0.6931, rel=0.05)
+
+
+Sampler = Callable[[random.Random], float]
+DISTRIBUTIONS: dict[str, Sampler] = {
+    "uniform": lambda r: r.random(),
+    "beta_low": lambda r: r.betavariate(2, 8),
+    "beta_high": lambda r: r.betavariate(6, 2),
+    "narrow": lambda r: min(1.0, max(0.0, r.gauss(0.3, 0.03))),
+    "bimodal": lambda r: r.betavariate(2, 20) if r.random() < 0.7 else r.betavariate(20, 3),
+}
+
+
+def _stream_share(
+    calibrator: ShareCalibrator,
+    rng: random.Random,
+    samplers: list[tuple[Sampler, int]],
+    measure_last: int,
+) -> float:
+    """Route a stream with the live threshold; closed share over the last ``measure_last``."""
+    decisions: list[bool] = []
+    for sampler, count in samplers:
+        for _ in range(count):
+            score = sampler(rng)
+            closed = score >= calibrator.threshold()
+            calibrator.observe(score)
+            calibrator.record(closed)
+            decisions.append(closed)
+    tail = decisions[-measure_last:]
+    return sum(tail) / len(tail)
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+@pytest.mark.parametrize("target", [0.1, 0.2, 0.5])
+def test_converges_to_target_share(name: str, target: float) -> None:
+    calibrator = ShareCalibrator(target, clock=FakeClock(0.05))
+    share = _stream_share(calibrator, random.Random(7), [(DISTRIBUTIONS[name], 12_000)], 6_000)
+    assert share == pytest.approx(target, abs=0.02)
+    assert calibrator.realised_share() == pytest.approx(target, abs=0.02)
+
+
+@pytest.mark.parametrize(("before", "after"), [("beta_low", "beta_high"), ("bimodal", "narrow")])
+def test_tracks_a_shift_mid_stream(before: str, after: str) -> None:
+    # Window: 30 buckets of 10 s at 20 requests/s = 6,000 requests; measure once it has turned over.
+    calibrator = ShareCalibrator(0.2, clock=FakeClock(0.05))
+    stream = [(DISTRIBUTIONS[before], 10_000), (DISTRIBUTIONS[after], 14_000)]
+    share = _stream_share(calibrator, random.Random(11), stream, 7_000)
+    assert share == pytest.approx(0.2, abs=0.02)
+
+
+def test_prior_sets_the_threshold_before_traffic() -> None:
+    uniform = ShareCalibrator(0.25, clock=FakeClock(0.0))
+    assert uniform.threshold() == pytest.approx(0.75, abs=0.01)
+    skewed = [0.0] * 200
+    skewed[40:60] = [1.0] * 20  # all prior mass in [0.2, 0.3)
+    calibrator = ShareCalibrator(0.5, prior=skewed, clock=FakeClock(0.0))
+    assert calibrator.threshold() == pytest.approx(0.25, abs=0.01)
+
+
+def test_shipped_prior_gives_roughly_the_target_share_on_training_like_traffic() -> None:
+    classifier = DifficultyClassifier.load()
+    calibrator = ShareCalibrator(0.2, prior=classifier.score_prior, clock=FakeClock(0.0))
+    prior = ScoreHistogram.from_counts(classifier.score_prior)
+    assert calibrator.threshold() == pytest.approx(prior.quantile(0.8), abs=1e-9)
+
+
+def test_target_share_is_validated() -> None:
+    with pytest.raises(ValueError, match="target_share"):
+        ShareCalibrator(1.5)
+
+
+def test_realised_share_without_decisions_is_zero() -> None:
+    assert ShareCalibrator(0.3, clock=FakeClock(0.1)).realised_share() == 0.0
