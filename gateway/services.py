@@ -82,7 +82,9 @@ class Services:
     async def start(cls, settings: Settings, metrics: Metrics) -> Services:
         """Load policy and classifier, open clients, start background tasks."""
         loaded = load_policy(settings.policy)
-        classifier = await asyncio.to_thread(DifficultyClassifier.load, settings.classifier_artifact)
+        classifier = await asyncio.to_thread(
+            DifficultyClassifier.load, settings.classifier_artifact
+        )
         transport = AiohttpTransport(
             limits=httpx.Limits(
                 max_connections=settings.upstream_max_connections,

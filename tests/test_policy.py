@@ -58,7 +58,8 @@ models:
         ),
         ("backends: [\n", "p.yaml:2: invalid YAML"),
         (
-            "backends:\n  a: {provider: openai}\n  a: {provider: openai}\nmodels:\n  x: {to: [a]}\n",
+            "backends:\n  a: {provider: openai}\n  a: {provider: openai}\n"
+            "models:\n  x: {to: [a]}\n",
             "p.yaml:3: backends.a: duplicate key",
         ),
     ],

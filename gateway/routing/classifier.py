@@ -97,12 +97,12 @@ class DifficultyClassifier:
 
     def _logit_parts(
         self, view: RequestView
-    ) -> tuple[list[float], list[int], set[int], list[int], float]:
+    ) -> tuple[list[float], list[int], set[int], set[int], float]:
         tokens = tokenize(view.text)
         values = dense_values(view, tokens)
         bins = [bisect_right(edges, v) for edges, v in zip(self._edges, values, strict=True)]
         unigrams, bigrams = token_ids(tokens, self._vocab)
-        present = [k for k in bigrams if k in self._bw]
+        present = self._bw.keys() & bigrams
         n = len(unigrams) + len(present)
         scale = 1.0 / math.sqrt(n) if n else 0.0
         return values, bins, unigrams, present, scale
@@ -113,7 +113,7 @@ class DifficultyClassifier:
         _, bins, unigrams, present, scale = self._logit_parts(view)
         dw, offsets, uw, bw = self._dw, self._offsets, self._uw, self._bw
         total = self._bias + sum(dw[offsets[f] + b] for f, b in enumerate(bins))
-        lexical = sum(uw[i] for i in unigrams) + sum(bw[k] for k in present)
+        lexical = sum(map(uw.__getitem__, unigrams)) + sum(map(bw.__getitem__, present))
         total += lexical * scale
         for _, value in prior_terms(view, self._priors):
             total += value

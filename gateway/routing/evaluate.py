@@ -51,7 +51,8 @@ def quality_curve(
     tiebreak = np.random.default_rng(seed).random(n)  # ties are broken at random, not by order
     order = np.lexsort((tiebreak, -scores))
     cum = np.concatenate([[0.0], np.cumsum((strong - weak)[order])])
-    return (weak.sum() + np.interp(GRID * n, np.arange(n + 1), cum)) / n
+    curve = (weak.sum() + np.interp(GRID * n, np.arange(n + 1), cum)) / n
+    return np.asarray(curve, dtype=np.float64)
 
 
 def _cpt(pgr: np.ndarray, level: float) -> float:

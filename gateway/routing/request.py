@@ -13,8 +13,8 @@ from typing import Any
 
 # Very long prompts are cut to a head and a tail: the task statement is usually at one
 # end, and this keeps scoring time bounded whatever the client sends.
-MAX_TEXT_CHARS = 24_000
-_HEAD_CHARS = 16_000
+MAX_TEXT_CHARS = 12_000
+_HEAD_CHARS = 8_000
 _TAIL_CHARS = MAX_TEXT_CHARS - _HEAD_CHARS
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text"})

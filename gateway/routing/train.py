@@ -10,17 +10,25 @@ features: what is left has to explain differences *within* collections.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from gateway.routing.artifact import HISTOGRAM_BINS, Artifact
-from gateway.routing.features import BIGRAM_BASE, dense_values, token_ids, tokenize
+from gateway.routing.features import (
+    BIGRAM_BASE,
+    dense_values,
+    is_bigram_key,
+    token_ids,
+    tokenize,
+)
 from gateway.routing.labels import Record, collection_weight
 from gateway.routing.request import view_request
 from gateway.routing.sparse import CsrRows, fit_logistic
 
+T = TypeVar("T", bound=Hashable)
 REFERENCE_COLLECTIONS = ("mmlu", "routerbench")
 
 
@@ -69,8 +77,8 @@ def labels(prepared: Prepared, target: str) -> np.ndarray:
     """Soft labels from the strong and weak outcomes."""
     gap = np.array([r.strong - r.weak for r in prepared.records])
     if target == "half":
-        return (1.0 + gap) / 2.0
-    return np.clip(gap, 0.0, 1.0)
+        return np.asarray((1.0 + gap) / 2.0, dtype=np.float64)
+    return np.asarray(np.clip(gap, 0.0, 1.0), dtype=np.float64)
 
 
 def sample_weights(prepared: Prepared, idx: np.ndarray, balance: float) -> np.ndarray:
@@ -89,28 +97,28 @@ def sample_weights(prepared: Prepared, idx: np.ndarray, balance: float) -> np.nd
             for r in recs
         ]
     )
-    return w * (len(w) / w.sum())
+    return np.asarray(w * (len(w) / w.sum()), dtype=np.float64)
 
 
 def _select(
-    docs: Sequence[set[int]] | Sequence[set[str]],
+    docs: Sequence[set[T]],
     cols: Sequence[str],
     min_df: int,
     min_collections: int,
     cap: int,
-) -> list[int] | list[str]:
+) -> list[T]:
     """Items in at least ``min_df`` docs spread over ``min_collections`` collections."""
-    df: Counter[object] = Counter()
-    per_col: dict[str, Counter[object]] = {}
+    df: Counter[T] = Counter()
+    per_col: dict[str, Counter[T]] = {}
     for doc, col in zip(docs, cols, strict=True):
         df.update(doc)
         per_col.setdefault(col, Counter()).update(doc)
-    spread: Counter[object] = Counter()
+    spread: Counter[T] = Counter()
     for counter in per_col.values():
         spread.update(k for k, v in counter.items() if v >= 2)
     keep = [k for k, v in df.items() if v >= min_df and spread[k] >= min_collections]
     keep.sort(key=lambda k: (-df[k], str(k)))
-    return keep[:cap]  # type: ignore[return-value]
+    return keep[:cap]
 
 
 def _build_rows(
@@ -168,7 +176,9 @@ def fit(
     ]
     vocab = {t: i for i, t in enumerate(vocab_list)}
     assert len(vocab) < BIGRAM_BASE
-    bigram_sets = [token_ids(prepared.tokens[i], vocab)[1] for i in idx]
+    bigram_sets = [
+        {k for k in token_ids(prepared.tokens[i], vocab)[1] if is_bigram_key(k)} for i in idx
+    ]
     bigram_keys = [
         int(k)
         for k in _select(

@@ -1,0 +1,115 @@
+"""The gateway in front of real open-weight servers: vLLM and llama.cpp serving SmolLM2.
+
+The model is tiny: assertions are on shape, usage and finish reasons, never on wording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import run_gateway
+from tests.support.model_servers import run_llamacpp, run_vllm
+
+POLICY = """
+backends:
+  local: {{provider: openai, base_url: "{base}", model: smollm2, tier: open,
+          price: {{input_per_mtok: 0.02, output_per_mtok: 0.06}}, timeout_s: 120}}
+models:
+  auto:
+    route:
+      - when: {{closed_share: 0.2}}
+        to: [local]
+      - to: [local]
+  smollm2: {{to: [local]}}
+"""
+
+
+@pytest.fixture(scope="module", params=["vllm", "llamacpp"])
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
+    """(kind, model server base URL, gateway base URL)."""
+    runner = run_vllm if request.param == "vllm" else run_llamacpp
+    with runner() as base, run_gateway(POLICY.format(base=base)) as gateway:
+        yield request.param, base, gateway
+
+
+def _client(gateway: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway + "/v1", api_key="k", max_retries=0, timeout=120)
+
+
+@pytest.mark.parametrize("model", ["smollm2", "auto"])
+def test_chat(served: tuple[str, str, str], model: str) -> None:
+    _, _, gateway = served
+    raw = _client(gateway).chat.completions.with_raw_response.create(
+        model=model,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+        temperature=0,
+    )
+    completion = raw.parse()
+    assert raw.headers["x-gateway-backend"] == "local"
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert isinstance(completion.choices[0].message.content, str)
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens > 0 and 0 < completion.usage.completion_tokens <= 8
+
+
+def test_chat_stream_with_usage(served: tuple[str, str, str]) -> None:
+    _, _, gateway = served
+    chunks = list(
+        _client(gateway).chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "Count to five."}],
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finishes and finishes[-1] in ("stop", "length")
+    assert any(c.choices[0].delta.content for c in chunks if c.choices)
+
+
+def test_stream_without_usage_hides_it(served: tuple[str, str, str]) -> None:
+    _, _, gateway = served
+    chunks = list(
+        _client(gateway).chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=4,
+            stream=True,
+        )
+    )
+    assert chunks and all(c.usage is None for c in chunks)
+    # ... but the gateway still counted the tokens for accounting.
+    metrics = httpx.get(gateway + "/metrics").text.splitlines()
+    counted = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics
+        if line.startswith("gateway_tokens_total{") and 'kind="completion"' in line
+    ]
+    assert counted and sum(counted) > 0
+
+
+def test_completions(served: tuple[str, str, str]) -> None:
+    _, _, gateway = served
+    completion = _client(gateway).completions.create(
+        model="smollm2", prompt="The capital of France is", max_tokens=4, temperature=0
+    )
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+
+
+def test_embeddings_through_gateway(served: tuple[str, str, str]) -> None:
+    kind, _, gateway = served
+    if kind == "vllm":
+        pytest.skip("this vLLM serves SmolLM2 for generation only; llama.cpp covers embeddings")
+    result = _client(gateway).embeddings.create(model="smollm2", input=["hello", "world"])
+    assert [d.index for d in result.data] == [0, 1]
+    assert len(result.data[0].embedding) > 0
