@@ -109,7 +109,10 @@ _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\((
 _SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)?\s*\{([^}]*)\}")
 _IDENT = re.compile(r"(?<![\w:.])([A-Za-z_:][A-Za-z0-9_:]*)(?![\w:])\s*(\()?")
 _KEYWORDS = frozenset(
-    "by without on ignoring group_left group_right and or unless bool offset inf nan le".split()
+    {
+        *("by", "without", "on", "ignoring", "group_left", "group_right"),
+        *("and", "or", "unless", "bool", "offset", "inf", "nan", "le"),
+    }
 )
 
 

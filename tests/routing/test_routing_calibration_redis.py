@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.routing import ShareCalibrator
@@ -83,7 +85,8 @@ async def test_failed_sync_keeps_counts_for_the_next_one(
     calibrator = ShareCalibrator(0.2, clock=clock, prior_weight=0)
     for _ in range(40):
         calibrator.observe(0.9)
-    dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    no_retry = Retry(NoBackoff(), retries=0)
+    dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=no_retry)
     try:
         with pytest.raises(RedisConnectionError):
             await calibrator.sync(dead, key)

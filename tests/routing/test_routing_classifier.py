@@ -159,7 +159,7 @@ bodies = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(body=bodies)
 def test_odd_bodies_score_within_bounds(
     classifier: DifficultyClassifier, body: dict[str, Any]
