@@ -115,9 +115,6 @@ class CachePolicy(Strict):
     # Cache requests whose temperature is above 0 (they are not deterministic).
     cache_sampled: bool | None = None
     cache_tools: bool | None = None
-    # Semantic (nearest-neighbour) lookups of the last user turn.
-    semantic: bool | None = None
-    semantic_threshold: float | None = Field(None, gt=0, le=1)
     # Share entries across tenants (only for public, non-personal workloads).
     shared_across_tenants: bool | None = None
 
