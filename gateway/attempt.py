@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -22,11 +23,21 @@ from gateway.errors import (
 )
 from gateway.policy import Backend, CachePolicy
 from gateway.providers import Completion, EventStream, Usage
+from gateway.semantic import context_id, embed, split_last_turn
 from gateway.services import Services
 from gateway.streaming import Assembler, error_event, replay
 
 # Worth another backend: timeouts, saturation, and a backend refusing our credentials.
 _RETRYABLE_STATUS = frozenset({401, 403, 408, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class Semantic:
+    """A semantic lookup: the exact context, the last turn's vector, the similarity bar."""
+
+    context: str
+    vector: np.ndarray
+    threshold: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +48,7 @@ class CachePlan:
     ttl_s: int
     lookup: bool
     store: bool
+    semantic: Semantic | None = None
 
 
 def _effective(services: Services, call: Call) -> CachePolicy:
@@ -61,8 +73,43 @@ def cache_plan(services: Services, call: Call, request: Request) -> CachePlan:
         return CachePlan(None, 0, False, False)
     assert call.tenant is not None
     partition = "shared" if settings.shared_across_tenants else call.tenant.partition
-    key = cache_key(partition, call.model, call.state.loaded.version, call.endpoint, body)
-    return CachePlan(key, settings.ttl_s or 3600, "no-cache" not in control, True)
+    version = call.state.loaded.version
+    key = cache_key(partition, call.model, version, call.endpoint, body)
+    semantic = None
+    split = split_last_turn(body) if settings.semantic and call.endpoint == "chat" else None
+    if split is not None:
+        context, text = split
+        semantic = Semantic(
+            context_id(partition, call.model, version, context),
+            embed(text),
+            settings.semantic_threshold or 0.95,
+        )
+    return CachePlan(key, settings.ttl_s or 3600, "no-cache" not in control, True, semantic)
+
+
+async def _lookup(services: Services, call: Call, cache: CachePlan) -> CachedAnswer | None:
+    """Exact lookup, then a semantic one; counts the result of each kind asked."""
+    assert cache.key is not None
+    m = services.metrics
+    raw = await services.cache.get(cache.key)
+    hit = CachedAnswer.loads(raw) if raw is not None else None
+    m.cache.labels(call.model, "hit" if hit else "miss", "exact").inc()
+    if hit is not None or cache.semantic is None:
+        return hit
+    s = cache.semantic
+    found = services.semantic.search(s.context, s.vector, s.threshold)
+    if found is not None:
+        raw = await services.cache.get(found[0])
+        hit = CachedAnswer.loads(raw) if raw is not None else None
+    m.cache.labels(call.model, "hit" if hit else "miss", "semantic").inc()
+    return hit
+
+
+async def _store(services: Services, cache: CachePlan, entry: CachedAnswer) -> None:
+    assert cache.key is not None
+    await services.cache.set(cache.key, entry.dumps(), cache.ttl_s)
+    if cache.semantic is not None:
+        services.semantic.add(cache.semantic.context, cache.semantic.vector, cache.key)
 
 
 async def answer(services: Services, call: Call, request: Request) -> Response:
@@ -71,9 +118,7 @@ async def answer(services: Services, call: Call, request: Request) -> Response:
     if cache.key is not None:
         call.cache_result = "miss"
         if cache.lookup:
-            raw = await services.cache.get(cache.key)
-            hit = CachedAnswer.loads(raw) if raw is not None else None
-            services.metrics.cache.labels(call.model, "hit" if hit else "miss", "exact").inc()
+            hit = await _lookup(services, call, cache)
             if hit is not None:
                 call.cache_result = "hit"
                 return _from_cache(services, call, hit)
@@ -91,7 +136,7 @@ async def answer(services: Services, call: Call, request: Request) -> Response:
             completion.usage.prompt_tokens,
             completion.usage.completion_tokens,
         )
-        await services.cache.set(cache.key, entry.dumps(), cache.ttl_s)
+        await _store(services, cache, entry)
     finish(services, call, 200, backend.name, backend.tier)
     return Response(
         completion.body, 200, call.headers(backend.name, backend.tier), "application/json"
@@ -258,7 +303,7 @@ async def _stream(services: Services, call: Call, cache: CachePlan) -> Response:
                 usage.prompt_tokens,
                 usage.completion_tokens,
             )
-            await services.cache.set(cache.key, entry.dumps(), cache.ttl_s)
+            await _store(services, cache, entry)
 
     headers = call.headers(backend.name, backend.tier)
     return StreamingResponse(body(), 200, headers, "text/event-stream")

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-_RESERVED = set(vars(logging.makeLogRecord({})))
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):

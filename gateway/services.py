@@ -20,6 +20,7 @@ from gateway.metrics import Metrics
 from gateway.policy import LoadedPolicy, load_policy
 from gateway.providers import PROVIDERS, Provider
 from gateway.routing import DifficultyClassifier, ShareCalibrator
+from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.services")
@@ -76,6 +77,7 @@ class Services:
         self.metrics = metrics
         self.redis = redis
         self.health = HealthBoard()
+        self.semantic = SemanticIndex()
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod

@@ -28,6 +28,9 @@ models:
   uncached:
     to: [open]
     cache: {{enabled: false}}
+  semantic:
+    to: [open]
+    cache: {{semantic: true, semantic_threshold: 0.9}}
 cache: {{enabled: true, ttl_s: 600}}
 """
 
@@ -228,3 +231,32 @@ def _wait_redis(port: int) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError("redis-server did not start")
+
+
+def _ask_with_system(client: openai.OpenAI, system: str, prompt: str) -> tuple[str, str]:
+    raw = client.chat.completions.with_raw_response.create(
+        model="semantic",
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+    )
+    return raw.headers["x-gateway-cache"], raw.parse().choices[0].message.content or ""
+
+
+def test_semantic_hits_stay_within_context_and_tenant(cached_gateway: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    client = _client(cached_gateway, "tenant-sem")
+    system = f"You answer geography questions. {tag}"
+    original = "What is the capital city of France?"
+    assert _ask_with_system(client, system, original)[0] == "miss"
+    time.sleep(0.1)
+    # A re-cased, re-punctuated turn in the same context is answered from the cache (the original answer).
+    assert _ask_with_system(client, system, "  what is the capital city of france") == (
+        "hit",
+        f"echo: {original}",
+    )
+    # A different question, a different system prompt or another tenant never hits.
+    assert _ask_with_system(client, system, "What is the capital city of Germany?")[0] == "miss"
+    assert _ask_with_system(client, system + " Be terse.", original)[0] == "miss"
+    other = _client(cached_gateway, "tenant-sem-other")
+    assert _ask_with_system(other, system, "  what is the capital city of france")[0] == "miss"
+    metrics = httpx.get(cached_gateway + "/metrics").text
+    assert 'gateway_cache_requests_total{kind="semantic",model="semantic",result="hit"}' in metrics

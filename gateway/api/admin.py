@@ -41,6 +41,7 @@ async def purge_cache(services: ServicesDep, request: Request) -> Response:
         if value is not None and not isinstance(value, str):
             raise InvalidRequest(f"'{name}' must be a string.", param=name)
     deleted = await services.cache.purge(partition, model)
+    services.semantic.purge()
     return Response(orjson.dumps({"deleted": deleted}), media_type="application/json")
 
 

@@ -115,6 +115,9 @@ class CachePolicy(Strict):
     # Cache requests whose temperature is above 0 (they are not deterministic).
     cache_sampled: bool | None = None
     cache_tools: bool | None = None
+    # Also answer near-duplicate last user turns in an identical context (see semantic.py).
+    semantic: bool | None = None
+    semantic_threshold: float | None = Field(None, gt=0, le=1)
     # Share entries across tenants (only for public, non-personal workloads).
     shared_across_tenants: bool | None = None
 

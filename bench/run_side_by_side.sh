@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Side-by-side gateway benchmark: runs the shared harness (run.sh in $SHARED_BENCH, default
+# /work/shared/bench) with this gateway as the extra `--target`, started by run.sh itself
+# (pinned to the SUT CPU, CPU accounted via `exec`). See bench/README.md and docs/performance.md.
+#
+#   bench/run_side_by_side.sh                    # all three variants, full runs (3 rounds each)
+#   bench/run_side_by_side.sh passthrough        # one variant: passthrough | cached | cached-redis
+#   bench/run_side_by_side.sh cached -- --quick  # anything after `--` goes to run.sh
+#
+# Env (defaults in brackets):
+#   SHARED_BENCH   the shared harness directory                  [/work/shared/bench]
+#   GATEWAY_BIN    the gateway executable                        [<repo>/.venv/bin/gateway]
+#   GATEWAY_PORT   port the gateway listens on                   [8000]
+#   SYSTEMS        comparison systems (run.sh --systems)         [direct,litellm,fastapi,starlette-aio]
+#   REDIS_URL      Redis for the cached-redis variant            [redis://127.0.0.1:6379/12]
+#   WAIT_IDLE      run.sh --wait-idle seconds (0 = off)          [60]
+#   RESULTS_COPY   also copy each report.txt here (empty = no)   [<repo>/bench/results]
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SHARED_BENCH="${SHARED_BENCH:-/work/shared/bench}"
+GATEWAY_BIN="${GATEWAY_BIN:-$REPO/.venv/bin/gateway}"
+GATEWAY_PORT="${GATEWAY_PORT:-8000}"
+SYSTEMS="${SYSTEMS:-direct,litellm,fastapi,starlette-aio}"
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/12}"
+WAIT_IDLE="${WAIT_IDLE:-60}"
+RESULTS_COPY="${RESULTS_COPY-$REPO/bench/results}"
+BENCH_WORK="${BENCH_WORK:-/tmp/bench}"
+
+variants=()
+while (($#)); do
+  case "$1" in
+    passthrough|cached|cached-redis) variants+=("$1") ;;
+    all) variants+=(passthrough cached cached-redis) ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "run_side_by_side.sh: unknown variant '$1' (passthrough|cached|cached-redis|all)" >&2; exit 2 ;;
+  esac
+  shift
+done
+((${#variants[@]})) || variants=(passthrough cached cached-redis)
+extra=("$@")   # passed through to run.sh, e.g. --quick or --rounds 5
+
+[[ -x "$SHARED_BENCH/run.sh" ]] || { echo "no run.sh in SHARED_BENCH=$SHARED_BENCH" >&2; exit 2; }
+[[ -x "$GATEWAY_BIN" ]] || { echo "no gateway at GATEWAY_BIN=$GATEWAY_BIN" >&2; exit 2; }
+
+"$SHARED_BENCH/setup.sh"   # idempotent; run.sh gets --no-setup below
+
+for v in "${variants[@]}"; do
+  case "$v" in
+    passthrough) policy=passthrough.yaml redis="" name=gateway ;;
+    cached)      policy=cached.yaml      redis="" name=gateway-cache-mem ;;
+    cached-redis) policy=cached.yaml     redis="$REDIS_URL" name=gateway-cache-redis ;;
+  esac
+  # $BENCH_UPSTREAM_BASE (http://127.0.0.1:18080/v1) is exported by run.sh to the target
+  # command; single quotes keep it unexpanded here. GATEWAY_REDIS_URL is always set
+  # explicitly (empty = in-process cache) so a value from the caller's shell cannot leak in.
+  cmd="UPSTREAM_BASE_URL=\$BENCH_UPSTREAM_BASE GATEWAY_REDIS_URL=$redis exec $GATEWAY_BIN serve"
+  cmd+=" --policy $REPO/policies/examples/$policy --port $GATEWAY_PORT --workers 1"
+  out="$BENCH_WORK/results/$(date +%Y%m%d-%H%M%S)-$v"
+  args=(--no-setup --systems "$SYSTEMS" --out "$out"
+        --target "http://127.0.0.1:$GATEWAY_PORT" --target-name "$name" --target-cmd "$cmd")
+  ((WAIT_IDLE > 0)) && args+=(--wait-idle "$WAIT_IDLE")
+  echo "== $v: $SHARED_BENCH/run.sh ${args[*]} ${extra[*]:-}"
+  "$SHARED_BENCH/run.sh" "${args[@]}" "${extra[@]}"
+  if [[ -n "$RESULTS_COPY" && -f "$out/report.txt" ]]; then
+    mkdir -p "$RESULTS_COPY"
+    cp "$out/report.txt" "$RESULTS_COPY/$(basename "$out").report.txt"
+    cp "$out/env.txt" "$RESULTS_COPY/$(basename "$out").env.txt"
+  fi
+  echo "== $v: results in $out"
+done
