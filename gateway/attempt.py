@@ -168,7 +168,9 @@ def _account(services: Services, call: Call, backend: Backend, usage: Usage) -> 
     assert call.plan is not None
     reason = "fallback" if backend is not call.plan.targets[0] else call.plan.reason
     services.metrics.decisions.labels(call.model, backend.tier, reason).inc()
-    account(services.metrics, call.state.loaded.policy, backend, usage, call.team)
+    cost, _ = account(services.metrics, call.state.loaded.policy, backend, usage, call.team)
+    if call.tenant is not None:
+        services.limiter.spend(call.tenant, cost)
 
 
 def _retryable(err: GatewayError) -> bool:

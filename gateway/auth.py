@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 
 from gateway.errors import AuthenticationFailed
-from gateway.policy import Policy
+from gateway.policy import Limits, Policy
 
 ANONYMOUS = "anonymous"
 DEFAULT_TEAM = "default"
@@ -19,6 +19,7 @@ class Tenant:
     team: str
     partition: str
     allowed_models: frozenset[str] | None = None
+    limits: Limits | None = None
 
 
 def _digest(token: str) -> str:
@@ -34,7 +35,8 @@ class KeyRing:
         for team, spec in policy.teams.items():
             allowed = frozenset(spec.allowed_models) if spec.allowed_models is not None else None
             for key in spec.keys:
-                self._by_digest[_digest(key)] = Tenant(team, "team:" + team, allowed)
+                tenant = Tenant(team, "team:" + team, allowed, spec.limits)
+                self._by_digest[_digest(key)] = tenant
         self._anonymous: dict[str, Tenant] = {}
 
     def authenticate(self, authorization: str | None) -> Tenant:

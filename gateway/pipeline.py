@@ -87,6 +87,7 @@ async def handle(services: Services, request: Request, endpoint: Endpoint) -> Re
     call = Call(endpoint, request_id_for(request), time.perf_counter(), services.state)
     try:
         call.tenant = call.state.keys.authenticate(request.headers.get("authorization"))
+        await services.limiter.check(call.tenant)
         raw = await read_body(request, services.settings.max_body_bytes)
         call.body = parse_body(raw)
         call.asked = validate(endpoint, call.body)

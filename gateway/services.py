@@ -16,6 +16,7 @@ from gateway.auth import KeyRing
 from gateway.cache import ResponseCache, build_cache
 from gateway.errors import PolicyError
 from gateway.health import HealthBoard
+from gateway.limits import Limiter
 from gateway.metrics import Metrics
 from gateway.policy import LoadedPolicy, load_policy
 from gateway.providers import PROVIDERS, Provider
@@ -78,6 +79,7 @@ class Services:
         self.redis = redis
         self.health = HealthBoard()
         self.semantic = SemanticIndex()
+        self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics)
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod

@@ -144,11 +144,19 @@ class ModelRoute(Strict):
         return self.route if self.route is not None else [Rule(to=self.to or [])]
 
 
+class Limits(Strict):
+    """Per-team limits, enforced across replicas through Redis."""
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    budget_usd_per_day: float | None = Field(None, gt=0)
+
+
 class Team(Strict):
     """A tenant: its virtual API keys and what it may use."""
 
     keys: list[str] = Field(min_length=1, repr=False)
     allowed_models: list[str] | None = None
+    limits: Limits | None = None
 
 
 class Policy(Strict):
