@@ -266,13 +266,16 @@ async def _open_stream(services: Services, call: Call) -> tuple[Backend, EventSt
 async def _stream(services: Services, call: Call, cache: CachePlan) -> Response:
     backend, events, first, usage = await _open_stream(services, call)
     m = services.metrics
-    m.ttft.labels(call.model, backend.tier).observe(time.perf_counter() - call.started)
+    to_first = time.perf_counter() - call.started
+    m.ttft.labels(call.model, backend.tier).observe(to_first)
+    # What a stream's client feels the gateway add is its delay to the first event.
+    call.overhead_s = max(to_first - call.upstream_s, 0.0)
     health = services.health[backend.name]
-    health.in_flight += 1
     assembler = Assembler() if cache.store and cache.key is not None else None
 
     async def body() -> AsyncIterator[bytes]:
         status = 200
+        health.in_flight += 1
         try:
             if assembler is not None:
                 assembler.feed(first)

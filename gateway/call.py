@@ -34,6 +34,7 @@ class Call:
     score: float | None = None
     plan: Plan | None = None
     upstream_s: float = 0.0
+    overhead_s: float | None = None
     cache_result: str = "bypass"
 
     @property
@@ -72,7 +73,9 @@ def finish(services: Services, call: Call, status: int, backend: str, tier: str)
     m = services.metrics
     m.requests.labels(call.endpoint, call.model, backend, tier, f"{status // 100}xx").inc()
     m.request_duration.labels(call.endpoint, call.model, tier).observe(elapsed)
-    if call.upstream_s:
+    if call.overhead_s is not None:
+        m.overhead.labels(call.endpoint).observe(call.overhead_s)
+    elif call.upstream_s:
         m.overhead.labels(call.endpoint).observe(max(elapsed - call.upstream_s, 0.0))
     if log.isEnabledFor(logging.INFO):
         extra: dict[str, Any] = {

@@ -77,7 +77,6 @@ def plan(services: Services, call: Call) -> Plan:
             if model == call.model:
                 calibrator.observe(call.score)
                 calibrator.record(closed)
-                services.metrics.closed_share.labels(model).set(calibrator.realised_share())
     call.plan = chosen
     return chosen
 
@@ -91,7 +90,7 @@ async def handle(services: Services, request: Request, endpoint: Endpoint) -> Re
         raw = await read_body(request, services.settings.max_body_bytes)
         call.body = parse_body(raw)
         call.asked = validate(endpoint, call.body)
-        call.stream = call.body.get("stream") is True
+        call.stream = endpoint != "embeddings" and call.body.get("stream") is True
         allowed = call.tenant.allowed_models
         call.model, _ = resolve_model(call.state.loaded.policy, call.asked, allowed)
         classify(services, call)

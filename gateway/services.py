@@ -36,8 +36,17 @@ class PolicyState:
     calibrators: dict[tuple[str, int], ShareCalibrator] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, loaded: LoadedPolicy, previous: PolicyState | None = None) -> PolicyState:
-        """Derive key lookups and calibrators; keep calibrators whose target did not change."""
+    def build(
+        cls,
+        loaded: LoadedPolicy,
+        prior: list[float] | None = None,
+        previous: PolicyState | None = None,
+    ) -> PolicyState:
+        """Derive key lookups and calibrators; keep calibrators whose target did not change.
+
+        `prior` is the training score distribution: until enough traffic has been seen, the
+        calibrated threshold leans on it instead of on a handful of requests.
+        """
         old = previous.calibrators if previous is not None else {}
         calibrators: dict[tuple[str, int], ShareCalibrator] = {}
         for model, route in loaded.policy.models.items():
@@ -49,7 +58,7 @@ class PolicyState:
                 calibrators[(model, i)] = (
                     kept
                     if kept is not None and kept.target_share == share
-                    else ShareCalibrator(share)
+                    else ShareCalibrator(share, prior=prior)
                 )
         return cls(loaded, KeyRing(loaded.policy), calibrators)
 
@@ -107,14 +116,12 @@ class Services:
                 socket_connect_timeout=settings.redis_timeout_ms / 1000,
             )
         cache = build_cache(settings, redis, metrics)
-        services = cls(
-            settings, PolicyState.build(loaded), classifier, client, cache, metrics, redis
-        )
+        state = PolicyState.build(loaded, classifier.artifact.score_prior.tolist())
+        services = cls(settings, state, classifier, client, cache, metrics, redis)
         services.publish_info()
         if settings.policy_reload_s > 0:
             services._tasks.append(asyncio.create_task(services._watch_policy()))
-        if redis is not None and services.state.calibrators:
-            services._tasks.append(asyncio.create_task(services._sync_calibration()))
+        services._tasks.append(asyncio.create_task(services._calibration_loop()))
         return services
 
     async def close(self) -> None:
@@ -145,7 +152,8 @@ class Services:
             self.metrics.policy_reloads.labels("error").inc()
             log.error("policy reload failed; keeping the old policy", extra={"error": str(exc)})
             raise
-        self.state = PolicyState.build(loaded, self.state)
+        prior = self.classifier.artifact.score_prior.tolist()
+        self.state = PolicyState.build(loaded, prior, self.state)
         self.metrics.policy_reloads.labels("ok").inc()
         self.publish_info()
         log.info("policy reloaded", extra={"policy_version": loaded.version})
@@ -171,11 +179,16 @@ class Services:
                         self.state.loaded.lines,
                     )
 
-    async def _sync_calibration(self) -> None:
+    async def _calibration_loop(self) -> None:
+        """Share score histograms through Redis and refresh the calibration gauges."""
+        m = self.metrics
         while True:
             await asyncio.sleep(self.settings.calibration_sync_s)
             for (model, rule), calibrator in list(self.state.calibrators.items()):
-                try:
-                    await calibrator.sync(self.redis, f"gateway:calibration:{model}:{rule}")
-                except Exception:  # Redis trouble must never stop routing
-                    self.metrics.cache_errors.labels("calibration_sync").inc()
+                if self.redis is not None:
+                    try:
+                        await calibrator.sync(self.redis, f"gateway:calibration:{model}:{rule}")
+                    except Exception:  # Redis trouble must never stop routing
+                        m.cache_errors.labels("calibration_sync").inc()
+                m.closed_share.labels(model).set(calibrator.realised_share())
+                m.calibrated_threshold.labels(model).set(calibrator.threshold())
