@@ -8,9 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-from httpx_aiohttp import AiohttpTransport
-
 from gateway import __version__
 from gateway.auth import KeyRing
 from gateway.cache import ResponseCache, build_cache
@@ -19,7 +16,7 @@ from gateway.health import HealthBoard
 from gateway.limits import Limiter
 from gateway.metrics import Metrics
 from gateway.policy import LoadedPolicy, load_policy
-from gateway.providers import PROVIDERS, Provider
+from gateway.providers import PROVIDERS, Provider, UpstreamClient
 from gateway.routing import DifficultyClassifier, ShareCalibrator
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
@@ -71,7 +68,7 @@ class Services:
         settings: Settings,
         state: PolicyState,
         classifier: DifficultyClassifier,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         cache: ResponseCache,
         metrics: Metrics,
         redis: Any = None,
@@ -98,14 +95,7 @@ class Services:
         classifier = await asyncio.to_thread(
             DifficultyClassifier.load, settings.classifier_artifact
         )
-        transport = AiohttpTransport(
-            limits=httpx.Limits(
-                max_connections=settings.upstream_max_connections,
-                max_keepalive_connections=settings.upstream_max_connections,
-                keepalive_expiry=30.0,
-            )
-        )
-        client = httpx.AsyncClient(transport=transport, timeout=60.0)
+        client = UpstreamClient(settings.upstream_max_connections)
         redis = None
         if settings.redis_url:
             import redis.asyncio as aioredis
@@ -129,7 +119,7 @@ class Services:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.client.aclose()
+        await self.client.close()
         if self.redis is not None:
             await self.redis.aclose()
 

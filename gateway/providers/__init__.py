@@ -2,15 +2,14 @@
 
 from collections.abc import Callable
 
-import httpx
-
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Completion, EventStream, Provider, Usage
+from gateway.providers.http import UpstreamClient
 from gateway.providers.openai import OpenAIProvider
 
-PROVIDERS: dict[str, Callable[[httpx.AsyncClient], Provider]] = {
+PROVIDERS: dict[str, Callable[[UpstreamClient], Provider]] = {
     "openai": OpenAIProvider,
     "anthropic": AnthropicProvider,
 }
 
-__all__ = ["PROVIDERS", "Completion", "EventStream", "Provider", "Usage"]
+__all__ = ["PROVIDERS", "Completion", "EventStream", "Provider", "UpstreamClient", "Usage"]

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.policy import Backend, Endpoint
 from gateway.providers.anthropic_translate import StreamTranslator, from_anthropic, to_anthropic
-from gateway.providers.base import (
-    Completion,
-    EventStream,
-    Usage,
-    map_transport_error,
-    split_events,
-    status_error,
-    timeout_for,
-)
+from gateway.providers.base import Completion, EventStream, Usage, split_events, status_error
+from gateway.providers.http import UpstreamClient, UpstreamResponse
 
 API_VERSION = "2023-06-01"
 
@@ -26,10 +18,10 @@ API_VERSION = "2023-06-01"
 class AnthropicProvider:
     """Translates chat completions to Messages API calls and back."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: UpstreamClient) -> None:
         self._client = client
 
-    def _request(self, backend: Backend, body: dict[str, Any]) -> httpx.Request:
+    async def _post(self, backend: Backend, payload: dict[str, Any]) -> UpstreamResponse:
         headers = {
             "content-type": "application/json",
             "accept-encoding": "identity",
@@ -39,12 +31,13 @@ class AnthropicProvider:
         key = backend.api_key.get_secret_value()
         if key:
             headers["x-api-key"] = key
-        return self._client.build_request(
-            "POST",
+        return await self._client.post(
             backend.base_url + "/messages",
-            content=orjson.dumps(body),
-            headers=headers,
-            timeout=timeout_for(backend),
+            orjson.dumps(payload),
+            headers,
+            backend=backend.name,
+            connect_timeout_s=backend.connect_timeout_s,
+            read_timeout_s=backend.timeout_s,
         )
 
     @staticmethod
@@ -59,15 +52,15 @@ class AnthropicProvider:
         self, backend: Backend, endpoint: Endpoint, body: dict[str, Any]
     ) -> Completion:
         """Send one Messages request and return it as a chat completion."""
-        request = self._request(backend, self._translate(backend, endpoint, body))
+        response = await self._post(backend, self._translate(backend, endpoint, body))
         try:
-            response = await self._client.send(request)
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc, backend.name) from exc
-        if response.status_code >= 400:
-            raise status_error(backend.name, response.status_code, response.content)
+            content = await response.read()
+        finally:
+            response.close()
+        if response.status >= 400:
+            raise status_error(backend.name, response.status, content)
         try:
-            message = orjson.loads(response.content)
+            message = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(f"backend {backend.name} returned invalid JSON") from exc
         if not isinstance(message, dict) or message.get("type") != "message":
@@ -83,25 +76,19 @@ class AnthropicProvider:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         translator = StreamTranslator(payload["model"], include_usage, usage)
+        response = await self._post(backend, payload)
         try:
-            response = await self._client.send(self._request(backend, payload), stream=True)
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc, backend.name) from exc
-        try:
-            if response.status_code >= 400:
-                raise status_error(backend.name, response.status_code, await response.aread())
+            if response.status >= 400:
+                raise status_error(backend.name, response.status, await response.read())
             buffer = bytearray()
-            try:
-                async for chunk in response.aiter_raw():
-                    for event in split_events(buffer, chunk):
-                        for out in translator.feed(_decode(event)):
-                            yield out
-            except httpx.HTTPError as exc:
-                raise map_transport_error(exc, backend.name) from exc
+            async for chunk in response.chunks():
+                for event in split_events(buffer, chunk):
+                    for out in translator.feed(_decode(event)):
+                        yield out
             if not translator.finished:
                 raise UpstreamError(f"backend {backend.name} ended the stream early")
         finally:
-            await response.aclose()
+            response.close()
 
 
 def _decode(event: bytes) -> dict[str, Any]:

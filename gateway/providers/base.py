@@ -6,14 +6,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-
-from gateway.errors import (
-    UpstreamError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from gateway.errors import UpstreamStatusError
 from gateway.policy import Backend, Endpoint
 
 
@@ -63,25 +56,6 @@ class Provider(Protocol):
     ) -> EventStream:
         """Send one streaming request; the first `anext` raises if the backend fails."""
         ...
-
-
-def timeout_for(backend: Backend) -> httpx.Timeout:
-    """Connect quickly or move on; allow `timeout_s` between bytes."""
-    return httpx.Timeout(
-        connect=backend.connect_timeout_s,
-        read=backend.timeout_s,
-        write=backend.timeout_s,
-        pool=backend.connect_timeout_s,
-    )
-
-
-def map_transport_error(exc: Exception, backend_name: str) -> UpstreamError:
-    """Turn an httpx/aiohttp exception into the gateway's upstream error."""
-    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
-        return UpstreamUnavailable(f"backend {backend_name} is unreachable")
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"backend {backend_name} timed out")
-    return UpstreamError(f"backend {backend_name} failed: {type(exc).__name__}")
 
 
 def status_error(backend_name: str, status: int, body: bytes) -> UpstreamStatusError:

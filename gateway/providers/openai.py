@@ -7,20 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 
 from gateway.errors import UpstreamError
 from gateway.policy import Backend, Endpoint
-from gateway.providers.base import (
-    Completion,
-    EventStream,
-    Usage,
-    map_transport_error,
-    split_events,
-    status_error,
-    timeout_for,
-)
+from gateway.providers.base import Completion, EventStream, Usage, split_events, status_error
+from gateway.providers.http import UpstreamClient, UpstreamResponse
 
 _PATHS: dict[str, str] = {
     "chat": "/chat/completions",
@@ -33,10 +25,12 @@ _DONE = b"data: [DONE]\n\n"
 class OpenAIProvider:
     """Forwards requests to an OpenAI-compatible HTTP API."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: UpstreamClient) -> None:
         self._client = client
 
-    def _request(self, backend: Backend, endpoint: Endpoint, body: dict[str, Any]) -> httpx.Request:
+    async def _post(
+        self, backend: Backend, endpoint: Endpoint, body: dict[str, Any]
+    ) -> UpstreamResponse:
         headers = {
             "content-type": "application/json",
             "accept-encoding": "identity",
@@ -45,25 +39,26 @@ class OpenAIProvider:
         key = backend.api_key.get_secret_value()
         if key:
             headers["authorization"] = f"Bearer {key}"
-        return self._client.build_request(
-            "POST",
+        return await self._client.post(
             backend.base_url + _PATHS[endpoint],
-            content=orjson.dumps(body),
-            headers=headers,
-            timeout=timeout_for(backend),
+            orjson.dumps(body),
+            headers,
+            backend=backend.name,
+            connect_timeout_s=backend.connect_timeout_s,
+            read_timeout_s=backend.timeout_s,
         )
 
     async def complete(
         self, backend: Backend, endpoint: Endpoint, body: dict[str, Any]
     ) -> Completion:
         """Send one request and return the upstream's JSON bytes untouched."""
+        response = await self._post(backend, endpoint, body)
         try:
-            response = await self._client.send(self._request(backend, endpoint, body))
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc, backend.name) from exc
-        if response.status_code >= 400:
-            raise status_error(backend.name, response.status_code, response.content)
-        content = response.content
+            content = await response.read()
+        finally:
+            response.close()
+        if response.status >= 400:
+            raise status_error(backend.name, response.status, content)
         try:
             parsed = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
@@ -82,34 +77,28 @@ class OpenAIProvider:
         client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
         if not client_wants_usage:
             body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
+        response = await self._post(backend, endpoint, body)
         try:
-            response = await self._client.send(self._request(backend, endpoint, body), stream=True)
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc, backend.name) from exc
-        try:
-            if response.status_code >= 400:
-                raise status_error(backend.name, response.status_code, await response.aread())
+            if response.status >= 400:
+                raise status_error(backend.name, response.status, await response.read())
             buffer = bytearray()
             done = False
-            try:
-                async for chunk in response.aiter_raw():
-                    for event in split_events(buffer, chunk):
-                        if event == _DONE or event.replace(b" ", b"") == b"data:[DONE]\n\n":
-                            done = True
-                        elif (
-                            b'"usage"' in event
-                            and not _usage_is_null(event)
-                            and _take_usage(event, usage)
-                            and not client_wants_usage
-                        ):
-                            continue  # the usage-only chunk we asked for ourselves
-                        yield event
-            except httpx.HTTPError as exc:
-                raise map_transport_error(exc, backend.name) from exc
+            async for chunk in response.chunks():
+                for event in split_events(buffer, chunk):
+                    if event == _DONE or event.replace(b" ", b"") == b"data:[DONE]\n\n":
+                        done = True
+                    elif (
+                        b'"usage"' in event
+                        and not _usage_is_null(event)
+                        and _take_usage(event, usage)
+                        and not client_wants_usage
+                    ):
+                        continue  # the usage-only chunk we asked for ourselves
+                    yield event
             if not done:
                 raise UpstreamError(f"backend {backend.name} ended the stream early")
         finally:
-            await response.aclose()
+            response.close()
 
 
 def _usage_is_null(event: bytes) -> bool:
