@@ -21,7 +21,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.policy import Backend, CachePolicy
+from gateway.policy import Backend
 from gateway.providers import Completion, EventStream, Usage
 from gateway.semantic import context_id, embed, split_last_turn
 from gateway.services import Services
@@ -51,18 +51,9 @@ class CachePlan:
     semantic: Semantic | None = None
 
 
-def _effective(services: Services, call: Call) -> CachePolicy:
-    policy = call.state.loaded.policy
-    route = policy.models[call.model].cache
-    merged = policy.cache.model_dump(exclude_none=True)
-    if route is not None:
-        merged.update(route.model_dump(exclude_none=True))
-    return CachePolicy(**merged)
-
-
 def cache_plan(services: Services, call: Call, request: Request) -> CachePlan:
     """Decide cache use from the policy, the request's determinism and its headers."""
-    settings = _effective(services, call)
+    settings = call.state.cache[call.model]
     body = call.body
     control = request.headers.get("cache-control", "").lower()
     opt_out = request.headers.get("x-gateway-cache", "").lower() == "bypass"

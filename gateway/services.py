@@ -15,7 +15,7 @@ from gateway.errors import PolicyError
 from gateway.health import HealthBoard
 from gateway.limits import Limiter
 from gateway.metrics import Metrics
-from gateway.policy import LoadedPolicy, load_policy
+from gateway.policy import CachePolicy, LoadedPolicy, load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
 from gateway.routing import DifficultyClassifier, ShareCalibrator
 from gateway.semantic import SemanticIndex
@@ -31,6 +31,8 @@ class PolicyState:
     loaded: LoadedPolicy
     keys: KeyRing
     calibrators: dict[tuple[str, int], ShareCalibrator] = field(default_factory=dict)
+    # Cache settings per model: the policy-wide ones overridden by the model's own.
+    cache: dict[str, CachePolicy] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -57,7 +59,14 @@ class PolicyState:
                     if kept is not None and kept.target_share == share
                     else ShareCalibrator(share, prior=prior)
                 )
-        return cls(loaded, KeyRing(loaded.policy), calibrators)
+        policy = loaded.policy
+        cache = {}
+        for model, route in policy.models.items():
+            merged = policy.cache.model_dump(exclude_none=True)
+            if route.cache is not None:
+                merged.update(route.cache.model_dump(exclude_none=True))
+            cache[model] = CachePolicy(**merged)
+        return cls(loaded, KeyRing(policy), calibrators, cache)
 
 
 class Services:
