@@ -142,3 +142,12 @@ def test_train_with_missing_data_file(tmp_path: Path, capsys: pytest.CaptureFixt
         main(["train", "--data", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "a.npz")]) == 2
     )
     assert "data file not found" in capsys.readouterr().err
+
+
+def test_eval_writes_a_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    data = _synthetic_data(tmp_path / "train.jsonl")
+    plot = tmp_path / "plot.png"
+    assert main(["eval", "--data", str(data), "--by", "source", "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| alpha/math |" in capsys.readouterr().out
