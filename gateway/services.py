@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,7 @@ class Services:
         services.publish_info()
         if settings.policy_reload_s > 0:
             services._tasks.append(asyncio.create_task(services._watch_policy()))
-        services._tasks.append(asyncio.create_task(services._calibration_loop()))
+        services._tasks.append(asyncio.create_task(services._housekeeping()))
         return services
 
     async def close(self) -> None:
@@ -137,8 +138,7 @@ class Services:
         m = self.metrics
         m.build_info.clear()
         m.build_info.labels(__version__, self.state.loaded.version, self.classifier.version).set(1)
-        for name, backend in self.state.loaded.policy.backends.items():
-            m.backend_up.labels(name, backend.tier).set(1 if backend.enabled else 0)
+        self.refresh_gauges()
         for (model, _), calibrator in self.state.calibrators.items():
             m.closed_share_target.labels(model).set(calibrator.target_share)
 
@@ -178,11 +178,22 @@ class Services:
                         self.state.loaded.lines,
                     )
 
-    async def _calibration_loop(self) -> None:
-        """Share score histograms through Redis and refresh the calibration gauges."""
+    def refresh_gauges(self) -> None:
+        """Backend state gauges from the health board (kept off the request path)."""
+        m = self.metrics
+        now = time.monotonic()
+        for name, backend in self.state.loaded.policy.backends.items():
+            health = self.health[name]
+            up = backend.enabled and health.usable(now)
+            m.backend_up.labels(name, backend.tier).set(1 if up else 0)
+            m.in_flight.labels(name).set(health.in_flight)
+
+    async def _housekeeping(self) -> None:
+        """Share score histograms through Redis; refresh calibration and backend gauges."""
         m = self.metrics
         while True:
             await asyncio.sleep(self.settings.calibration_sync_s)
+            self.refresh_gauges()
             for (model, rule), calibrator in list(self.state.calibrators.items()):
                 if self.redis is not None:
                     try:

@@ -149,6 +149,10 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise RuntimeError(f"gateway did not start:\n{log.read_text()[-4000:]}")
 
 
+# Gateway base URL -> its log file, for tests that read what it logged.
+GATEWAY_LOGS: dict[str, Path] = {}
+
+
 @contextmanager
 def run_gateway(policy_text: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """Start `gateway serve` as a real uvicorn server process; yield its base URL."""
@@ -166,6 +170,7 @@ def run_gateway(policy_text: str, env: dict[str, str] | None = None) -> Iterator
             command, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=REPO
         )
     url = f"http://127.0.0.1:{port}"
+    GATEWAY_LOGS[url] = log
     try:
         _wait_ready(url, proc, log)
         yield url

@@ -67,6 +67,10 @@ class DifficultyClassifier:
     """Scores OpenAI request bodies in [0, 1]; higher means the strong model is needed."""
 
     def __init__(self, artifact: Artifact) -> None:
+        names = artifact.meta.get("dense_names")
+        if names != list(DENSE_NAMES) or len(artifact.dense_edges) != len(DENSE_NAMES):
+            # Fail at startup, not on the first request: the features changed under it.
+            raise ValueError("artifact was trained with different prompt statistics; retrain it")
         self.artifact = artifact
         self.version: str = f"{artifact.meta.get('name', 'difficulty-v1')}-{artifact.digest()}"
         # Plain Python containers: for the few hundred lookups a request needs they beat

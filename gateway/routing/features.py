@@ -53,6 +53,34 @@ DENSE_NAMES: tuple[str, ...] = (
     "option_lines",
     "mean_word_len",
     "log_sentences",
+    "distinct_token_share",
+    "math_cues",
+    "code_cues",
+    "reasoning_cues",
+    "constraint_cues",
+    "creative_cues",
+    "chat_cues",
+)
+
+# Small hand-made cue lexicons. A word's learned weight only transfers if the word was
+# seen in training; a count of cues from a fixed list carries over to task types (chat,
+# writing, agents) that the training collections never show.
+_CUES: tuple[frozenset[str], ...] = tuple(
+    frozenset(words.split())
+    for words in (
+        "solve calculate compute find prove derive equation integral probability sum total "
+        "how many much percent ratio value digits remainder divisible prime polynomial",
+        "python code function implement program class algorithm array string return def "
+        "javascript java sql bug compile script regex api complexity recursion",
+        "why explain because therefore step reason reasoning analyze analyse compare "
+        "evaluate justify deduce infer logic assume suppose consequently implies",
+        "must exactly least most only without format json words sentences bullet include "
+        "ensure avoid limit maximum minimum each never always",
+        "story poem essay creative imagine character dialogue song letter email blog tweet "
+        "slogan fictional narrative roleplay",
+        "hi hello thanks thank translate summarize summarise rewrite paraphrase grammar "
+        "spelling shorten polite friendly",
+    )
 )
 
 _MATH_CHARS = ("=", "+", "^", "<", ">", "*", "/", "%")
@@ -83,6 +111,7 @@ def dense_values(view: RequestView, tokens: Sequence[str]) -> list[float]:
     n_tokens = len(tokens)
     letters = n_chars - text.count(" ") - text.count("\n")
     n_cjk = 0 if text.isascii() else len(_CJK_RE.findall(text))
+    distinct = set(tokens)
     return [
         math.log1p(view.total_chars),
         math.log1p(n_tokens),
@@ -97,6 +126,8 @@ def dense_values(view: RequestView, tokens: Sequence[str]) -> list[float]:
         float(min(len(_OPTION_RE.findall("\n" + text)), 10)),
         min(letters / max(1, n_tokens), 20.0),
         math.log1p(text.count(". ") + text.count("。")),
+        len(distinct) / max(1, n_tokens),
+        *(math.log1p(len(cues & distinct)) for cues in _CUES),
     ]
 
 

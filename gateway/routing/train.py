@@ -19,6 +19,7 @@ import numpy as np
 from gateway.routing.artifact import HISTOGRAM_BINS, Artifact
 from gateway.routing.features import (
     BIGRAM_BASE,
+    DENSE_NAMES,
     dense_values,
     is_bigram_key,
     token_ids,
@@ -225,6 +226,7 @@ def fit(
         score_prior=prior.astype(np.float64),
         meta={
             "name": "difficulty-v1",
+            "dense_names": list(DENSE_NAMES),
             "seed": config.seed,
             "target": config.target,
             "trained_rows": len(idx),

@@ -45,6 +45,18 @@ def test_config_is_valid(tool: Callable[[str, str], str], profiles: tuple[str, .
     _config(tool("docker-compose", HINT), *profiles, quiet=True)
 
 
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """target → (source, read-only), from either the short or the long volume syntax."""
+    out = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            out[volume["target"]] = (str(volume.get("source", "")), bool(volume.get("read_only")))
+        else:
+            source, target, *mode = str(volume).split(":")
+            out[target] = (source, bool(mode) and "ro" in mode[0].split(","))
+    return out
+
+
 @pytest.fixture(scope="module")
 def resolved(tool: Callable[[str, str], str]) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load(_config(tool("docker-compose", HINT), "gpu", "cpu"))
@@ -58,10 +70,7 @@ def test_gateway_service(resolved: dict[str, Any]) -> None:
     assert env["GATEWAY_LOCAL_BASE_URL"] == "http://vllm:8000/v1"
     for key, value in HOST_KEYS.items():
         assert env[key] == value, f"{key} is not taken from the host environment"
-    mounts = [v for v in gateway["volumes"] if v.endswith(":ro") or "read_only" in str(v)]
-    assert any(
-        str(REPO / "policies") in str(v) and "/etc/gateway/policies" in str(v) for v in mounts
-    )
+    assert mounts(gateway)["/etc/gateway/policies"] == (str(REPO / "policies"), True)
     assert env["GATEWAY_POLICY"].startswith("/etc/gateway/policies/")
     assert "8000" in str(gateway["ports"])
 
@@ -88,15 +97,15 @@ def test_vllm_profiles(resolved: dict[str, Any]) -> None:
 
 def test_prometheus_and_grafana_mounts(resolved: dict[str, Any]) -> None:
     services = resolved["services"]
-    prometheus = " ".join(str(v) for v in services["prometheus"]["volumes"])
-    assert f"{REPO / 'deploy' / 'prometheus'}:/etc/prometheus" in prometheus
+    deploy = REPO / "deploy"
+    assert mounts(services["prometheus"])["/etc/prometheus"] == (str(deploy / "prometheus"), True)
     assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
-    grafana = " ".join(str(v) for v in services["grafana"]["volumes"])
-    provisioning = REPO / "deploy" / "grafana" / "provisioning"
-    assert f"{provisioning}:/etc/grafana/provisioning" in grafana
+    grafana = mounts(services["grafana"])
+    provisioning = deploy / "grafana" / "provisioning"
+    assert grafana["/etc/grafana/provisioning"] == (str(provisioning), True)
     dashboards = yaml.safe_load((provisioning / "dashboards" / "dashboards.yml").read_text())
     path = dashboards["providers"][0]["options"]["path"]
-    assert f"{REPO / 'deploy' / 'grafana' / 'dashboards'}:{path}" in grafana
+    assert grafana[path] == (str(deploy / "grafana" / "dashboards"), True)
     datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
     assert datasources["datasources"][0]["url"] == "http://prometheus:9090"
     assert "redis" in services

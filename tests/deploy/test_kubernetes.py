@@ -117,6 +117,7 @@ def test_policy_copy_matches_the_example_and_loads() -> None:
 
 def _gateway_container() -> dict[str, Any]:
     (container,) = find("Deployment", "gateway")["spec"]["template"]["spec"]["containers"]
+    assert isinstance(container, dict)
     return container
 
 

@@ -230,6 +230,12 @@ def _drive(stack: Stack, url: str) -> None:
             assert cache == "miss"
             stack.answers.append(Answer("support", backend, CHAT))
 
+        # A third consecutive failure of `broken` opens its circuit (FAILURES_TO_OPEN = 3).
+        with pytest.raises(openai.InternalServerError):
+            chat(search, "all-fail", "This will fail too.")
+        ready = httpx.get(url + "/readyz", timeout=10).json()
+        assert ready["backends"]["broken"]["state"] == "circuit open"
+
 
 def _drive_storm(url: str) -> None:
     """Two cacheable requests against the gateway whose Redis is unreachable."""
@@ -462,7 +468,7 @@ def test_requests_and_decisions_are_counted(stack: Stack) -> None:
 
     where = f'instance="{stack.instance}"'
     statuses = by(f"sum by (status) (gateway_requests_total{{{where}}})", "status")
-    assert statuses == {"2xx": len(stack.answers), "4xx": 3, "5xx": 1}
+    assert statuses == {"2xx": len(stack.answers), "4xx": 3, "5xx": 2}
     reasons = by(f"sum by (reason) (gateway_routing_decisions_total{{{where}}})", "reason")
     # search: hard ×2 (rule); qwen chat, qwen stream, completions, embeddings, claude (alias);
     # the repeated qwen chat (cache); the fallback. support: six `auto` (calibration/default).
@@ -475,3 +481,13 @@ def test_requests_and_decisions_are_counted(stack: Stack) -> None:
     assert fallbacks == {"open": 1}  # `all-fail` has nowhere to fall back to
     rejections = by(f"sum by (reason) (gateway_rejections_total{{{where}}})", "reason")
     assert rejections == {"invalid": 2, "auth": 1}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gateway bug: gateway_backend_up is set only at start-up and on policy reload "
+    "(Services.publish_info), never when a circuit opens, although its help text says so",
+)
+def test_backend_up_follows_the_circuit_breaker(stack: Stack) -> None:
+    expr = f'gateway_backend_up{{instance="{stack.instance}", backend="broken"}}'
+    _wait_for(stack.prometheus, expr, lambda r: bool(r) and _value(r[0]) == 0, timeout=5)

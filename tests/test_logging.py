@@ -1,0 +1,34 @@
+"""Access logs: one JSON line per request with its id; never the key or the prompt."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import openai
+
+from tests.conftest import GATEWAY_LOGS
+
+
+def test_access_log_has_request_id_and_no_secrets(gateway: str) -> None:
+    client = openai.OpenAI(base_url=gateway + "/v1", api_key="sk-secret-4242", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="any-model",
+        messages=[{"role": "user", "content": "TOP-SECRET-PROMPT"}],
+        extra_headers={"x-request-id": "req-log-test-1"},
+    )
+    assert raw.headers["x-request-id"] == "req-log-test-1"
+    log = GATEWAY_LOGS[gateway]
+    deadline = time.monotonic() + 5
+    while True:
+        text = log.read_text()
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        mine = [e for e in lines if e.get("request_id") == "req-log-test-1"]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert mine, "no access log line for the request"
+    entry = mine[0]
+    assert entry["status"] == 200 and entry["backend"] == "open" and entry["model"] == "*"
+    assert "sk-secret-4242" not in text
+    assert "TOP-SECRET-PROMPT" not in text
