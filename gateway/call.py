@@ -62,7 +62,7 @@ def error_response(services: Services, call: Call, err: GatewayError) -> Respons
     finish(services, call, err.http_status, "-", "-")
     if err.http_status in (401, 403):
         services.metrics.rejections.labels(call.team, "auth").inc()
-    elif err.http_status in (400, 404, 413, 415):
+    elif call.plan is None and err.http_status in (400, 404, 413, 415):
         services.metrics.rejections.labels(call.team, "invalid").inc()
     return Response(body, err.http_status, headers, media_type="application/json")
 

@@ -95,7 +95,7 @@ class Metrics:
         )
         self.decisions = Counter(
             "gateway_routing_decisions_total",
-            "Routing decisions: reason is rule, alias, calibration, fallback or cache.",
+            "Routing decisions: reason is rule, calibration, default, alias, fallback or cache.",
             ["model", "tier", "reason"],
             registry=r,
         )

@@ -97,6 +97,7 @@ class Services:
         self.semantic = SemanticIndex()
         self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics)
         self._tasks: list[asyncio.Task[None]] = []
+        self._info_labels: tuple[str, str, str] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Services:
@@ -136,8 +137,12 @@ class Services:
     def publish_info(self) -> None:
         """Export build info and per-backend state for the current policy."""
         m = self.metrics
-        m.build_info.clear()
-        m.build_info.labels(__version__, self.state.loaded.version, self.classifier.version).set(1)
+        # Not clear(): multiprocess mode cannot remove series, so the old one goes to 0.
+        labels = (__version__, self.state.loaded.version, self.classifier.version)
+        if self._info_labels is not None and self._info_labels != labels:
+            m.build_info.labels(*self._info_labels).set(0)
+        m.build_info.labels(*labels).set(1)
+        self._info_labels = labels
         self.refresh_gauges()
         for (model, _), calibrator in self.state.calibrators.items():
             m.closed_share_target.labels(model).set(calibrator.target_share)

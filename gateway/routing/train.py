@@ -159,6 +159,25 @@ def _build_rows(
     return CsrRows(np.array(indptr), np.array(indices), np.array(data), n_cols)
 
 
+def _center_dense(
+    dense_w: np.ndarray, edges: list[np.ndarray], values: np.ndarray, w: np.ndarray, bias: float
+) -> tuple[np.ndarray, float]:
+    """Shift each statistic's bin weights to mean zero over training, into the bias.
+
+    Scores do not change; ``explain`` then shows how far a prompt's bin is from a
+    typical one instead of each bin's arbitrary share of the intercept.
+    """
+    out = dense_w.copy()
+    start = 0
+    for f, e in enumerate(edges):
+        block = out[start : start + len(e) + 1]
+        mean = float(np.average(block[np.searchsorted(e, values[:, f], side="right")], weights=w))
+        block -= mean
+        bias += mean
+        start += len(e) + 1
+    return out, bias
+
+
 def fit(
     prepared: Prepared,
     idx: np.ndarray,
@@ -212,6 +231,7 @@ def fit(
     ref = [fixed[c] for c in config.reference if c in fixed] or list(fixed.values())
     bias = float(np.mean(ref))
     serving_logit = rows.dot(coef) - np.array([fixed[c] for c in cols]) + bias
+    dense_w, bias = _center_dense(coef[:n_dense], edges, prepared.dense[idx], w, bias)
     prior, _ = np.histogram(
         1.0 / (1.0 + np.exp(-serving_logit)), bins=HISTOGRAM_BINS, range=(0.0, 1.0)
     )
@@ -221,7 +241,7 @@ def fit(
         bigram_keys=np.array(bigram_keys, dtype=np.int64),
         bigram_w=coef[n_dense + len(vocab) : n_dense + n_lex],
         dense_edges=edges,
-        dense_w=coef[:n_dense],
+        dense_w=dense_w,
         bias=bias,
         score_prior=prior.astype(np.float64),
         meta={
