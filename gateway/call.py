@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +13,6 @@ from gateway.errors import GatewayError, UpstreamStatusError, upstream_error_bod
 from gateway.planner import Plan
 from gateway.policy import Endpoint
 from gateway.services import PolicyState, Services
-
-log = logging.getLogger("gateway.access")
 
 
 @dataclass(slots=True)
@@ -77,8 +74,10 @@ def finish(services: Services, call: Call, status: int, backend: str, tier: str)
         m.overhead.labels(call.endpoint).observe(call.overhead_s)
     elif call.upstream_s:
         m.overhead.labels(call.endpoint).observe(max(elapsed - call.upstream_s, 0.0))
-    if log.isEnabledFor(logging.INFO):
-        extra: dict[str, Any] = {
+    access = services.access_log
+    if access is not None:
+        entry: dict[str, Any] = {
+            "msg": "request",
             "request_id": call.request_id,
             "endpoint": call.endpoint,
             "model": call.model,
@@ -92,5 +91,5 @@ def finish(services: Services, call: Call, status: int, backend: str, tier: str)
             "duration_ms": round(elapsed * 1000, 3),
         }
         if services.settings.log_prompts:
-            extra["body"] = call.body
-        log.info("request", extra=extra)
+            entry["body"] = call.body
+        access.write(entry)

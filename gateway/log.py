@@ -7,6 +7,7 @@ import logging
 import logging.handlers
 import queue
 import sys
+import threading
 import time
 from typing import Any
 
@@ -48,3 +49,47 @@ def setup_logging(level: str = "info") -> None:
     logger.addHandler(logging.handlers.QueueHandler(log_queue))
     logger.setLevel(level.upper())
     logger.propagate = False
+
+
+class AccessLog:
+    """Access log lines as JSON, buffered and written by a background thread.
+
+    One line per request is the one log write on the hot path, so it skips `logging`
+    (a LogRecord, a queue hand-off and a formatter per line cost ~10x an orjson dump).
+    """
+
+    def __init__(self, stream: Any = None, interval_s: float = 0.1) -> None:
+        self._stream = stream if stream is not None else sys.stderr.buffer
+        self._lines: list[bytes] = []
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
+        self._thread.start()
+
+    def write(self, entry: dict[str, Any]) -> None:
+        """Queue one line (never blocks)."""
+        now = time.time()
+        head = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + f".{int(now * 1000) % 1000:03d}Z",
+            "level": "info",
+            "logger": "gateway.access",
+        }
+        self._lines.append(orjson.dumps({**head, **entry}, default=str))
+
+    def _flush(self) -> None:
+        # Swapping the list is atomic under the GIL: no lock on the request path.
+        lines, self._lines = self._lines, []
+        if lines:
+            self._stream.write(b"\n".join(lines) + b"\n")
+            self._stream.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._flush()
+
+    def close(self) -> None:
+        """Write what is left and stop the thread."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._flush()

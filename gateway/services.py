@@ -15,6 +15,7 @@ from gateway.cache import ResponseCache, build_cache
 from gateway.errors import PolicyError
 from gateway.health import HealthBoard
 from gateway.limits import Limiter
+from gateway.log import AccessLog
 from gateway.metrics import Metrics
 from gateway.policy import CachePolicy, LoadedPolicy, load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
@@ -98,6 +99,8 @@ class Services:
         self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics)
         self._tasks: list[asyncio.Task[None]] = []
         self._info_labels: tuple[str, str, str] | None = None
+        # One JSON line per request unless access logging is off.
+        self.access_log = AccessLog() if settings.access_log else None
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Services:
@@ -131,6 +134,8 @@ class Services:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.close()
+        if self.access_log is not None:
+            self.access_log.close()
         if self.redis is not None:
             await self.redis.aclose()
 

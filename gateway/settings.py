@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # Policy hot reload: how often the file's mtime is checked; 0 disables it.
     policy_reload_s: float = 2.0
     log_level: str = "info"
+    # One JSON line per request on stderr.
+    access_log: bool = True
     # Debug logging may include prompt text; never on by default.
     log_prompts: bool = False
     # The in-process cache used when no Redis is configured.
