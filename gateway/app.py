@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway import __version__
 from gateway.api import admin, health, models, openai
@@ -64,7 +65,37 @@ def _gateway_error_response(err: GatewayError) -> Response:
     return Response(err.json(), err.http_status, err.headers, media_type="application/json")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class InferenceFastPath:
+    """Sends the inference routes straight to their endpoints; everything else to FastAPI.
+
+    The inference routes are plain request → response functions that raise nothing but
+    GatewayError (rendered inside the pipeline), so FastAPI's middleware stack and router
+    add nothing for them but per-request cost.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.routes: dict[str, Callable[[Request], Awaitable[Response]]] = {
+            route.path: route.endpoint for route in openai.ROUTES
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.routes.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self.app
+                request = Request(scope, receive)
+                try:
+                    response = await endpoint(request)
+                except Exception as exc:
+                    response = await _unexpected(request, exc)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> InferenceFastPath:
     """Build the app; each call has its own services and metrics registry."""
     settings = settings or Settings()
     setup_logging(settings.log_level)
@@ -105,9 +136,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
-    return app
+    return InferenceFastPath(app)
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> InferenceFastPath:
     """Factory for `uvicorn --factory` with several workers: settings from GATEWAY_* only."""
     return create_app(Settings())
