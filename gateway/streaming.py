@@ -26,8 +26,13 @@ class Assembler:
         self.complete = False
         self.valid = True
 
-    def feed(self, event: bytes) -> None:
-        """Take one SSE event."""
+    def feed(self, block: bytes) -> None:
+        """Take a block of one or more complete SSE events."""
+        for event in block.split(b"\n\n"):
+            if event:
+                self._feed_event(event)
+
+    def _feed_event(self, event: bytes) -> None:
         if not event.startswith(b"data:"):
             return
         data = event[5:].strip()

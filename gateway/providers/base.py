@@ -81,3 +81,32 @@ def split_events(buffer: bytearray, chunk: bytes) -> list[bytes]:
     if start:
         del buffer[:start]
     return events
+
+
+def complete_events(buffer: bytearray, chunk: bytes) -> bytes:
+    """Append a network chunk; return the complete SSE events at its front as one block.
+
+    Forwarding blocks rather than single events keeps per-event Python work off streams:
+    most chunks are whole events already and pass through as they came.
+    """
+    if b"\r" in chunk:
+        chunk = chunk.replace(b"\r\n", b"\n")
+    if buffer:
+        buffer += chunk
+        data = bytes(buffer)
+        buffer.clear()
+    else:
+        data = chunk
+    cut = data.rfind(b"\n\n") + 2
+    if cut < 2:
+        buffer += data
+        return b""
+    if cut < len(data):
+        buffer += data[cut:]
+        return data[:cut]
+    return data
+
+
+def split_block(block: bytes) -> list[bytes]:
+    """The events of a block of complete SSE events, each ending with a blank line."""
+    return [part + b"\n\n" for part in block.split(b"\n\n")[:-1]]

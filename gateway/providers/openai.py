@@ -11,7 +11,14 @@ import orjson
 
 from gateway.errors import UpstreamError
 from gateway.policy import Backend, Endpoint
-from gateway.providers.base import Completion, EventStream, Usage, split_events, status_error
+from gateway.providers.base import (
+    Completion,
+    EventStream,
+    Usage,
+    complete_events,
+    split_block,
+    status_error,
+)
 from gateway.providers.http import UpstreamClient, UpstreamResponse
 
 _PATHS: dict[str, str] = {
@@ -84,25 +91,31 @@ class OpenAIProvider:
             buffer = bytearray()
             done = False
             async for chunk in response.chunks():
-                for event in split_events(buffer, chunk):
-                    if event == _DONE or event.replace(b" ", b"") == b"data:[DONE]\n\n":
-                        done = True
-                    elif (
-                        b'"usage"' in event
-                        and not _usage_is_null(event)
-                        and _take_usage(event, usage)
-                        and not client_wants_usage
-                    ):
-                        continue  # the usage-only chunk we asked for ourselves
-                    yield event
+                block = complete_events(buffer, chunk)
+                if not block:
+                    continue
+                if _has_usage(block):
+                    # Rare (usually the last block): look at each event.
+                    kept = []
+                    for event in split_block(block):
+                        if _take_usage(event, usage) and not client_wants_usage:
+                            continue  # the usage-only chunk we asked for ourselves
+                        kept.append(event)
+                    block = b"".join(kept)
+                if block.endswith(_DONE) or block.replace(b" ", b"").endswith(b"data:[DONE]\n\n"):
+                    done = True
+                if block:
+                    yield block
             if not done:
                 raise UpstreamError(f"backend {backend.name} ended the stream early")
         finally:
             response.close()
 
 
-def _usage_is_null(event: bytes) -> bool:
-    return b'"usage":null' in event or b'"usage": null' in event
+def _has_usage(block: bytes) -> bool:
+    """Whether a block carries a non-null `usage` (OpenAI sends `"usage":null` on every chunk)."""
+    total = block.count(b'"usage"')
+    return total > 0 and total > block.count(b'"usage":null') + block.count(b'"usage": null')
 
 
 def _take_usage(event: bytes, usage: Usage) -> bool:

@@ -26,16 +26,19 @@ _CJK = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK_RANGES)
 # Words and single punctuation marks; punctuation is kept because braces, operators and
 # LaTeX backslashes are strong code/math cues. A simple pattern keeps ``re`` fast.
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-# CJK has no spaces: each character becomes its own token by spacing it out first. Only
-# non-ASCII text pays for this translate pass.
-_SPACE_CJK = {c: f" {chr(c)} " for lo, hi in _CJK_RANGES for c in range(lo, hi + 1)}
+# CJK has no spaces, so each CJK character is its own token. This pattern is slower than
+# the plain one, so only non-ASCII text uses it.
+_CJK_TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 _CJK_RE = re.compile(rf"[{_CJK}]")
 # Starts with a literal newline so ``re`` can skip ahead quickly between lines.
 _OPTION_RE = re.compile(r"\n[ \t]*\(?[A-Ja-j][\).:][ \t]")
 
 # Tokens beyond this many are ignored for lexical features (length is still counted),
 # which bounds the per-request cost for very long prompts.
-MAX_TOKENS = 3_000
+MAX_TOKENS = 2_048
+# Word pairs come from the first tokens only: the task statement is usually there, and
+# pair keys are the costliest part of a long prompt.
+MAX_BIGRAM_TOKENS = 1_024
 # Bigram keys pack two token ids into one int; ids stay below this.
 BIGRAM_BASE = 1 << 20
 
@@ -86,15 +89,12 @@ _CUES: tuple[frozenset[str], ...] = tuple(
 _MATH_CHARS = ("=", "+", "^", "<", ">", "*", "/", "%")
 _CODE_MARKS = ("{", "}", ";", "()", "```", "def ", "return", "import ", "=>", "[]")
 _LATEX_MARKS = ("\\", "$")
-_DIGITS = "0123456789"
 
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased tokens of ``text`` (truncated to ``MAX_TOKENS``)."""
     text = text.lower()
-    if not text.isascii():
-        text = text.translate(_SPACE_CJK)
-    tokens = TOKEN_RE.findall(text)
+    tokens = (TOKEN_RE if text.isascii() else _CJK_TOKEN_RE).findall(text)
     if len(tokens) > MAX_TOKENS:
         del tokens[MAX_TOKENS:]
     return tokens
@@ -112,13 +112,14 @@ def dense_values(view: RequestView, tokens: Sequence[str]) -> list[float]:
     letters = n_chars - text.count(" ") - text.count("\n")
     n_cjk = 0 if text.isascii() else len(_CJK_RE.findall(text))
     distinct = set(tokens)
+    numbers = list(filter(str.isdigit, tokens))
     return [
         math.log1p(view.total_chars),
         math.log1p(n_tokens),
         math.log1p(text.count("\n")),
         n_cjk / n_chars,
-        _count_all(text, _DIGITS) / n_chars,
-        math.log1p(sum(map(str.isdigit, tokens))),
+        sum(map(len, numbers)) / n_chars,
+        math.log1p(len(numbers)),
         math.log1p(_count_all(text, _MATH_CHARS)),
         math.log1p(_count_all(text, _CODE_MARKS)),
         math.log1p(_count_all(text, _LATEX_MARKS)),
@@ -141,7 +142,8 @@ def token_ids(tokens: Sequence[str], vocab: dict[str, int]) -> tuple[set[int], s
     ids = list(map(vocab.get, tokens, repeat(-1, len(tokens))))
     unigrams = set(ids)
     unigrams.discard(-1)
-    bigrams = set(map(add, map(mul, ids, repeat(BIGRAM_BASE)), ids[1:]))
+    head = ids[:MAX_BIGRAM_TOKENS]
+    bigrams = set(map(add, map(mul, head, repeat(BIGRAM_BASE)), head[1:]))
     return unigrams, bigrams
 
 

@@ -40,7 +40,7 @@ class TrainConfig:
     seed: int = 0
     target: str = "gap"  # "gap": clip(strong - weak, 0, 1); "half": (1 + strong - weak) / 2
     min_df: int = 5
-    min_collections: int = 2
+    min_collections: int = 3
     max_unigrams: int = 30_000
     bigram_min_df: int = 8
     max_bigrams: int = 40_000
