@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -248,7 +249,7 @@ def test_semantic_hits_stay_within_context_and_tenant(cached_gateway: str) -> No
     original = "What is the capital city of France?"
     assert _ask_with_system(client, system, original)[0] == "miss"
     time.sleep(0.1)
-    # A re-cased, re-punctuated turn in the same context is answered from the cache (the original answer).
+    # A re-cased, re-punctuated turn in the same context is answered from the cache.
     assert _ask_with_system(client, system, "  what is the capital city of france") == (
         "hit",
         f"echo: {original}",
@@ -260,3 +261,53 @@ def test_semantic_hits_stay_within_context_and_tenant(cached_gateway: str) -> No
     assert _ask_with_system(other, system, "  what is the capital city of france")[0] == "miss"
     metrics = httpx.get(cached_gateway + "/metrics").text
     assert 'gateway_cache_requests_total{kind="semantic",model="semantic",result="hit"}' in metrics
+
+
+def test_redis_stopped_and_restarted_under_load(upstreams: Upstreams, tmp_path: Path) -> None:
+    """Eight clients keep asking (half repeats, half new) while Redis dies and comes back."""
+    port = free_port()
+    server = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    redis = subprocess.Popen(server, stdout=subprocess.DEVNULL, cwd=tmp_path)
+    stop = threading.Event()
+    results: list[tuple[str, str, str]] = []
+    failures: list[BaseException] = []
+
+    def load(worker: int, url: str) -> None:
+        client = _client(url, f"tenant-load-{worker % 2}")
+        i = 0
+        while not stop.is_set():
+            prompt = f"load {worker} {i % 5 if i % 2 else i}"
+            try:
+                state, content = _ask(client, prompt)
+            except BaseException as exc:  # any failure is a lost request
+                failures.append(exc)
+                return
+            results.append((prompt, state, content))
+            i += 1
+
+    try:
+        _wait_redis(port)
+        env = {"GATEWAY_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        with run_gateway(POLICY.format(oai=upstreams.openai_url), env) as url:
+            threads = [threading.Thread(target=load, args=(w, url)) for w in range(8)]
+            for thread in threads:
+                thread.start()
+            time.sleep(1.5)
+            redis.kill()
+            redis.wait()
+            time.sleep(1.5)
+            redis = subprocess.Popen(server, stdout=subprocess.DEVNULL, cwd=tmp_path)
+            _wait_redis(port)
+            time.sleep(1.5)
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+    finally:
+        stop.set()
+        redis.kill()
+        redis.wait()
+    assert not failures, failures[:3]
+    assert len(results) > 50
+    assert all(content == f"echo: {prompt}" for prompt, _, content in results)
+    states = [state for _, state, _ in results]
+    assert "hit" in states[: len(states) // 3] and "hit" in states[-len(states) // 4 :]

@@ -52,7 +52,7 @@ def _chat(client: openai.OpenAI, model: str = "m") -> None:
 
 
 def test_keys_are_required_when_teams_exist(limited_gateway: tuple[str, str]) -> None:
-    url, tag = limited_gateway
+    url, _ = limited_gateway
     with pytest.raises(openai.AuthenticationError) as info:
         _chat(_client(url, "sk-unknown"))
     assert info.value.code == "invalid_api_key"
