@@ -9,7 +9,14 @@ import orjson
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.policy import Backend, Endpoint
 from gateway.providers.anthropic_translate import StreamTranslator, from_anthropic, to_anthropic
-from gateway.providers.base import Completion, EventStream, Usage, split_events, status_error
+from gateway.providers.base import (
+    Completion,
+    EventStream,
+    Usage,
+    read_answer,
+    split_events,
+    status_error,
+)
 from gateway.providers.http import UpstreamClient, UpstreamResponse
 
 API_VERSION = "2023-06-01"
@@ -53,17 +60,8 @@ class AnthropicProvider:
     ) -> Completion:
         """Send one Messages request and return it as a chat completion."""
         response = await self._post(backend, self._translate(backend, endpoint, body))
-        try:
-            content = await response.read()
-        finally:
-            response.close()
-        if response.status >= 400:
-            raise status_error(backend.name, response.status, content)
-        try:
-            message = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"backend {backend.name} returned invalid JSON") from exc
-        if not isinstance(message, dict) or message.get("type") != "message":
+        _, message = await read_answer(response, backend.name)
+        if message.get("type") != "message":
             raise UpstreamError(f"backend {backend.name} returned an unexpected answer")
         completion, usage = from_anthropic(message)
         return Completion(orjson.dumps(completion), usage)

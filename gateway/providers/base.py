@@ -6,8 +6,11 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.errors import UpstreamStatusError
+import orjson
+
+from gateway.errors import UpstreamError, UpstreamStatusError
 from gateway.policy import Backend, Endpoint
+from gateway.providers.http import UpstreamResponse
 
 
 @dataclass(slots=True)
@@ -110,3 +113,20 @@ def complete_events(buffer: bytearray, chunk: bytes) -> bytes:
 def split_block(block: bytes) -> list[bytes]:
     """The events of a block of complete SSE events, each ending with a blank line."""
     return [part + b"\n\n" for part in block.split(b"\n\n")[:-1]]
+
+
+async def read_answer(response: UpstreamResponse, backend: str) -> tuple[bytes, dict[str, Any]]:
+    """A whole answer as bytes and as a JSON object; raise on an error status or bad JSON."""
+    try:
+        content = await response.read()
+    finally:
+        response.close()
+    if response.status >= 400:
+        raise status_error(backend, response.status, content)
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"backend {backend} returned invalid JSON") from exc
+    if not isinstance(parsed, dict):
+        raise UpstreamError(f"backend {backend} returned an unexpected answer")
+    return content, parsed

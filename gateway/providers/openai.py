@@ -16,6 +16,7 @@ from gateway.providers.base import (
     EventStream,
     Usage,
     complete_events,
+    read_answer,
     split_block,
     status_error,
 )
@@ -60,18 +61,7 @@ class OpenAIProvider:
     ) -> Completion:
         """Send one request and return the upstream's JSON bytes untouched."""
         response = await self._post(backend, endpoint, body)
-        try:
-            content = await response.read()
-        finally:
-            response.close()
-        if response.status >= 400:
-            raise status_error(backend.name, response.status, content)
-        try:
-            parsed = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"backend {backend.name} returned invalid JSON") from exc
-        if not isinstance(parsed, dict):
-            raise UpstreamError(f"backend {backend.name} returned an unexpected answer")
+        content, parsed = await read_answer(response, backend.name)
         usage = Usage()
         usage.update_from(parsed.get("usage"))
         return Completion(content, usage)
