@@ -67,7 +67,7 @@ def classify_file(input_path: str, output_path: str, model: str | None = None) -
     for number, raw in enumerate(raw_lines, start=1):
         if not raw.strip():
             continue
-        row_id, row = _parse_line(raw, f"{input_path}:{number}")
+        row_id, row = _parse_line(raw, f"{input_path}, line {number}")
         out.append(orjson.dumps({"id": row_id, "score": classifier.score(row)}))
     payload = b"\n".join(out) + (b"\n" if out else b"")
     if output_path == "-":

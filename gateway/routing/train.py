@@ -38,7 +38,9 @@ class TrainConfig:
     """Training knobs; the defaults are the ones the shipped artifact was built with."""
 
     seed: int = 0
-    target: str = "gap"  # "gap": clip(strong - weak, 0, 1); "half": (1 + strong - weak) / 2
+    # "gap": clip(strong - weak, 0, 1); "half": (1 + strong - weak) / 2; "blendX": X of
+    # "the open model fails" (1 - weak) mixed into the gap
+    target: str = "gap"
     min_df: int = 5
     min_collections: int = 3
     max_unigrams: int = 30_000
@@ -79,6 +81,10 @@ def labels(prepared: Prepared, target: str) -> np.ndarray:
     gap = np.array([r.strong - r.weak for r in prepared.records])
     if target == "half":
         return np.asarray((1.0 + gap) / 2.0, dtype=np.float64)
+    if target.startswith("blend"):  # "blend0.5": mix of the gap and "the open model fails"
+        mix = float(target[5:])
+        fails = np.array([1.0 - r.weak for r in prepared.records])
+        return np.asarray((1 - mix) * np.clip(gap, 0.0, 1.0) + mix * fails, dtype=np.float64)
     return np.asarray(np.clip(gap, 0.0, 1.0), dtype=np.float64)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
 
 
 def test_round_trip_uses_the_shipped_classifier(tmp_path: Path) -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": "a", "messages": [{"role": "user", "content": "hello"}]},
         {
             "id": 7,
@@ -59,7 +60,7 @@ def test_bad_line_is_reported_with_its_number(
     out = tmp_path / "out.jsonl"
     assert main(["--input", str(src), "--output", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "in.jsonl:3: " in err and fragment in err
+    assert "in.jsonl, line 3: " in err and fragment in err
     assert "Traceback" not in err
     assert not out.exists()  # no partial output
 

@@ -1,0 +1,59 @@
+"""Strong/weak pairing per collection, and the APGR/CPT arithmetic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.routing.evaluate import evaluate_group
+from gateway.routing.labels import family_of, load_records
+
+
+def _row(source: str, outcomes: dict[str, float], i: int = 0) -> str:
+    msg = [{"role": "user", "content": f"q{i}"}]
+    return json.dumps(
+        {"id": f"{source}/{i}", "source": source, "messages": msg, "outcomes": outcomes}
+    )
+
+
+def test_known_and_inferred_pairings(tmp_path: Path) -> None:
+    lines = [
+        _row(
+            "mmlu/anatomy", {"gpt-4-1106-preview": 1.0, "mistralai/Mixtral-8x7B-Instruct-v0.1": 0.0}
+        ),
+        _row("mmlu/anatomy", {"gpt-4-1106-preview": 1.0}, 1),  # no weak model: dropped
+        _row("newbench/chat", {"big": 1.0, "small": 0.0, "tiny": 0.5}, 2),
+        _row("newbench/chat", {"big": 1.0, "small": 1.0, "tiny": 0.0}, 3),
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    records = {r.id: r for r in load_records(path)}
+    assert set(records) == {"mmlu/anatomy/0", "newbench/chat/2", "newbench/chat/3"}
+    assert (records["mmlu/anatomy/0"].strong, records["mmlu/anatomy/0"].weak) == (1.0, 0.0)
+    # Unknown collection: its best model on average against the mean of the others.
+    assert records["newbench/chat/2"].strong == 1.0
+    assert records["newbench/chat/2"].weak == pytest.approx(0.25)
+
+
+def test_families() -> None:
+    assert family_of("routerdc/gsm8k") == "math"
+    assert family_of("llmrouter/human_eval") == "code"
+    assert family_of("routerdc/cmmlu") == "chinese"
+    assert family_of("mmlu/prehistory") == "knowledge"
+
+
+def test_apgr_of_random_oracle_and_perfect_routers() -> None:
+    rng = np.random.default_rng(0)
+    strong = (rng.random(2_000) < 0.8).astype(float)
+    weak = strong * (rng.random(2_000) < 0.7)  # weak never beats strong here
+    gap = strong - weak
+    result = evaluate_group("g", {"perfect": gap, "inverse": -gap}, strong, weak)
+    assert result.apgr["random"] == pytest.approx(0.5, abs=1e-3)
+    assert result.apgr["perfect"] == pytest.approx(result.apgr["oracle"])
+    assert result.apgr["inverse"] < 0.5 < result.apgr["perfect"]
+    share = gap.mean()  # everything is recovered once all gap items are routed
+    assert result.cpt80["perfect"] == pytest.approx(0.8 * share, abs=2e-3)
+    assert result.cpt50["random"] == pytest.approx(0.5, abs=2e-3)
