@@ -11,10 +11,14 @@ from hypothesis import strategies as st
 from gateway.providers.base import complete_events, split_block, split_events
 from gateway.streaming import Assembler, replay
 
+# Valid Unicode only: lone surrogates cannot be sent as UTF-8 JSON at all.
+UNICODE = st.characters(blacklist_categories=("Cs",))
+
 events = st.lists(
-    st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=30).map(
-        lambda t: ("data: " + t + "\n\n").encode()
-    ),
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+        max_size=30,
+    ).map(lambda t: ("data: " + t + "\n\n").encode()),
     max_size=12,
 )
 
@@ -38,7 +42,7 @@ def test_crlf_framing_is_normalised() -> None:
     assert complete_events(buffer, b"\r\n") == b"data: b\n\n"
 
 
-text = st.text(max_size=40)
+text = st.text(alphabet=UNICODE, max_size=40)
 completions = st.builds(
     lambda content, finish, calls, usage: {
         "id": "chatcmpl-1",
@@ -74,7 +78,7 @@ completions = st.builds(
     },
     content=text,
     finish=st.sampled_from(["stop", "length", "tool_calls"]),
-    calls=st.lists(st.tuples(st.text(min_size=1, max_size=10), text), max_size=2),
+    calls=st.lists(st.tuples(st.text(alphabet=UNICODE, min_size=1, max_size=10), text), max_size=2),
     usage=st.fixed_dictionaries(
         {"prompt_tokens": st.integers(0, 99), "completion_tokens": st.integers(0, 99)}
     ).map(lambda u: {**u, "total_tokens": u["prompt_tokens"] + u["completion_tokens"]}),
