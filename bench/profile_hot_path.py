@@ -10,10 +10,10 @@ the sampled window. Everything is written to --out (raw collapsed stacks: feed t
 https://www.speedscope.app or flamegraph.pl).
 
     bench/profile_hot_path.py                                 # passthrough, c=16, 10 s
-    bench/profile_hot_path.py --policy policies/examples/cached.yaml
+    bench/profile_hot_path.py --policy bench/policies/cached-hit.yaml     # cache hits
     bench/profile_hot_path.py --stream --concurrency 16
     bench/profile_hot_path.py --env GATEWAY_REDIS_URL=redis://127.0.0.1:6379/12 \
-        --policy policies/examples/cached.yaml
+        --policy bench/policies/cached-hit.yaml
 
 Needs: nginx + lua module and wrk (run $SHARED_BENCH/setup.sh), and py-spy
 (`python3 -m venv /tmp/pyspy-venv && /tmp/pyspy-venv/bin/pip install py-spy`; pass its path
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
@@ -74,8 +75,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--duration", "-d", type=float, default=10.0, help="seconds sampled")
     p.add_argument("--stream", action="store_true", help='requests with "stream": true')
     p.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
-    p.add_argument("--blocking", action="store_true",
-                   help="let py-spy pause the process per sample (exact, slower)")
+    p.add_argument(
+        "--nonblocking",
+        action="store_true",
+        help="don't pause the process per sample (less overhead, truncated stacks)",
+    )
+    p.add_argument("--blocking", action="store_true", help="the default; kept for old commands")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--port", type=int, default=18010, help="gateway port")
@@ -85,6 +90,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--shared-bench", default=os.environ.get("SHARED_BENCH", "/work/shared/bench"))
     p.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/pyspy-venv/bin/py-spy")
     p.add_argument("--out", default="", help="output dir (default: a new /tmp/gateway-profile-*)")
+    p.add_argument(
+        "--summarise",
+        metavar="RAW",
+        help="only print the tables of an existing profile.collapsed.txt",
+    )
     return p.parse_args()
 
 
@@ -111,9 +121,34 @@ def wrk(args: argparse.Namespace, url: str, conns: int, seconds: float) -> subpr
     env = {**os.environ, "BENCH_MODEL": "gpt-4o-mini", "BENCH_AUTH": "sk-bench"}
     if args.stream:
         env["BENCH_STREAM"] = "1"
-    cmd = ["taskset", "-c", args.load_cpu, "wrk", "-t1", f"-c{conns}", f"-d{seconds:.0f}s",
-           "--timeout", "30s", "-s", f"{args.shared_bench}/wrk/chat.lua", url]
+    cmd = [
+        "taskset",
+        "-c",
+        args.load_cpu,
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{seconds:.0f}s",
+        "--timeout",
+        "30s",
+        "-s",
+        f"{args.shared_bench}/wrk/chat.lua",
+        url,
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+STDLIB_DIRS = (
+    "asyncio/",
+    "concurrent/",
+    "logging/",
+    "json/",
+    "email/",
+    "http/",
+    "urllib/",
+    "importlib/",
+    "collections/",
+)
 
 
 def package_of(path: str) -> str:
@@ -121,22 +156,24 @@ def package_of(path: str) -> str:
     for name in PACKAGES:
         if name in parts or path.startswith(f"{name}/") or f"/{name}/" in path:
             return name
-    if "site-packages" not in path and ("python3" in path or path.startswith("<")):
-        return "stdlib/other"
+    if "/" not in path or path.startswith(STDLIB_DIRS) or "/lib/python3" in path:
+        return "stdlib"  # py-spy shortens stdlib paths to `uuid.py`, `asyncio/tasks.py`, ...
     return "other"
 
 
 def summarise(raw: Path, top: int) -> str:
+    """Tables over the event-loop (main) thread's samples; background threads counted apart."""
     self_t: collections.Counter[str] = collections.Counter()
     total_t: collections.Counter[str] = collections.Counter()
+    own_total: collections.Counter[str] = collections.Counter()
     pkg_self: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
     samples = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit() or not stack:
             continue
         n = int(count)
-        samples += n
         frames = []
         for fr in stack.split(";"):
             m = FRAME_RE.match(fr)
@@ -148,47 +185,101 @@ def summarise(raw: Path, top: int) -> str:
             frames.append((f"{m['func']} ({short})", package_of(m["file"])))
         if not frames:
             continue
+        if frames[0][0].startswith("Thread._bootstrap"):
+            # access-log writer, logging QueueListener, thread-pool worker: mostly waiting,
+            # but py-spy counts part of those waits as active, so keep them out of the tables.
+            threads[frames[-1][0] if len(frames) < 4 else frames[3][0]] += n
+            continue
+        samples += n
         leaf, pkg = frames[-1]
         self_t[leaf] += n
         pkg_self[pkg] += n
         for name in {f for f, _ in frames}:
             total_t[name] += n
+        for name in {f for f, p in frames if p == "gateway" and "cli.py" not in f}:
+            own_total[name] += n
     if not samples:
         return "no samples (is the gateway busy? py-spy permitted?)\n"
-    out = [f"{samples} samples (non-idle)\n", "## self time by package", ]
+    every = samples + sum(threads.values())
+    out = [
+        f"{every} samples (non-idle): event-loop thread {100 * samples / every:.1f}%, "
+        f"background threads {100 * (every - samples) / every:.1f}%"
+    ]
+    out += [f"   background: {n} in {name}" for name, n in threads.most_common(5)]
+    out += [
+        "",
+        "Percentages below are of the event-loop thread's samples.",
+        "",
+        "## self time by package",
+    ]
     out += [f"{100 * n / samples:6.1f}%  {pkg}" for pkg, n in pkg_self.most_common()]
     out += ["", f"## top {top} functions by self time"]
     out += [f"{100 * n / samples:6.1f}%  {name}" for name, n in self_t.most_common(top)]
     out += ["", f"## top {top} functions by total (inclusive) time"]
     out += [f"{100 * n / samples:6.1f}%  {name}" for name, n in total_t.most_common(top)]
+    out += ["", f"## top {top} gateway functions by total (inclusive) time"]
+    out += [f"{100 * n / samples:6.1f}%  {name}" for name, n in own_total.most_common(top)]
     return "\n".join(out) + "\n"
 
 
 def main() -> int:
     args = parse_args()
+    if args.summarise:
+        print(summarise(Path(args.summarise), args.top))
+        return 0
     if not Path(args.py_spy).exists():
         sys.exit(f"py-spy not found ({args.py_spy}); see --help")
     out = Path(args.out or tempfile.mkdtemp(prefix="gateway-profile-"))
     (out / "nginx").mkdir(parents=True, exist_ok=True)
     tmpl = Path(args.shared_bench, "upstream/nginx.conf.tmpl").read_text()
-    conf = (tmpl.replace("@RUN_DIR@", str(out / "nginx"))
-            .replace("@UPSTREAM_DIR@", f"{args.shared_bench}/upstream")
-            .replace("@PORT@", str(args.upstream_port)))
+    conf = (
+        tmpl.replace("@RUN_DIR@", str(out / "nginx"))
+        .replace("@UPSTREAM_DIR@", f"{args.shared_bench}/upstream")
+        .replace("@PORT@", str(args.upstream_port))
+    )
     (out / "nginx/nginx.conf").write_text(conf)
     procs: list[subprocess.Popen[bytes]] = []
+    logs = contextlib.ExitStack()
     try:
         nginx = subprocess.Popen(
-            ["taskset", "-c", args.load_cpu, "nginx", "-c", str(out / "nginx/nginx.conf"),
-             "-p", str(out / "nginx")],
-            stdout=subprocess.DEVNULL, stderr=open(out / "nginx.log", "wb"))
+            [
+                "taskset",
+                "-c",
+                args.load_cpu,
+                "nginx",
+                "-c",
+                str(out / "nginx/nginx.conf"),
+                "-p",
+                str(out / "nginx"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=logs.enter_context((out / "nginx.log").open("wb")),
+        )
         procs.append(nginx)
-        env = {**os.environ, "UPSTREAM_BASE_URL": f"http://127.0.0.1:{args.upstream_port}/v1",
-               "GATEWAY_REDIS_URL": ""}
+        env = {
+            **os.environ,
+            "UPSTREAM_BASE_URL": f"http://127.0.0.1:{args.upstream_port}/v1",
+            "GATEWAY_REDIS_URL": "",
+        }
         env.update(kv.split("=", 1) for kv in args.env)
         gw = subprocess.Popen(
-            ["taskset", "-c", args.sut_cpu, args.gateway, "serve", "--policy", args.policy,
-             "--port", str(args.port), "--workers", "1"],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(out / "gateway.log", "wb"))
+            [
+                "taskset",
+                "-c",
+                args.sut_cpu,
+                args.gateway,
+                "serve",
+                "--policy",
+                args.policy,
+                "--port",
+                str(args.port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=logs.enter_context((out / "gateway.log").open("wb")),
+        )
         procs.append(gw)
         wait_http(f"http://127.0.0.1:{args.upstream_port}/health", 10, nginx, "nginx")
         wait_http(f"http://127.0.0.1:{args.port}/healthz", 60, gw, "gateway")
@@ -200,13 +291,25 @@ def main() -> int:
         time.sleep(1.0)
         t0, c0 = time.monotonic(), cpu_ticks(gw.pid)
         raw = out / "profile.collapsed.txt"
-        cmd = [args.py_spy, "record", "--pid", str(gw.pid), "--duration", f"{args.duration:.0f}",
-               "--rate", str(args.rate), "--format", "raw", "--output", str(raw)]
-        if not args.blocking:
+        cmd = [
+            args.py_spy,
+            "record",
+            "--pid",
+            str(gw.pid),
+            "--duration",
+            f"{args.duration:.0f}",
+            "--rate",
+            str(args.rate),
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+        ]
+        if args.nonblocking:
             cmd.append("--nonblocking")
         if args.native:
             cmd.append("--native")
-        spy = subprocess.run(cmd, capture_output=True, text=True)
+        spy = subprocess.run(cmd, check=False, capture_output=True, text=True)
         t1, c1 = time.monotonic(), cpu_ticks(gw.pid)
         wrk_out = load.communicate()[0].decode()
         (out / "wrk.json").write_text(wrk_out)
@@ -220,7 +323,7 @@ def main() -> int:
         header = (
             f"# gateway profile: policy={args.policy} c={args.concurrency} "
             f"stream={args.stream} duration={args.duration:.0f}s rate={args.rate}Hz "
-            f"{'blocking' if args.blocking else 'nonblocking'}\n"
+            f"{'nonblocking' if args.nonblocking else 'blocking'}\n"
             f"wrk: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
             f"p99 {result['p99_ms']:.2f} ms, non-2xx {result['err_status']}\n"
             f"gateway CPU while sampled: {100 * cpu_s / sampled_s:.0f}% of a core, "
@@ -240,6 +343,7 @@ def main() -> int:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        logs.close()
 
 
 if __name__ == "__main__":

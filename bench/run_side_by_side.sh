@@ -3,8 +3,9 @@
 # /work/shared/bench) with this gateway as the extra `--target`, started by run.sh itself
 # (pinned to the SUT CPU, CPU accounted via `exec`). See bench/README.md and docs/performance.md.
 #
-#   bench/run_side_by_side.sh                    # all three variants, full runs (3 rounds each)
-#   bench/run_side_by_side.sh passthrough        # one variant: passthrough | cached | cached-redis
+#   bench/run_side_by_side.sh                    # passthrough, cached, cached-redis (3 rounds each)
+#   bench/run_side_by_side.sh passthrough        # one variant: passthrough | cached | cached-redis |
+#                                                #   cached-bypass
 #   bench/run_side_by_side.sh cached -- --quick  # anything after `--` goes to run.sh
 #
 # Env (defaults in brackets):
@@ -15,6 +16,15 @@
 #   REDIS_URL      Redis for the cached-redis variant            [redis://127.0.0.1:6379/12]
 #   WAIT_IDLE      run.sh --wait-idle seconds (0 = off)          [60]
 #   RESULTS_COPY   also copy each report.txt here (empty = no)   [<repo>/bench/results]
+#
+# Variants (all: gateway with one worker, access log on, metrics, classifier on every request):
+#   passthrough    policies/examples/passthrough.yaml, no cache
+#   cached         bench/policies/cached-hit.yaml (cached.yaml + cache_sampled: true), in-process
+#                  LRU: the harness sends one identical body, so every request after the first is
+#                  a cache HIT (streams are replayed from the stored answer)
+#   cached-redis   the same with GATEWAY_REDIS_URL=$REDIS_URL (Redis GET per request)
+#   cached-bypass  policies/examples/cached.yaml as shipped: the harness body has temperature 0.2
+#                  and sampled requests are not cached by default, so every request is a BYPASS
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,11 +40,11 @@ BENCH_WORK="${BENCH_WORK:-/tmp/bench}"
 variants=()
 while (($#)); do
   case "$1" in
-    passthrough|cached|cached-redis) variants+=("$1") ;;
+    passthrough|cached|cached-redis|cached-bypass) variants+=("$1") ;;
     all) variants+=(passthrough cached cached-redis) ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) echo "run_side_by_side.sh: unknown variant '$1' (passthrough|cached|cached-redis|all)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "run_side_by_side.sh: unknown variant '$1' (passthrough|cached|cached-redis|cached-bypass|all)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -48,25 +58,32 @@ extra=("$@")   # passed through to run.sh, e.g. --quick or --rounds 5
 
 for v in "${variants[@]}"; do
   case "$v" in
-    passthrough) policy=passthrough.yaml redis="" name=gateway ;;
-    cached)      policy=cached.yaml      redis="" name=gateway-cache-mem ;;
-    cached-redis) policy=cached.yaml     redis="$REDIS_URL" name=gateway-cache-redis ;;
+    passthrough)   policy=policies/examples/passthrough.yaml redis="" name=gateway ;;
+    cached)        policy=bench/policies/cached-hit.yaml redis="" name=gateway-cache-mem ;;
+    cached-redis)  policy=bench/policies/cached-hit.yaml redis="$REDIS_URL" name=gateway-cache-redis ;;
+    cached-bypass) policy=policies/examples/cached.yaml redis="" name=gateway-cache-bypass ;;
   esac
   # $BENCH_UPSTREAM_BASE (http://127.0.0.1:18080/v1) is exported by run.sh to the target
   # command; single quotes keep it unexpanded here. GATEWAY_REDIS_URL is always set
   # explicitly (empty = in-process cache) so a value from the caller's shell cannot leak in.
   cmd="UPSTREAM_BASE_URL=\$BENCH_UPSTREAM_BASE GATEWAY_REDIS_URL=$redis exec $GATEWAY_BIN serve"
-  cmd+=" --policy $REPO/policies/examples/$policy --port $GATEWAY_PORT --workers 1"
+  cmd+=" --policy $REPO/$policy --port $GATEWAY_PORT --workers 1"
   out="$BENCH_WORK/results/$(date +%Y%m%d-%H%M%S)-$v"
   args=(--no-setup --systems "$SYSTEMS" --out "$out"
         --target "http://127.0.0.1:$GATEWAY_PORT" --target-name "$name" --target-cmd "$cmd")
   ((WAIT_IDLE > 0)) && args+=(--wait-idle "$WAIT_IDLE")
+  # Which gateway code ran (read-only git: no index refresh).
+  mkdir -p "$out"
+  { echo "date: $(date -Is)"; echo "head: $(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo n/a)"
+    echo "dirty:"; GIT_OPTIONAL_LOCKS=0 git -C "$REPO" status --porcelain -- gateway policies 2>/dev/null
+  } >"$out/gateway-git.txt"
   echo "== $v: $SHARED_BENCH/run.sh ${args[*]} ${extra[*]:-}"
   "$SHARED_BENCH/run.sh" "${args[@]}" "${extra[@]}"
   if [[ -n "$RESULTS_COPY" && -f "$out/report.txt" ]]; then
     mkdir -p "$RESULTS_COPY"
     cp "$out/report.txt" "$RESULTS_COPY/$(basename "$out").report.txt"
     cp "$out/env.txt" "$RESULTS_COPY/$(basename "$out").env.txt"
+    cp "$out/gateway-git.txt" "$RESULTS_COPY/$(basename "$out").gateway-git.txt"
   fi
   echo "== $v: results in $out"
 done
