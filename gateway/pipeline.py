@@ -5,9 +5,9 @@ Routes call `handle`; each step is a small function below, in the order it runs.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,7 +28,7 @@ def request_id_for(request: Request) -> str:
     given = request.headers.get("x-request-id")
     if given and _REQUEST_ID.match(given):
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 async def read_body(request: Request, limit: int) -> bytes:

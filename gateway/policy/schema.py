@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 Tier = Literal["open", "closed"]
 Endpoint = Literal["chat", "completions", "embeddings"]
@@ -129,6 +129,7 @@ class ModelRoute(Strict):
     route: list[Rule] | None = Field(None, min_length=1)
     cache: CachePolicy | None = None
     description: str | None = None
+    _rules: list[Rule] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _one_form(self) -> ModelRoute:
@@ -136,12 +137,13 @@ class ModelRoute(Strict):
             raise ValueError("a model needs exactly one of `to` (alias) or `route` (rules)")
         if self.route is not None and self.route[-1].when is not None:
             raise ValueError("the last rule of a route must have no `when` (the default)")
+        self._rules = self.route if self.route is not None else [Rule(to=self.to or [])]
         return self
 
     @property
     def rules(self) -> list[Rule]:
-        """The route as rules; an alias is one unconditional rule."""
-        return self.route if self.route is not None else [Rule(to=self.to or [])]
+        """The route as rules; an alias is one unconditional rule (built once, at load)."""
+        return self._rules
 
 
 class Limits(Strict):
