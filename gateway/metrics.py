@@ -176,6 +176,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="min",
         )
+        self.backend_enabled = Gauge(
+            "gateway_backend_enabled",
+            "1 when a backend may take traffic (the API key it needs is set), else 0.",
+            ["backend", "tier"],
+            registry=r,
+            multiprocess_mode="min",
+        )
         self.in_flight = Gauge(
             "gateway_backend_in_flight",
             "Requests in flight per backend.",

@@ -196,6 +196,7 @@ class Services:
             health = self.health[name]
             up = backend.enabled and health.usable(now)
             m.backend_up.labels(name, backend.tier).set(1 if up else 0)
+            m.backend_enabled.labels(name, backend.tier).set(1 if backend.enabled else 0)
             m.in_flight.labels(name).set(health.in_flight)
 
     async def _housekeeping(self) -> None:
