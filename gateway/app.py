@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -25,8 +26,7 @@ log = logging.getLogger("gateway.app")
 
 
 def _json_error(status: int, message: str, code: str | None = None) -> Response:
-    import orjson
-
+    """An OpenAI error body for a status that has no GatewayError class (405, 500, ...)."""
     body = {
         "error": {
             "message": message,
@@ -40,7 +40,7 @@ def _json_error(status: int, message: str, code: str | None = None) -> Response:
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return Response(exc.json(), exc.http_status, exc.headers, media_type="application/json")
+    return _gateway_error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
