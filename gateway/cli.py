@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,9 +20,21 @@ from gateway.errors import PolicyError
 EMBEDDED_PORT = 8081
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the gateway process dies, however it dies (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the atexit hook still stops it on a clean exit
+
+
 def _start_embedded(port: int) -> subprocess.Popen[bytes]:
     """Start the embedded llama.cpp server (SmolLM2) and wait until it answers."""
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.embedded", "--port", str(port)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.embedded", "--port", str(port)],
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads exist yet: before uvicorn starts)
+    )
     atexit.register(proc.terminate)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
