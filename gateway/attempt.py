@@ -51,7 +51,7 @@ class CachePlan:
     semantic: Semantic | None = None
 
 
-def cache_plan(services: Services, call: Call, request: Request) -> CachePlan:
+def cache_plan(call: Call, request: Request) -> CachePlan:
     """Decide cache use from the policy, the request's determinism and its headers."""
     settings = call.state.cache[call.model]
     body = call.body
@@ -105,7 +105,7 @@ async def _store(services: Services, cache: CachePlan, entry: CachedAnswer) -> N
 
 async def answer(services: Services, call: Call, request: Request) -> Response:
     """Serve from cache when possible, else from the first backend that answers."""
-    cache = cache_plan(services, call, request)
+    cache = cache_plan(call, request)
     if cache.key is not None:
         call.cache_result = "miss"
         if cache.lookup:
@@ -287,11 +287,7 @@ async def _stream(services: Services, call: Call, cache: CachePlan) -> Response:
         whole = assembler.result() if assembler is not None else None
         if whole is not None and cache.key is not None:
             # The client may not have asked for usage; the stored answer always has it.
-            whole["usage"] = {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            }
+            whole["usage"] = usage.as_json()
             entry = CachedAnswer(
                 orjson.dumps(whole),
                 backend.name,

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.providers.base import complete_events, split_block, split_events
+from gateway.providers.base import complete_events, split_block
 from gateway.streaming import Assembler, replay
 
 # Valid Unicode only: lone surrogates cannot be sent as UTF-8 JSON at all.
@@ -32,8 +32,6 @@ def test_blocks_reassemble_the_stream_exactly(events: list[bytes], cuts: list[in
     blocks = [complete_events(buffer, chunk) for chunk in chunks]
     assert b"".join(blocks) == stream and not buffer
     assert [e for b in blocks if b for e in split_block(b)] == events
-    buffer = bytearray()
-    assert [e for chunk in chunks for e in split_events(buffer, chunk)] == events
 
 
 def test_crlf_framing_is_normalised() -> None:

@@ -13,8 +13,9 @@ from gateway.providers.base import (
     Completion,
     EventStream,
     Usage,
+    complete_events,
     read_answer,
-    split_events,
+    split_block,
     status_error,
 )
 from gateway.providers.http import UpstreamClient, UpstreamResponse
@@ -80,7 +81,7 @@ class AnthropicProvider:
                 raise status_error(backend.name, response.status, await response.read())
             buffer = bytearray()
             async for chunk in response.chunks():
-                for event in split_events(buffer, chunk):
+                for event in split_block(complete_events(buffer, chunk)):
                     for out in translator.feed(_decode(event)):
                         yield out
             if not translator.finished:

@@ -212,15 +212,6 @@ def usage_of(anthropic_usage: Any) -> Usage:
     return usage
 
 
-def usage_json(usage: Usage) -> dict[str, int]:
-    """An OpenAI usage object."""
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-    }
-
-
 def from_anthropic(message: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
     """A Messages API answer as an OpenAI chat completion."""
     text = []
@@ -256,7 +247,7 @@ def from_anthropic(message: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
                 "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
             }
         ],
-        "usage": usage_json(usage),
+        "usage": usage.as_json(),
     }
     return completion, usage
 
@@ -333,7 +324,7 @@ class StreamTranslator:
                     "created": self.created,
                     "model": self.model,
                     "choices": [],
-                    "usage": usage_json(self.usage),
+                    "usage": self.usage.as_json(),
                 }
                 out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
             out.append(b"data: [DONE]\n\n")

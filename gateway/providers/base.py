@@ -20,6 +20,14 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    def as_json(self) -> dict[str, int]:
+        """An OpenAI usage object."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
     def update_from(self, usage: Any) -> None:
         """Take counts from an OpenAI `usage` object, ignoring anything malformed."""
         if isinstance(usage, dict):
@@ -66,24 +74,6 @@ def status_error(backend_name: str, status: int, body: bytes) -> UpstreamStatusE
     return UpstreamStatusError(
         f"backend {backend_name} answered HTTP {status}", upstream_status=status, body=body[:65536]
     )
-
-
-def split_events(buffer: bytearray, chunk: bytes) -> list[bytes]:
-    """Append a network chunk and cut off every complete SSE event (`...\\n\\n`)."""
-    if b"\r" in chunk:
-        chunk = chunk.replace(b"\r\n", b"\n")
-    buffer += chunk
-    events: list[bytes] = []
-    start = 0
-    while True:
-        end = buffer.find(b"\n\n", start)
-        if end < 0:
-            break
-        events.append(bytes(buffer[start : end + 2]))
-        start = end + 2
-    if start:
-        del buffer[:start]
-    return events
 
 
 def complete_events(buffer: bytearray, chunk: bytes) -> bytes:

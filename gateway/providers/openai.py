@@ -27,7 +27,6 @@ _PATHS: dict[str, str] = {
     "completions": "/completions",
     "embeddings": "/embeddings",
 }
-_DONE = b"data: [DONE]\n\n"
 
 
 class OpenAIProvider:
@@ -92,7 +91,8 @@ class OpenAIProvider:
                             continue  # the usage-only chunk we asked for ourselves
                         kept.append(event)
                     block = b"".join(kept)
-                if block.endswith(_DONE) or block.replace(b" ", b"").endswith(b"data:[DONE]\n\n"):
+                # `data: [DONE]` or `data:[DONE]`; a plain suffix test copies nothing.
+                if block.endswith(b"[DONE]\n\n"):
                     done = True
                 if block:
                     yield block
