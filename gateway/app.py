@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
@@ -16,26 +16,29 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import __version__
 from gateway.api import admin, health, models, openai
+from gateway.asgi import ClientGone, Reply, read_head, send_reply
 from gateway.errors import GatewayError, InvalidRequest, NotFound, error_type_for_status
 from gateway.log import setup_logging
 from gateway.metrics import Metrics
+from gateway.pipeline import handle
 from gateway.services import Services
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.app")
 
 
-def _json_error(status: int, message: str, code: str | None = None) -> Response:
+_INTERNAL = "The gateway hit an internal error; it has been logged."
+
+
+def _error_body(status: int, message: str, code: str | None = None) -> bytes:
     """An OpenAI error body for a status that has no GatewayError class (405, 500, ...)."""
-    body = {
-        "error": {
-            "message": message,
-            "type": error_type_for_status(status),
-            "param": None,
-            "code": code,
-        }
-    }
-    return Response(orjson.dumps(body), status, media_type="application/json")
+    error = {"message": message, "type": error_type_for_status(status), "param": None}
+    return orjson.dumps({"error": {**error, "code": code}})
+
+
+def _json_error(status: int, message: str, code: str | None = None) -> Response:
+    """`_error_body` as a Starlette response, for the FastAPI routes."""
+    return Response(_error_body(status, message, code), status, media_type="application/json")
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -56,9 +59,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", extra={"path": request.url.path})
-    return _json_error(
-        500, "The gateway hit an internal error; it has been logged.", "internal_error"
-    )
+    return _json_error(500, _INTERNAL, "internal_error")
 
 
 def _gateway_error_response(err: GatewayError) -> Response:
@@ -66,33 +67,34 @@ def _gateway_error_response(err: GatewayError) -> Response:
 
 
 class InferenceFastPath:
-    """Sends the inference routes straight to their endpoints; everything else to FastAPI.
+    """Serves the inference routes as raw ASGI; everything else goes to FastAPI.
 
-    The inference routes are plain request → response functions that raise nothing but
-    GatewayError (rendered inside the pipeline), so FastAPI's middleware stack and router
-    add nothing for them but per-request cost.
+    The inference routes raise nothing but GatewayError, rendered inside the pipeline, so
+    FastAPI's middleware stack, router and Request/Response objects would add nothing for
+    them but per-request cost.
     """
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.routes: dict[str, Callable[[Request], Awaitable[Response]]] = {
-            route.path: route.endpoint for route in openai.ROUTES
-        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
-        if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self.routes.get(scope["path"])
-            if endpoint is not None:
-                scope["app"] = self.app
-                request = Request(scope, receive)
-                try:
-                    response = await endpoint(request)
-                except Exception as exc:
-                    response = await _unexpected(request, exc)
-                await response(scope, receive, send)
+        endpoint = openai.ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            reply = Reply(405, {"allow": "POST"}, _error_body(405, "Method Not Allowed"))
+        else:
+            services: Services = self.app.state.services
+            try:
+                reply = await handle(services, read_head(scope), receive, endpoint)
+            except ClientGone:
                 return
-        await self.app(scope, receive, send)
+            except Exception:
+                log.exception("unhandled error", extra={"path": scope["path"]})
+                reply = Reply(500, body=_error_body(500, _INTERNAL, "internal_error"))
+        await send_reply(reply, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> InferenceFastPath:
@@ -127,8 +129,6 @@ def create_app(settings: Settings | None = None) -> InferenceFastPath:
         openapi_url=None,
     )
     app.state.metrics = metrics
-    for route in openai.ROUTES:
-        app.router.routes.append(route)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
 
 from gateway.accounting import account
+from gateway.asgi import Reply, RequestHead
 from gateway.cache import CachedAnswer, cache_key
 from gateway.call import Call, finish
 from gateway.errors import (
@@ -27,6 +26,7 @@ from gateway.semantic import context_id, embed, split_last_turn
 from gateway.services import Services
 from gateway.streaming import Assembler, error_event, replay
 
+EVENT_STREAM = b"text/event-stream; charset=utf-8"
 # Worth another backend: timeouts, saturation, and a backend refusing our credentials.
 _RETRYABLE_STATUS = frozenset({401, 403, 408, 429})
 
@@ -51,12 +51,12 @@ class CachePlan:
     semantic: Semantic | None = None
 
 
-def cache_plan(call: Call, request: Request) -> CachePlan:
+def cache_plan(call: Call, head: RequestHead) -> CachePlan:
     """Decide cache use from the policy, the request's determinism and its headers."""
     settings = call.state.cache[call.model]
     body = call.body
-    control = request.headers.get("cache-control", "").lower()
-    opt_out = request.headers.get("x-gateway-cache", "").lower() == "bypass"
+    control = head.cache_control
+    opt_out = head.cache_opt_out
     sampled = (body.get("temperature") or 0) > 0 and not settings.cache_sampled
     multi = (body.get("n") or 1) > 1 or bool(body.get("logprobs"))
     tools = bool(body.get("tools")) and settings.cache_tools is False
@@ -103,9 +103,9 @@ async def _store(services: Services, cache: CachePlan, entry: CachedAnswer) -> N
         services.semantic.add(cache.semantic.context, cache.semantic.vector, cache.key)
 
 
-async def answer(services: Services, call: Call, request: Request) -> Response:
+async def answer(services: Services, call: Call, head: RequestHead) -> Reply:
     """Serve from cache when possible, else from the first backend that answers."""
-    cache = cache_plan(call, request)
+    cache = cache_plan(call, head)
     if cache.key is not None:
         call.cache_result = "miss"
         if cache.lookup:
@@ -129,12 +129,10 @@ async def answer(services: Services, call: Call, request: Request) -> Response:
         )
         await _store(services, cache, entry)
     finish(services, call, 200, backend.name, backend.tier)
-    return Response(
-        completion.body, 200, call.headers(backend.name, backend.tier), "application/json"
-    )
+    return Reply(200, call.headers(backend.name, backend.tier), completion.body)
 
 
-def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Response:
+def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Reply:
     policy = call.state.loaded.policy
     backend = policy.backends.get(hit.backend)
     usage = Usage(hit.prompt_tokens, hit.completion_tokens)
@@ -144,15 +142,14 @@ def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Response:
     headers = call.headers(hit.backend, hit.tier)
     finish(services, call, 200, hit.backend, hit.tier)
     if not call.stream:
-        return Response(hit.body, 200, headers, "application/json")
+        return Reply(200, headers, hit.body)
     options = call.body.get("stream_options") or {}
     events = replay(orjson.loads(hit.body), options.get("include_usage") is True)
 
     async def body() -> AsyncIterator[bytes]:
-        for event in events:
-            yield event
+        yield b"".join(events)  # a replay is whole: one block
 
-    return StreamingResponse(body(), 200, headers, "text/event-stream")
+    return Reply(200, headers, media_type=EVENT_STREAM, stream=body())
 
 
 def _account(services: Services, call: Call, backend: Backend, usage: Usage) -> None:
@@ -254,7 +251,7 @@ async def _open_stream(services: Services, call: Call) -> tuple[Backend, EventSt
     raise last or UpstreamUnavailable("No backend could serve the request.")
 
 
-async def _stream(services: Services, call: Call, cache: CachePlan) -> Response:
+async def _stream(services: Services, call: Call, cache: CachePlan) -> Reply:
     backend, events, first, usage = await _open_stream(services, call)
     m = services.metrics
     to_first = time.perf_counter() - call.started
@@ -298,4 +295,4 @@ async def _stream(services: Services, call: Call, cache: CachePlan) -> Response:
             await _store(services, cache, entry)
 
     headers = call.headers(backend.name, backend.tier)
-    return StreamingResponse(body(), 200, headers, "text/event-stream")
+    return Reply(200, headers, media_type=EVENT_STREAM, stream=body())

@@ -6,8 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.responses import Response
-
+from gateway.asgi import Reply
 from gateway.auth import Tenant
 from gateway.errors import GatewayError, UpstreamStatusError, upstream_error_body
 from gateway.planner import Plan
@@ -50,7 +49,7 @@ class Call:
         }
 
 
-def error_response(services: Services, call: Call, err: GatewayError) -> Response:
+def error_response(services: Services, call: Call, err: GatewayError) -> Reply:
     """Render an error, count it and log it."""
     body = upstream_error_body(err) if isinstance(err, UpstreamStatusError) else err.json()
     headers = {"x-request-id": call.request_id, **err.headers}
@@ -61,7 +60,7 @@ def error_response(services: Services, call: Call, err: GatewayError) -> Respons
         services.metrics.rejections.labels(call.team, "auth").inc()
     elif call.plan is None and err.http_status in (400, 404, 413, 415):
         services.metrics.rejections.labels(call.team, "invalid").inc()
-    return Response(body, err.http_status, headers, media_type="application/json")
+    return Reply(err.http_status, headers, body)
 
 
 def finish(services: Services, call: Call, status: int, backend: str, tier: str) -> None:

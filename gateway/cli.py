@@ -85,7 +85,9 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         loop="uvloop",
         http="httptools",
-        access_log=False,
+        access_log=False,  # the gateway writes its own, off the request path
+        proxy_headers=False,  # nothing reads the client address; skip the middleware
+        server_header=False,
         log_level="warning",
         timeout_graceful_shutdown=10,
     )

@@ -9,12 +9,12 @@ import os
 import re
 import time
 
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Receive
 
+from gateway.asgi import Reply, RequestHead, read_body
 from gateway.attempt import answer
 from gateway.call import Call, error_response
-from gateway.errors import BodyTooLarge, GatewayError
+from gateway.errors import GatewayError
 from gateway.planner import Plan, make_plan, resolve_model
 from gateway.policy import Endpoint
 from gateway.protocol import parse_body, validate
@@ -23,25 +23,12 @@ from gateway.services import Services
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def request_id_for(request: Request) -> str:
+def request_id_for(head: RequestHead) -> str:
     """The caller's `x-request-id` when it is sane, else a new one."""
-    given = request.headers.get("x-request-id")
+    given = head.request_id
     if given and _REQUEST_ID.match(given):
         return given
     return os.urandom(16).hex()
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing anything over `limit` bytes without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"Request body too large: the limit is {limit} bytes.")
-    chunks = bytearray()
-    async for chunk in request.stream():
-        chunks += chunk
-        if len(chunks) > limit:
-            raise BodyTooLarge(f"Request body too large: the limit is {limit} bytes.")
-    return bytes(chunks)
 
 
 def classify(services: Services, call: Call) -> None:
@@ -81,13 +68,15 @@ def plan(services: Services, call: Call) -> Plan:
     return chosen
 
 
-async def handle(services: Services, request: Request, endpoint: Endpoint) -> Response:
+async def handle(
+    services: Services, head: RequestHead, receive: Receive, endpoint: Endpoint
+) -> Reply:
     """Serve one OpenAI API request end to end; every failure becomes an OpenAI error."""
-    call = Call(endpoint, request_id_for(request), time.perf_counter(), services.state)
+    call = Call(endpoint, request_id_for(head), time.perf_counter(), services.state)
     try:
-        call.tenant = call.state.keys.authenticate(request.headers.get("authorization"))
+        call.tenant = call.state.keys.authenticate(head.authorization)
         await services.limiter.check(call.tenant)
-        raw = await read_body(request, services.settings.max_body_bytes)
+        raw = await read_body(receive, head, services.settings.max_body_bytes)
         call.body = parse_body(raw)
         call.asked = validate(endpoint, call.body)
         call.stream = endpoint != "embeddings" and call.body.get("stream") is True
@@ -95,6 +84,6 @@ async def handle(services: Services, request: Request, endpoint: Endpoint) -> Re
         call.model, _ = resolve_model(call.state.loaded.policy, call.asked, allowed)
         classify(services, call)
         plan(services, call)
-        return await answer(services, call, request)
+        return await answer(services, call, head)
     except GatewayError as err:
         return error_response(services, call, err)

@@ -97,6 +97,10 @@ backends:
     provider: openai
     base_url: {oai}/garbage/v1
     tier: open
+  cookie:
+    provider: openai
+    base_url: {oai_by_name}/cookie/v1
+    tier: open
   nokey:
     provider: openai
     base_url: {oai}/v1
@@ -113,6 +117,7 @@ models:
   fallback-refused: {{to: [refused, open]}}
   fallback-timeout: {{to: [slow, open]}}
   fallback-garbage: {{to: [garbage, open]}}
+  cookie-setter: {{to: [cookie]}}
   all-fail: {{to: [broken]}}
   cut: {{to: [cut]}}
   nokey-alias: {{to: [nokey, open]}}
@@ -186,7 +191,11 @@ def run_gateway(policy_text: str, env: dict[str, str] | None = None) -> Iterator
 @pytest.fixture(scope="session")
 def test_policy(upstreams: Upstreams) -> str:
     return TEST_POLICY.format(
-        oai=upstreams.openai_url, anth=upstreams.anthropic_url, dead=free_port()
+        oai=upstreams.openai_url,
+        # A host name, not an IP: HTTP clients only keep cookies for named hosts.
+        oai_by_name=upstreams.openai_url.replace("127.0.0.1", "localhost"),
+        anth=upstreams.anthropic_url,
+        dead=free_port(),
     )
 
 

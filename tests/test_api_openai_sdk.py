@@ -216,3 +216,20 @@ def test_difficulty_threshold_uses_the_score(client: openai.OpenAI) -> None:
         score = float(raw.headers["x-gateway-difficulty"])
         expected = "closed" if score >= 0.5 else "open"
         assert raw.headers["x-gateway-tier"] == expected
+
+
+def test_backend_cookies_never_reach_another_caller(gateway: str, upstreams: Upstreams) -> None:
+    # One upstream session serves every tenant, so it must not keep a cookie jar.
+    for key in ("team-a-key", "team-b-key"):
+        caller = openai.OpenAI(base_url=gateway + "/v1", api_key=key, max_retries=0)
+        caller.chat.completions.create(
+            model="cookie-setter", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert upstreams.openai_state.cookie is None
+
+
+def test_wrong_method_on_an_inference_route(gateway: str) -> None:
+    response = httpx.get(gateway + "/v1/chat/completions")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"]["type"] == "invalid_request_error"

@@ -1,37 +1,18 @@
-"""The OpenAI-compatible inference routes. Plain Starlette endpoints: no per-request
-dependency injection or model validation on the hot path."""
+"""The OpenAI-compatible inference routes, served as raw ASGI (see `gateway.asgi`).
+
+They bypass FastAPI: a route is a path and the endpoint kind the pipeline serves there.
+"""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from gateway.policy import Endpoint
 
-from gateway.api.deps import get_services
-from gateway.pipeline import handle
-
-
-async def chat_completions(request: Request) -> Response:
-    """POST /v1/chat/completions"""
-    return await handle(get_services(request), request, "chat")
-
-
-async def completions(request: Request) -> Response:
-    """POST /v1/completions"""
-    return await handle(get_services(request), request, "completions")
-
-
-async def embeddings(request: Request) -> Response:
-    """POST /v1/embeddings"""
-    return await handle(get_services(request), request, "embeddings")
-
-
-ROUTES = [
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-    Route("/v1/completions", completions, methods=["POST"]),
-    Route("/v1/embeddings", embeddings, methods=["POST"]),
+ROUTES: dict[str, Endpoint] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
     # Some clients use base URLs without /v1.
-    Route("/chat/completions", chat_completions, methods=["POST"]),
-    Route("/completions", completions, methods=["POST"]),
-    Route("/embeddings", embeddings, methods=["POST"]),
-]
+    "/chat/completions": "chat",
+    "/completions": "completions",
+    "/embeddings": "embeddings",
+}

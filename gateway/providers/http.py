@@ -78,6 +78,9 @@ class UpstreamClient:
             connector=connector,
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
+            # One session serves every tenant: a cookie set by a backend for one caller
+            # must never ride along on another's request (and the jar costs time).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         return self._session
 

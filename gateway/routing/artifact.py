@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "difficulty-v1.npz"
+DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "difficulty-v2.npz"
 HISTOGRAM_BINS = 200
 
 # Hand-set logit offsets for request structure the training data never shows (all of it
@@ -37,8 +37,6 @@ class Artifact:
 
     vocab: list[str]
     unigram_w: np.ndarray
-    bigram_keys: np.ndarray
-    bigram_w: np.ndarray
     dense_edges: list[np.ndarray]
     dense_w: np.ndarray
     bias: float
@@ -56,8 +54,6 @@ class Artifact:
             buf,
             vocab=np.array(self.vocab, dtype=np.str_),
             unigram_w=self.unigram_w.astype(np.float32),
-            bigram_keys=self.bigram_keys.astype(np.int64),
-            bigram_w=self.bigram_w.astype(np.float32),
             dense_edges=edges.astype(np.float64),
             dense_lengths=lengths,
             dense_w=self.dense_w.astype(np.float32),
@@ -77,9 +73,8 @@ class Artifact:
         h = hashlib.sha256()
         h.update("\x00".join(self.vocab).encode("utf-8", "surrogatepass"))
         # Hash the stored dtypes so a loaded artifact has the id its writer reported.
-        for arr in (self.unigram_w, self.bigram_w, self.dense_w):
+        for arr in (self.unigram_w, self.dense_w):
             h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
-        h.update(np.ascontiguousarray(self.bigram_keys, dtype=np.int64).tobytes())
         for edges in self.dense_edges:
             h.update(np.ascontiguousarray(edges, dtype=np.float64).tobytes())
         meta = dict(self.meta, priors=self.priors, bias=self.bias)
@@ -98,8 +93,6 @@ class Artifact:
             return cls(
                 vocab=z["vocab"].tolist(),
                 unigram_w=z["unigram_w"].astype(np.float64),
-                bigram_keys=z["bigram_keys"],
-                bigram_w=z["bigram_w"].astype(np.float64),
                 dense_edges=edges,
                 dense_w=z["dense_w"].astype(np.float64),
                 bias=float(meta.pop("bias")),

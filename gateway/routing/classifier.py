@@ -4,7 +4,7 @@ The model is a logistic regression over three groups of signals, added in logit 
 
 - binned prompt statistics (length, digits, maths/code symbols, CJK share, ...), which
   act like a small additive model and carry most of what transfers across task types;
-- word and word-pair presence, L2-normalised so long prompts are not louder;
+- word presence, L2-normalised so long prompts are not louder;
 - hand-set priors for request structure the training data lacks (tools, JSON schema,
   images, conversation depth, ``max_tokens``); see ``artifact.DEFAULT_PRIORS``.
 """
@@ -18,13 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.routing.artifact import DEFAULT_ARTIFACT, Artifact
-from gateway.routing.features import (
-    BIGRAM_BASE,
-    DENSE_NAMES,
-    dense_values,
-    token_ids,
-    tokenize,
-)
+from gateway.routing.features import DENSE_NAMES, dense_values, tokenize
 from gateway.routing.request import RequestView, view_request
 
 __all__ = ["DifficultyClassifier", "prior_terms"]
@@ -56,6 +50,10 @@ def prior_terms(view: RequestView, priors: Mapping[str, float]) -> list[tuple[st
     return terms
 
 
+def _encode(items: list[str]) -> list[bytes]:
+    return [item.encode() for item in items]
+
+
 def _sigmoid(x: float) -> float:
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
@@ -72,13 +70,11 @@ class DifficultyClassifier:
             # Fail at startup, not on the first request: the features changed under it.
             raise ValueError("artifact was trained with different prompt statistics; retrain it")
         self.artifact = artifact
-        self.version: str = f"{artifact.meta.get('name', 'difficulty-v1')}-{artifact.digest()}"
-        # Plain Python containers: for the few hundred lookups a request needs they beat
-        # numpy indexing, whose per-call overhead dominates at this size.
-        self._vocab = {tok: i for i, tok in enumerate(artifact.vocab)}
-        self._uw: list[float] = artifact.unigram_w.tolist()
-        self._bw: dict[int, float] = dict(
-            zip(artifact.bigram_keys.tolist(), artifact.bigram_w.tolist(), strict=True)
+        self.version: str = f"{artifact.meta.get('name', 'difficulty')}-{artifact.digest()}"
+        # Plain dicts keyed by the tokenizer's bytes: for the few hundred lookups a request
+        # needs they beat numpy indexing, whose per-call overhead dominates at this size.
+        self._uw: dict[bytes, float] = dict(
+            zip(_encode(artifact.vocab), artifact.unigram_w.tolist(), strict=True)
         )
         self._edges: list[list[float]] = [e.tolist() for e in artifact.dense_edges]
         offsets = [0]
@@ -99,26 +95,24 @@ class DifficultyClassifier:
         """Load an artifact file; ``None`` means the one shipped in the package."""
         return cls(Artifact.from_bytes((path or DEFAULT_ARTIFACT).read_bytes()))
 
-    def _logit_parts(
-        self, view: RequestView
-    ) -> tuple[list[float], list[int], set[int], set[int], float]:
+    def _logit_parts(self, view: RequestView) -> tuple[list[float], list[int], set[bytes], float]:
         tokens = tokenize(view.text)
-        values = dense_values(view, tokens)
+        distinct = set(tokens)
+        values = dense_values(view, tokens, distinct)
         bins = [bisect_right(edges, v) for edges, v in zip(self._edges, values, strict=True)]
-        unigrams, bigrams = token_ids(tokens, self._vocab)
-        present = self._bw.keys() & bigrams
-        n = len(unigrams) + len(present)
-        scale = 1.0 / math.sqrt(n) if n else 0.0
-        return values, bins, unigrams, present, scale
+        words = self._uw.keys() & distinct
+        scale = 1.0 / math.sqrt(len(words)) if words else 0.0
+        return values, bins, words, scale
 
     def logit(self, body: Mapping[str, Any]) -> float:
         """Score before the sigmoid."""
         view = view_request(body)
-        _, bins, unigrams, present, scale = self._logit_parts(view)
-        dw, offsets, uw, bw = self._dw, self._offsets, self._uw, self._bw
+        _, bins, words, scale = self._logit_parts(view)
+        dw, offsets = self._dw, self._offsets
         total = self._bias + sum(dw[offsets[f] + b] for f, b in enumerate(bins))
-        lexical = sum(map(uw.__getitem__, unigrams)) + sum(map(bw.__getitem__, present))
-        total += lexical * scale
+        # fsum is exact, so the result does not depend on set order (bytes hashes are
+        # salted per process): the same body scores the same in every worker.
+        total += math.fsum(map(self._uw.__getitem__, words)) * scale
         for _, value in prior_terms(view, self._priors):
             total += value
         return total
@@ -130,17 +124,13 @@ class DifficultyClassifier:
     def explain(self, body: Mapping[str, Any], top: int = 8) -> list[tuple[str, float]]:
         """The ``top`` signals with the largest signed logit contributions."""
         view = view_request(body)
-        values, bins, unigrams, present, scale = self._logit_parts(view)
+        values, bins, words, scale = self._logit_parts(view)
         terms: list[tuple[str, float]] = []
         for f, b in enumerate(bins):
             weight = self._dw[self._offsets[f] + b]
             terms.append((f"{DENSE_NAMES[f]}={values[f]:.3g}", weight))
-        vocab = self.artifact.vocab
-        for i in unigrams:
-            terms.append((f"word:{vocab[i]}", self._uw[i] * scale))
-        for k in present:
-            a, b = divmod(k, BIGRAM_BASE)
-            terms.append((f"pair:{vocab[a]} {vocab[b]}", self._bw[k] * scale))
+        for word in words:
+            terms.append((f"word:{word.decode()}", self._uw[word] * scale))
         terms.extend(prior_terms(view, self._priors))
         terms.sort(key=lambda t: (-abs(t[1]), t[0]))
         return terms[: max(0, top)]

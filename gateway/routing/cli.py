@@ -128,7 +128,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from gateway.routing.train import TrainConfig, prepare
 
         scores = holdout_scores(prepare(records), args.holdout, TrainConfig(seed=args.seed), _log)
-        by = args.by or args.holdout
+        by = args.by or ("fold" if args.holdout == "source" else args.holdout)
         title = f"leave-one-{args.holdout}-out, grouped by {by}"
     else:
         classifier = _classifier(args.model)
@@ -160,12 +160,12 @@ def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int
 
     ev = _Parser(prog="gateway classify eval", description="APGR/CPT per group.")
     ev.add_argument("--data", required=True, help="jsonl with per-model outcomes")
-    ev.add_argument("--by", choices=("source", "collection", "family", "all"), default=None)
+    ev.add_argument("--by", choices=("source", "collection", "family", "fold", "all"), default=None)
     ev.add_argument("--plot", help="write a PNG of quality vs strong-call share")
     ev.add_argument("--model", help="artifact to evaluate (default: the shipped one)")
     ev.add_argument(
         "--holdout",
-        choices=("collection", "family"),
+        choices=("collection", "family", "source"),
         help="train leave-one-group-out models and evaluate each on its held-out group",
     )
     ev.add_argument("--seed", type=int, default=0)

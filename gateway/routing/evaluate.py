@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gateway.routing.classifier import DifficultyClassifier
-from gateway.routing.labels import Record
+from gateway.routing.labels import Record, source_folds
 from gateway.routing.request import view_request
 
 GRID = np.linspace(0.0, 1.0, 1001)
@@ -79,10 +79,14 @@ def evaluate_group(
 
 
 def group_key(record: Record, by: str) -> str:
-    """Evaluation group of a record: ``source``, ``collection`` or ``family``."""
+    """Evaluation group of a record: ``source``, ``collection`` or ``family``.
+
+    Scores are only comparable within a collection (one strong/weak pairing), so mixed
+    groups are split by collection.
+    """
     if by == "source":
         return record.source
-    if by == "family":  # scores are only comparable within a collection
+    if by == "family":
         return f"{record.collection}:{record.family}"
     if by == "collection":
         return record.collection
@@ -102,9 +106,13 @@ def score_records(classifier: DifficultyClassifier, records: Sequence[Record]) -
 def evaluate(records: Sequence[Record], scores: np.ndarray, by: str) -> list[GroupResult]:
     """Per-group results for model scores against the length baseline."""
     lengths = np.array([prompt_length(r) for r in records])
+    if by == "fold":  # the folds of ``--holdout source``, split by collection
+        keys = [f"{f}:{r.collection}" for f, r in zip(source_folds(records), records, strict=True)]
+    else:
+        keys = [group_key(r, by) for r in records]
     groups: dict[str, list[int]] = {}
-    for i, rec in enumerate(records):
-        groups.setdefault(group_key(rec, by), []).append(i)
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
     results = []
     for name in sorted(groups):
         idx = np.array(groups[name])

@@ -1,17 +1,22 @@
 """Cheap lexical and structural features of a prompt, shared by training and serving.
 
-Everything here runs on the request hot path: regexes are compiled once at import, the
-text is scanned a handful of times by C code (``re``, ``str.count``) and Python-level
-loops only touch the token list once.
+Everything here runs on the request hot path, so the text is scanned only by C code:
+
+- tokens come from ``bytes.translate`` + ``split`` (ASCII punctuation becomes a space):
+  ~6x faster than ``re.findall`` for the same words. Only text with CJK characters, which
+  has no spaces to split on, goes through a regex (each CJK character is a token);
+- symbol statistics count a whole class of characters at once with
+  ``len(b) - len(b.translate(None, delete=...))``;
+- tokens are ``bytes``, so the word weights are a plain ``dict[bytes, float]`` and a
+  prompt's lexical score is a set intersection with its keys.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from itertools import repeat
-from operator import add, mul
+import string
+from collections.abc import Sequence, Set
 
 from gateway.routing.request import RequestView
 
@@ -23,24 +28,21 @@ _CJK_RANGES = (
     (0xF900, 0xFAFF),
 )
 _CJK = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK_RANGES)
-# Words and single punctuation marks; punctuation is kept because braces, operators and
-# LaTeX backslashes are strong code/math cues. A simple pattern keeps ``re`` fast.
-TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-# CJK has no spaces, so each CJK character is its own token. This pattern is slower than
-# the plain one, so only non-ASCII text uses it.
-_CJK_TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 _CJK_RE = re.compile(rf"[{_CJK}]")
+# CJK characters one by one, other word runs whole; punctuation is dropped.
+_CJK_TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+_WORD_BYTES = frozenset((string.ascii_lowercase + string.digits + "_").encode())
+# ASCII punctuation -> space; letters, digits, "_", whitespace and UTF-8 bytes (>= 128,
+# parts of non-ASCII words) are kept, so splitting on whitespace yields the words.
+_SPLIT_TABLE = bytes(
+    b if b in _WORD_BYTES or b >= 128 or chr(b).isspace() else 0x20 for b in range(256)
+)
 # Starts with a literal newline so ``re`` can skip ahead quickly between lines.
-_OPTION_RE = re.compile(r"\n[ \t]*\(?[A-Ja-j][\).:][ \t]")
+_OPTION_RE = re.compile(rb"\n[ \t]*\(?[A-Ja-j][\).:][ \t]")
 
 # Tokens beyond this many are ignored for lexical features (length is still counted),
 # which bounds the per-request cost for very long prompts.
 MAX_TOKENS = 2_048
-# Word pairs come from the first tokens only: the task statement is usually there, and
-# pair keys are the costliest part of a long prompt.
-MAX_BIGRAM_TOKENS = 1_024
-# Bigram keys pack two token ids into one int; ids stay below this.
-BIGRAM_BASE = 1 << 20
 
 DENSE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -68,8 +70,8 @@ DENSE_NAMES: tuple[str, ...] = (
 # Small hand-made cue lexicons. A word's learned weight only transfers if the word was
 # seen in training; a count of cues from a fixed list carries over to task types (chat,
 # writing, agents) that the training collections never show.
-_CUES: tuple[frozenset[str], ...] = tuple(
-    frozenset(words.split())
+CUES: tuple[frozenset[bytes], ...] = tuple(
+    frozenset(words.encode().split())
     for words in (
         "solve calculate compute find prove derive equation integral probability sum total "
         "how many much percent ratio value digits remainder divisible prime polynomial",
@@ -86,67 +88,55 @@ _CUES: tuple[frozenset[str], ...] = tuple(
     )
 )
 
-_MATH_CHARS = ("=", "+", "^", "<", ">", "*", "/", "%")
-_CODE_MARKS = ("{", "}", ";", "()", "```", "def ", "return", "import ", "=>", "[]")
-_LATEX_MARKS = ("\\", "$")
+# Character classes counted in one pass each (``translate`` with ``delete``).
+_MATH_CHARS = b"=+^<>*/%"
+_CODE_CHARS = b"{};"
+_CODE_WORDS = re.compile(rb"\(\)|```|def |return|import |=>|\[\]")
+_LATEX_CHARS = b"\\$"
+_DIGITS = b"0123456789"
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-cased tokens of ``text`` (truncated to ``MAX_TOKENS``)."""
-    text = text.lower()
-    tokens = (TOKEN_RE if text.isascii() else _CJK_TOKEN_RE).findall(text)
+def tokenize(text: str) -> list[bytes]:
+    """Lower-cased word tokens of ``text`` as UTF-8 bytes (truncated to ``MAX_TOKENS``)."""
+    lower = text.lower()
+    if lower.isascii() or not _CJK_RE.search(lower):
+        tokens = lower.encode().translate(_SPLIT_TABLE).split()
+    else:
+        tokens = [t.encode() for t in _CJK_TOKEN_RE.findall(lower)]
     if len(tokens) > MAX_TOKENS:
         del tokens[MAX_TOKENS:]
     return tokens
 
 
-def _count_all(text: str, marks: Sequence[str]) -> int:
-    return sum(text.count(m) for m in marks)
+def _count_class(data: bytes, chars: bytes) -> int:
+    return len(data) - len(data.translate(None, chars))
 
 
-def dense_values(view: RequestView, tokens: Sequence[str]) -> list[float]:
+def dense_values(view: RequestView, tokens: Sequence[bytes], distinct: Set[bytes]) -> list[float]:
     """Numeric prompt statistics in ``DENSE_NAMES`` order."""
     text = view.text
+    data = text.encode()
     n_chars = max(1, len(text))
     n_tokens = len(tokens)
-    letters = n_chars - text.count(" ") - text.count("\n")
+    lines = data.count(b"\n")
+    letters = n_chars - data.count(b" ") - lines
     n_cjk = 0 if text.isascii() else len(_CJK_RE.findall(text))
-    distinct = set(tokens)
-    numbers = list(filter(str.isdigit, tokens))
+    numbers = list(filter(bytes.isdigit, tokens))
+    code = _count_class(data, _CODE_CHARS) + len(_CODE_WORDS.findall(data))
     return [
         math.log1p(view.total_chars),
         math.log1p(n_tokens),
-        math.log1p(text.count("\n")),
+        math.log1p(lines),
         n_cjk / n_chars,
-        sum(map(len, numbers)) / n_chars,
+        _count_class(data, _DIGITS) / n_chars,
         math.log1p(len(numbers)),
-        math.log1p(_count_all(text, _MATH_CHARS)),
-        math.log1p(_count_all(text, _CODE_MARKS)),
-        math.log1p(_count_all(text, _LATEX_MARKS)),
-        math.log1p(text.count("?")),
-        float(min(len(_OPTION_RE.findall("\n" + text)), 10)),
+        math.log1p(_count_class(data, _MATH_CHARS)),
+        math.log1p(code),
+        math.log1p(_count_class(data, _LATEX_CHARS)),
+        math.log1p(data.count(b"?")),
+        float(min(len(_OPTION_RE.findall(b"\n" + data)), 10)),
         min(letters / max(1, n_tokens), 20.0),
-        math.log1p(text.count(". ") + text.count("。")),
+        math.log1p(data.count(b". ") + text.count("。")),
         len(distinct) / max(1, n_tokens),
-        *(math.log1p(len(cues & distinct)) for cues in _CUES),
+        *(math.log1p(len(cues & distinct)) for cues in CUES),
     ]
-
-
-def token_ids(tokens: Sequence[str], vocab: dict[str, int]) -> tuple[set[int], set[int]]:
-    """Distinct in-vocabulary unigram ids, and packed keys of all adjacent id pairs.
-
-    Pairs with an unknown side get keys no real bigram has (negative, or with the second
-    id ``BIGRAM_BASE - 1``), so callers simply intersect with their bigram table; the
-    loops stay inside C (``map``) which matters for 2,000-token prompts.
-    """
-    ids = list(map(vocab.get, tokens, repeat(-1, len(tokens))))
-    unigrams = set(ids)
-    unigrams.discard(-1)
-    head = ids[:MAX_BIGRAM_TOKENS]
-    bigrams = set(map(add, map(mul, head, repeat(BIGRAM_BASE)), head[1:]))
-    return unigrams, bigrams
-
-
-def is_bigram_key(key: int) -> bool:
-    """Whether a packed key comes from two in-vocabulary tokens."""
-    return key >= 0 and key % BIGRAM_BASE != BIGRAM_BASE - 1

@@ -1,17 +1,35 @@
-"""Leave-one-group-out scores: each collection (or task family) is scored by a model
-trained without it, so the evaluation measures transfer to unseen task types."""
+"""Held-out scores: each record is scored by a model trained without its group, so the
+evaluation measures transfer to task types the model never saw.
+
+- ``collection``: leave one collection out (a new mix of tasks with a new model pairing);
+- ``family``: leave one task family (math, code, ...) out of every collection at once;
+- ``source``: ``SOURCE_FOLDS`` folds of sources, a task's copies in several collections
+  kept in one fold (source-grouped K-fold, ``labels.SOURCE_FOLDS``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from gateway.routing.classifier import DifficultyClassifier
 from gateway.routing.evaluate import score_records
+from gateway.routing.labels import Record, source_folds
 from gateway.routing.train import Prepared, TrainConfig, fit
 
-HOLDOUT_UNITS = ("collection", "family")
+HOLDOUT_UNITS = ("collection", "family", "source")
+
+
+def holdout_keys(records: Sequence[Record], unit: str) -> list[str]:
+    """The held-out group of each record under ``unit``."""
+    if unit == "collection":
+        return [r.collection for r in records]
+    if unit == "family":
+        return [r.family for r in records]
+    if unit == "source":
+        return source_folds(records)
+    raise ValueError(f"unknown holdout unit {unit!r}; choose from {HOLDOUT_UNITS}")
 
 
 def holdout_scores(
@@ -21,9 +39,7 @@ def holdout_scores(
     log: Callable[[str], None] = lambda _: None,
 ) -> np.ndarray:
     """Out-of-group scores for every record, holding out one ``unit`` value at a time."""
-    if unit not in HOLDOUT_UNITS:
-        raise ValueError(f"unknown holdout unit {unit!r}; choose from {HOLDOUT_UNITS}")
-    keys = np.array([r.collection if unit == "collection" else r.family for r in prepared.records])
+    keys = np.array(holdout_keys(prepared.records, unit))
     scores = np.zeros(len(keys))
     for key in sorted(set(keys.tolist())):
         test = np.nonzero(keys == key)[0]

@@ -7,6 +7,7 @@ models; several are averaged, which gives smoother soft labels). Training-time o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,47 @@ _FAMILY_KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Spellings of one task across collections, so a source-grouped split keeps a task's
+# copies (e.g. MBPP in three collections) on the same side.
+_TASK_ALIASES: tuple[tuple[str, str], ...] = (
+    ("human_eval", "humaneval"),
+    ("arc-challenge", "arc_challenge"),
+    ("mgsm", "gsm8k"),
+)
+
+
+def task_of(source: str) -> str:
+    """Task of a ``collection/task`` source, spelled the same in every collection."""
+    task = source.split("/", 1)[-1].lower()
+    for spelling, canonical in _TASK_ALIASES:
+        task = task.replace(spelling, canonical)
+    if "gsm8k" in task:
+        return "gsm8k"
+    return task
+
+
+SOURCE_FOLDS = 5
+
+
+def source_folds(records: Sequence[Record], folds: int = SOURCE_FOLDS) -> list[str]:
+    """Source-grouped fold of each record, ``fold0`` .. ``fold{folds-1}``.
+
+    Tasks go, largest first, to the fold with the fewest records so far (ties to the
+    lowest index): deterministic for a given data file, balanced in size, and every copy
+    of a task (MBPP in three collections) lands in one fold.
+    """
+    sizes: dict[str, int] = {}
+    for rec in records:
+        sizes[rec.task] = sizes.get(rec.task, 0) + 1
+    load = [0] * folds
+    fold_of: dict[str, int] = {}
+    for task in sorted(sizes, key=lambda t: (-sizes[t], t)):
+        best = min(range(folds), key=lambda f: (load[f], f))
+        fold_of[task] = best
+        load[best] += sizes[task]
+    return [f"fold{fold_of[rec.task]}" for rec in records]
+
+
 def family_of(source: str) -> str:
     """Task family of a ``collection/task`` source name."""
     task = source.split("/", 1)[-1].lower()
@@ -95,6 +137,11 @@ class Record:
     def collection(self) -> str:
         """Collection (the part of ``source`` before the slash)."""
         return self.source.split("/", 1)[0]
+
+    @property
+    def task(self) -> str:
+        """Task of the record's source, the same across collections."""
+        return task_of(self.source)
 
     @property
     def family(self) -> str:

@@ -17,14 +17,7 @@ from typing import TypeVar
 import numpy as np
 
 from gateway.routing.artifact import HISTOGRAM_BINS, Artifact
-from gateway.routing.features import (
-    BIGRAM_BASE,
-    DENSE_NAMES,
-    dense_values,
-    is_bigram_key,
-    token_ids,
-    tokenize,
-)
+from gateway.routing.features import DENSE_NAMES, dense_values, tokenize
 from gateway.routing.labels import Record, collection_weight
 from gateway.routing.request import view_request
 from gateway.routing.sparse import CsrRows, fit_logistic
@@ -44,8 +37,6 @@ class TrainConfig:
     min_df: int = 5
     min_collections: int = 3
     max_unigrams: int = 30_000
-    bigram_min_df: int = 8
-    max_bigrams: int = 40_000
     dense_bins: int = 8
     l2_dense: float = 3e-3
     l2_lexical: float = 3e-4
@@ -59,21 +50,23 @@ class Prepared:
     """Per-record tokens and statistics, computed once and reused across folds."""
 
     records: list[Record]
-    tokens: list[list[str]]
+    tokens: list[set[bytes]]  # distinct tokens
     dense: np.ndarray
     collections: list[str] = field(default_factory=list)
 
 
 def prepare(records: Sequence[Record]) -> Prepared:
     """Tokenise and measure every record the way the serving path will."""
-    tokens: list[list[str]] = []
+    tokens: list[set[bytes]] = []
     rows: list[list[float]] = []
     for rec in records:
         view = view_request({"messages": rec.messages})
         toks = tokenize(view.text)
-        tokens.append(toks)
-        rows.append(dense_values(view, toks))
-    return Prepared(list(records), tokens, np.array(rows), [r.collection for r in records])
+        distinct = set(toks)
+        tokens.append(distinct)
+        rows.append(dense_values(view, toks, distinct))
+    cols = [r.collection for r in records]
+    return Prepared(list(records), tokens, np.array(rows), cols)
 
 
 def labels(prepared: Prepared, target: str) -> np.ndarray:
@@ -131,8 +124,7 @@ def _select(
 def _build_rows(
     prepared: Prepared,
     idx: np.ndarray,
-    vocab: dict[str, int],
-    bigram_col: dict[int, int],
+    vocab: dict[bytes, int],
     edges: list[np.ndarray],
     n_dense: int,
     fixed_col: dict[str, int],
@@ -147,13 +139,9 @@ def _build_rows(
         for f, e in enumerate(edges):
             indices.append(int(offsets[f] + np.searchsorted(e, values[f], side="right")))
             data.append(1.0)
-        unigrams, bigrams = token_ids(prepared.tokens[i], vocab)
-        present = [bigram_col[k] for k in bigrams if k in bigram_col]
-        n = len(unigrams) + len(present)
-        scale = 1.0 / np.sqrt(n) if n else 0.0
-        lex = [n_dense + u for u in sorted(unigrams)] + [
-            n_dense + n_vocab + c for c in sorted(present)
-        ]
+        unigrams = sorted(vocab[t] for t in prepared.tokens[i] if t in vocab)
+        scale = 1.0 / np.sqrt(len(unigrams)) if unigrams else 0.0
+        lex = [n_dense + u for u in unigrams]
         indices.extend(lex)
         data.extend([scale] * len(lex))
         col = fixed_col.get(prepared.collections[i])
@@ -161,7 +149,7 @@ def _build_rows(
             indices.append(col)
             data.append(1.0)
         indptr.append(len(indices))
-    n_cols = n_dense + n_vocab + len(bigram_col) + len(fixed_col)
+    n_cols = n_dense + n_vocab + len(fixed_col)
     return CsrRows(np.array(indptr), np.array(indices), np.array(data), n_cols)
 
 
@@ -193,25 +181,14 @@ def fit(
     """Train on the records at ``idx``; returns a ready-to-save artifact."""
     idx = np.sort(np.asarray(idx))
     cols = [prepared.collections[i] for i in idx]
-    token_sets = [set(prepared.tokens[i]) for i in idx]
-    vocab_list = [
-        str(t)
-        for t in _select(
-            token_sets, cols, config.min_df, config.min_collections, config.max_unigrams
-        )
-    ]
+    vocab_list = _select(
+        [prepared.tokens[i] for i in idx],
+        cols,
+        config.min_df,
+        config.min_collections,
+        config.max_unigrams,
+    )
     vocab = {t: i for i, t in enumerate(vocab_list)}
-    assert len(vocab) < BIGRAM_BASE
-    bigram_sets = [
-        {k for k in token_ids(prepared.tokens[i], vocab)[1] if is_bigram_key(k)} for i in idx
-    ]
-    bigram_keys = [
-        int(k)
-        for k in _select(
-            bigram_sets, cols, config.bigram_min_df, config.min_collections, config.max_bigrams
-        )
-    ]
-    bigram_col = {k: j for j, k in enumerate(bigram_keys)}
     quantiles = np.arange(1, config.dense_bins) / config.dense_bins
     edges = [
         np.unique(np.quantile(prepared.dense[idx, f], quantiles))
@@ -219,10 +196,10 @@ def fit(
     ]
     n_dense = int(sum(len(e) + 1 for e in edges))
     collections = sorted(set(cols))
-    n_lex = len(vocab) + len(bigram_col)
+    n_lex = len(vocab)
     fixed_col = {c: n_dense + n_lex + j for j, c in enumerate(collections)}
-    rows = _build_rows(prepared, idx, vocab, bigram_col, edges, n_dense, fixed_col)
-    log(f"rows={len(idx)} unigrams={len(vocab)} bigrams={len(bigram_col)} dense_cols={n_dense}")
+    rows = _build_rows(prepared, idx, vocab, edges, n_dense, fixed_col)
+    log(f"rows={len(idx)} words={len(vocab)} dense_cols={n_dense}")
     y = labels(prepared, config.target)[idx]
     w = sample_weights(prepared, idx, config.source_balance)
     l2 = np.concatenate(
@@ -242,16 +219,14 @@ def fit(
         1.0 / (1.0 + np.exp(-serving_logit)), bins=HISTOGRAM_BINS, range=(0.0, 1.0)
     )
     return Artifact(
-        vocab=vocab_list,
+        vocab=[t.decode() for t in vocab_list],
         unigram_w=coef[n_dense : n_dense + len(vocab)],
-        bigram_keys=np.array(bigram_keys, dtype=np.int64),
-        bigram_w=coef[n_dense + len(vocab) : n_dense + n_lex],
         dense_edges=edges,
         dense_w=dense_w,
         bias=bias,
         score_prior=prior.astype(np.float64),
         meta={
-            "name": "difficulty-v1",
+            "name": "difficulty-v2",
             "dense_names": list(DENSE_NAMES),
             "seed": config.seed,
             "target": config.target,

@@ -38,7 +38,7 @@ def _chat(text: Any) -> dict[str, Any]:
 def test_load_default_and_explicit_path_agree(classifier: DifficultyClassifier) -> None:
     other = DifficultyClassifier.load(DEFAULT_ARTIFACT)
     assert other.version == classifier.version
-    assert classifier.version.startswith("difficulty-v1-")
+    assert classifier.version.startswith("difficulty-v2-")
     for text in PROMPTS:
         assert other.score(_chat(text)) == classifier.score(_chat(text))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.routing.features import DENSE_NAMES, dense_values, token_ids, tokenize
+from gateway.routing.features import DENSE_NAMES, MAX_TOKENS, dense_values, tokenize
 from gateway.routing.request import MAX_TEXT_CHARS, view_request
 
 
@@ -33,7 +33,7 @@ def test_chat_body_view() -> None:
     assert view.system_chars == len("You are terse.")
 
 
-def test_completions_prompt_and_token_ids() -> None:
+def test_completions_prompt_parts() -> None:
     assert view_request({"prompt": ["a", 1, "b"]}).text == "a\nb"
     assert view_request({"prompt": [1, 2, 3]}).text == ""
     assert view_request({"max_tokens": float("nan")}).max_tokens is None
@@ -46,15 +46,20 @@ def test_long_text_is_clipped_but_length_counted() -> None:
     assert len(view.text) <= MAX_TEXT_CHARS + 1
 
 
-def test_tokenizer_splits_cjk_and_punctuation() -> None:
-    assert tokenize("Def f(x): 中文") == ["def", "f", "(", "x", ")", ":", "中", "文"]
+def test_tokenizer_lowercases_drops_punctuation_and_splits_cjk() -> None:
+    assert tokenize("Def f(x_1): return x**2;") == [b"def", b"f", b"x_1", b"return", b"x", b"2"]
+    assert tokenize("Def f(x): 中文") == [b"def", b"f", b"x", "中".encode(), "文".encode()]
+    # Non-ASCII words without CJK stay whole (UTF-8 bytes), as the ASCII path splits them.
+    assert tokenize("Café — naïve?") == ["café".encode(), "—".encode(), "naïve".encode()]
+    assert len(tokenize("w " * (MAX_TOKENS + 10))) == MAX_TOKENS
 
 
-def test_dense_values_and_unknown_bigrams() -> None:
-    view = view_request({"messages": [{"role": "user", "content": "Solve 2x + 3 = 7?"}]})
+def test_dense_values() -> None:
+    view = view_request({"messages": [{"role": "user", "content": "Solve 2x + 3 = 7?\nA) 1"}]})
     tokens = tokenize(view.text)
-    values = dense_values(view, tokens)
+    values = dict(zip(DENSE_NAMES, dense_values(view, tokens, set(tokens)), strict=True))
     assert len(values) == len(DENSE_NAMES)
-    unigrams, bigrams = token_ids(["a", "zz", "b"], {"a": 0, "b": 1})
-    assert unigrams == {0, 1}
-    assert all(k < 0 or k % (1 << 20) == (1 << 20) - 1 for k in bigrams)  # no real pair
+    assert values["option_lines"] == 1.0
+    assert values["log_math_symbols"] > 0 and values["log_questions"] > 0
+    assert values["math_cues"] > 0  # "solve"
+    assert values["cjk_share"] == 0.0

@@ -3,7 +3,8 @@
 Behaviour is chosen by a path prefix, so one server covers every fault:
 `/v1` answers normally, `/fail500/v1` answers 500, `/slow/v1` waits 3 s before answering,
 `/cut/v1` stops a stream half way, `/garbage/v1` returns a non-JSON body,
-`/ratelimited/v1` answers 429. `GET /_last` returns the last request body received.
+`/ratelimited/v1` answers 429, `/cookie/v1` answers normally with a `Set-Cookie`.
+`GET /_last` returns the last request body received (and its `Cookie` header).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.last: dict[str, Any] = {}
         self.count = 0
+        self.cookie: str | None = None
 
 
 def _mode(request: Request) -> str:
@@ -92,6 +94,7 @@ def openai_app(state: FakeUpstream) -> Starlette:
     async def chat(request: Request) -> Response:
         body = orjson.loads(await request.body())
         state.last, state.count = body, state.count + 1
+        state.cookie = request.headers.get("cookie")
         fault = await _faults(_mode(request))
         if fault is not None:
             return fault
@@ -141,7 +144,10 @@ def openai_app(state: FakeUpstream) -> Starlette:
                 for i in range(n)
             ]
             out = {**base, "object": "chat.completion", "choices": choices, "usage": usage}
-            return Response(orjson.dumps(out), media_type="application/json")
+            response = Response(orjson.dumps(out), media_type="application/json")
+            if _mode(request) == "cookie":
+                response.set_cookie("upstream-session", f"caller-{state.count}")
+            return response
         cut = _mode(request) == "cut"
         include_usage = (body.get("stream_options") or {}).get("include_usage")
 
@@ -225,10 +231,11 @@ def openai_app(state: FakeUpstream) -> Starlette:
         return Response(orjson.dumps(out), media_type="application/json")
 
     async def last(request: Request) -> Response:
-        return Response(orjson.dumps({"last": state.last, "count": state.count}))
+        seen = {"last": state.last, "count": state.count, "cookie": state.cookie}
+        return Response(orjson.dumps(seen))
 
     routes = [Route("/_last", last)]
-    for prefix in ("", "/fail500", "/slow", "/cut", "/garbage", "/ratelimited"):
+    for prefix in ("", "/fail500", "/slow", "/cut", "/garbage", "/ratelimited", "/cookie"):
         routes += [
             Route(prefix + "/v1/chat/completions", chat, methods=["POST"]),
             Route(prefix + "/v1/completions", completions, methods=["POST"]),
@@ -337,10 +344,11 @@ def anthropic_app(state: FakeUpstream) -> Starlette:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def last(request: Request) -> Response:
-        return Response(orjson.dumps({"last": state.last, "count": state.count}))
+        seen = {"last": state.last, "count": state.count, "cookie": state.cookie}
+        return Response(orjson.dumps(seen))
 
     routes = [Route("/_last", last)]
-    for prefix in ("", "/fail500", "/slow", "/cut", "/garbage", "/ratelimited"):
+    for prefix in ("", "/fail500", "/slow", "/cut", "/garbage", "/ratelimited", "/cookie"):
         routes.append(Route(prefix + "/v1/messages", messages, methods=["POST"]))
     return Starlette(routes=routes)
 

@@ -1,0 +1,120 @@
+"""Raw ASGI for the inference routes: the request head, the body and the reply.
+
+The inference routes are the hot path, so they skip Starlette's Request, Response and
+StreamingResponse: the headers the pipeline needs are read in one pass over
+``scope["headers"]``, the body straight from ``receive``, and a reply goes out as two
+``send`` messages (or one per stream block).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from starlette.types import Message, Receive, Scope, Send
+
+from gateway.errors import BodyTooLarge
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived; nothing can be answered."""
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """The request headers the pipeline reads (ASGI names are lower-case)."""
+
+    authorization: str | None = None
+    request_id: str | None = None
+    cache_control: str = ""
+    cache_opt_out: bool = False
+    content_length: int | None = None
+
+
+def read_head(scope: Scope) -> RequestHead:
+    """Pick the headers the pipeline needs out of an ASGI scope."""
+    head = RequestHead()
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            head.authorization = value.decode("latin-1")
+        elif name == b"content-length":
+            if value.isdigit():
+                head.content_length = int(value)
+        elif name == b"x-request-id":
+            head.request_id = value.decode("latin-1")
+        elif name == b"cache-control":
+            head.cache_control = value.decode("latin-1").lower()
+        elif name == b"x-gateway-cache":
+            head.cache_opt_out = value.lower() == b"bypass"
+    return head
+
+
+async def read_body(receive: Receive, head: RequestHead, limit: int) -> bytes:
+    """The whole body, refusing anything over ``limit`` bytes without reading it all."""
+    too_large = f"Request body too large: the limit is {limit} bytes."
+    if head.content_length is not None and head.content_length > limit:
+        raise BodyTooLarge(too_large)
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: one message
+        if len(body) > limit:
+            raise BodyTooLarge(too_large)
+        return body
+    chunks = bytearray(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunks += message.get("body", b"")
+        if len(chunks) > limit:
+            raise BodyTooLarge(too_large)
+        if not message.get("more_body", False):
+            return bytes(chunks)
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the pipeline answers: a whole body, or a stream of SSE blocks."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    media_type: bytes = b"application/json"
+    stream: AsyncIterator[bytes] | None = None
+
+
+def _raw_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
+    raw = [(b"content-type", reply.media_type)]
+    raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items())
+    return raw
+
+
+async def send_reply(reply: Reply, receive: Receive, send: Send) -> None:
+    """Send a reply; a stream stops (and closes its source) once the client has gone."""
+    headers = _raw_headers(reply)
+    if reply.stream is None:
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    headers.append((b"cache-control", b"no-cache"))
+    stream = reply.stream
+    # After the body, the only message `receive` can bring is the disconnect.
+    gone: asyncio.Future[Message] = asyncio.ensure_future(receive())
+    try:
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        async for block in stream:
+            if gone.done():
+                break
+            await send({"type": "http.response.body", "body": block, "more_body": True})
+        if not gone.done():
+            await send({"type": "http.response.body", "body": b""})
+    finally:
+        if not gone.done():
+            gone.cancel()
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
