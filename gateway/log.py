@@ -62,6 +62,8 @@ class AccessLog:
         self._stream = stream if stream is not None else sys.stderr.buffer
         self._lines: list[bytes] = []
         self._interval = interval_s
+        self._second = -1
+        self._stamp = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
         self._thread.start()
@@ -69,9 +71,11 @@ class AccessLog:
     def write(self, entry: dict[str, Any]) -> None:
         """Queue one line (never blocks)."""
         now = time.time()
+        second = int(now)
+        if second != self._second:  # formatting the date costs more than the rest of the line
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
         head = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-            + f".{int(now * 1000) % 1000:03d}Z",
+            "ts": f"{self._stamp}.{int(now * 1000) % 1000:03d}Z",
             "level": "info",
             "logger": "gateway.access",
         }

@@ -28,6 +28,7 @@ DEFAULT_PRIORS: dict[str, float] = {
     "long_system_prompt": 0.1,
     "long_output": 0.15,
     "short_output": -0.2,
+    "small_talk": -0.6,  # a greeting or thank-you of a few words
 }
 
 

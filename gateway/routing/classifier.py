@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,18 @@ from gateway.routing.request import RequestView, view_request
 __all__ = ["DifficultyClassifier", "prior_terms"]
 
 
-def prior_terms(view: RequestView, priors: Mapping[str, float]) -> list[tuple[str, float]]:
+# A short message with one of these words is a greeting or a thank-you, not a task.
+SMALL_TALK = frozenset(b"hi hello hey hiya thanks thank thx ty bye goodbye cheers".split())
+SMALL_TALK_MAX_TOKENS = 8
+
+
+def prior_terms(
+    view: RequestView, priors: Mapping[str, float], distinct: Set[bytes] = frozenset()
+) -> list[tuple[str, float]]:
     """Logit offsets for request structure, as ``(signal, contribution)`` pairs."""
     terms: list[tuple[str, float]] = []
+    if len(distinct) <= SMALL_TALK_MAX_TOKENS and not SMALL_TALK.isdisjoint(distinct):
+        terms.append(("small_talk", priors.get("small_talk", 0.0)))
     if view.n_tools:
         terms.append(("tools", priors.get("tools", 0.0)))
     if view.n_tool_messages:
@@ -95,25 +104,27 @@ class DifficultyClassifier:
         """Load an artifact file; ``None`` means the one shipped in the package."""
         return cls(Artifact.from_bytes((path or DEFAULT_ARTIFACT).read_bytes()))
 
-    def _logit_parts(self, view: RequestView) -> tuple[list[float], list[int], set[bytes], float]:
+    def _logit_parts(
+        self, view: RequestView
+    ) -> tuple[list[float], list[int], set[bytes], set[bytes], float]:
         tokens = tokenize(view.text)
         distinct = set(tokens)
         values = dense_values(view, tokens, distinct)
         bins = [bisect_right(edges, v) for edges, v in zip(self._edges, values, strict=True)]
         words = self._uw.keys() & distinct
         scale = 1.0 / math.sqrt(len(words)) if words else 0.0
-        return values, bins, words, scale
+        return values, bins, distinct, words, scale
 
     def logit(self, body: Mapping[str, Any]) -> float:
         """Score before the sigmoid."""
         view = view_request(body)
-        _, bins, words, scale = self._logit_parts(view)
+        _, bins, distinct, words, scale = self._logit_parts(view)
         dw, offsets = self._dw, self._offsets
         total = self._bias + sum(dw[offsets[f] + b] for f, b in enumerate(bins))
         # fsum is exact, so the result does not depend on set order (bytes hashes are
         # salted per process): the same body scores the same in every worker.
         total += math.fsum(map(self._uw.__getitem__, words)) * scale
-        for _, value in prior_terms(view, self._priors):
+        for _, value in prior_terms(view, self._priors, distinct):
             total += value
         return total
 
@@ -124,13 +135,13 @@ class DifficultyClassifier:
     def explain(self, body: Mapping[str, Any], top: int = 8) -> list[tuple[str, float]]:
         """The ``top`` signals with the largest signed logit contributions."""
         view = view_request(body)
-        values, bins, words, scale = self._logit_parts(view)
+        values, bins, distinct, words, scale = self._logit_parts(view)
         terms: list[tuple[str, float]] = []
         for f, b in enumerate(bins):
             weight = self._dw[self._offsets[f] + b]
             terms.append((f"{DENSE_NAMES[f]}={values[f]:.3g}", weight))
         for word in words:
             terms.append((f"word:{word.decode()}", self._uw[word] * scale))
-        terms.extend(prior_terms(view, self._priors))
+        terms.extend(prior_terms(view, self._priors, distinct))
         terms.sort(key=lambda t: (-abs(t[1]), t[0]))
         return terms[: max(0, top)]

@@ -92,6 +92,13 @@ def test_structure_priors_raise_the_score(classifier: DifficultyClassifier) -> N
     assert classifier.score({**body, "response_format": schema}) > classifier.score(body)
 
 
+def test_small_talk_prior_only_for_short_greetings(classifier: DifficultyClassifier) -> None:
+    greeting = _chat("Hi there, thanks!")
+    assert ("small_talk", -0.6) in classifier.explain(greeting, top=50)
+    task = _chat("Hi! Prove that every bounded monotone sequence of real numbers converges.")
+    assert all(name != "small_talk" for name, _ in classifier.explain(task, top=50))
+
+
 def test_completions_prompt_and_parts(classifier: DifficultyClassifier) -> None:
     text = "Explain the proof of the four colour theorem."
     as_parts = _chat([{"type": "text", "text": text}, {"type": "image_url", "image_url": {}}])
