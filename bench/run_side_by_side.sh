@@ -4,8 +4,8 @@
 # (pinned to the SUT CPU, CPU accounted via `exec`). See bench/README.md and docs/performance.md.
 #
 #   bench/run_side_by_side.sh                    # passthrough, cached, cached-redis (3 rounds each)
-#   bench/run_side_by_side.sh passthrough        # one variant: passthrough | cached | cached-redis |
-#                                                #   cached-bypass
+#   bench/run_side_by_side.sh passthrough        # one variant: passthrough | features | cached |
+#                                                #   cached-redis | cached-bypass
 #   bench/run_side_by_side.sh cached -- --quick  # anything after `--` goes to run.sh
 #
 # Env (defaults in brackets):
@@ -19,6 +19,9 @@
 #
 # Variants (all: gateway with one worker, access log on, metrics, classifier on every request):
 #   passthrough    policies/examples/passthrough.yaml, no cache
+#   features       bench/policies/features.yaml: a team's virtual key (sent with --target-auth),
+#                  and GATEWAY_CACHE_MAX_ENTRIES=0 so every request is a cache lookup that MISSES
+#                  (key, lookup, store offered and dropped): every request-path feature on
 #   cached         bench/policies/cached-hit.yaml (cached.yaml + cache_sampled: true), in-process
 #                  LRU: the harness sends one identical body, so every request after the first is
 #                  a cache HIT (streams are replayed from the stored answer)
@@ -40,15 +43,15 @@ BENCH_WORK="${BENCH_WORK:-/tmp/bench}"
 variants=()
 while (($#)); do
   case "$1" in
-    passthrough|cached|cached-redis|cached-bypass) variants+=("$1") ;;
-    all) variants+=(passthrough cached cached-redis) ;;
+    passthrough|features|cached|cached-redis|cached-bypass) variants+=("$1") ;;
+    all) variants+=(passthrough features cached cached-redis) ;;
     --) shift; break ;;
     -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) echo "run_side_by_side.sh: unknown variant '$1' (passthrough|cached|cached-redis|cached-bypass|all)" >&2; exit 2 ;;
+    *) echo "run_side_by_side.sh: unknown variant '$1' (passthrough|features|cached|cached-redis|cached-bypass|all)" >&2; exit 2 ;;
   esac
   shift
 done
-((${#variants[@]})) || variants=(passthrough cached cached-redis)
+((${#variants[@]})) || variants=(passthrough features cached cached-redis)
 extra=("$@")   # passed through to run.sh, e.g. --quick or --rounds 5
 
 [[ -x "$SHARED_BENCH/run.sh" ]] || { echo "no run.sh in SHARED_BENCH=$SHARED_BENCH" >&2; exit 2; }
@@ -56,9 +59,14 @@ extra=("$@")   # passed through to run.sh, e.g. --quick or --rounds 5
 
 "$SHARED_BENCH/setup.sh"   # idempotent; run.sh gets --no-setup below
 
+BENCH_TEAM_KEY="sk-bench-$(date +%s)"
 for v in "${variants[@]}"; do
+  env="" auth=()
   case "$v" in
     passthrough)   policy=policies/examples/passthrough.yaml redis="" name=gateway ;;
+    features)      policy=bench/policies/features.yaml redis="" name=gateway-features
+                   env="GATEWAY_CACHE_MAX_ENTRIES=0 BENCH_TEAM_KEY=$BENCH_TEAM_KEY"
+                   auth=(--target-auth "$BENCH_TEAM_KEY") ;;
     cached)        policy=bench/policies/cached-hit.yaml redis="" name=gateway-cache-mem ;;
     cached-redis)  policy=bench/policies/cached-hit.yaml redis="$REDIS_URL" name=gateway-cache-redis ;;
     cached-bypass) policy=policies/examples/cached.yaml redis="" name=gateway-cache-bypass ;;
@@ -66,11 +74,12 @@ for v in "${variants[@]}"; do
   # $BENCH_UPSTREAM_BASE (http://127.0.0.1:18080/v1) is exported by run.sh to the target
   # command; single quotes keep it unexpanded here. GATEWAY_REDIS_URL is always set
   # explicitly (empty = in-process cache) so a value from the caller's shell cannot leak in.
-  cmd="UPSTREAM_BASE_URL=\$BENCH_UPSTREAM_BASE GATEWAY_REDIS_URL=$redis exec $GATEWAY_BIN serve"
+  cmd="UPSTREAM_BASE_URL=\$BENCH_UPSTREAM_BASE GATEWAY_REDIS_URL=$redis $env exec $GATEWAY_BIN serve"
   cmd+=" --policy $REPO/$policy --port $GATEWAY_PORT --workers 1"
   out="$BENCH_WORK/results/$(date +%Y%m%d-%H%M%S)-$v"
   args=(--no-setup --systems "$SYSTEMS" --out "$out"
-        --target "http://127.0.0.1:$GATEWAY_PORT" --target-name "$name" --target-cmd "$cmd")
+        --target "http://127.0.0.1:$GATEWAY_PORT" --target-name "$name" --target-cmd "$cmd"
+        "${auth[@]}")
   ((WAIT_IDLE > 0)) && args+=(--wait-idle "$WAIT_IDLE")
   # Which gateway code ran (read-only git: no index refresh).
   mkdir -p "$out"
