@@ -125,11 +125,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: no usable records")
     if args.holdout:
         from gateway.routing.holdout import holdout_scores
+        from gateway.routing.labels import SOURCE_FOLDS
         from gateway.routing.train import TrainConfig, prepare
 
         scores = holdout_scores(prepare(records), args.holdout, TrainConfig(seed=args.seed), _log)
         by = args.by or ("fold" if args.holdout == "source" else args.holdout)
-        title = f"leave-one-{args.holdout}-out, grouped by {by}"
+        protocol = {
+            "source": f"source-grouped {SOURCE_FOLDS}-fold hold-out",
+            "collection": "leave-one-collection-out",
+            "family": "leave-one-task-family-out",
+        }[args.holdout]
+        title = f"{protocol}, grouped by {by}"
     else:
         classifier = _classifier(args.model)
         scores = ev.score_records(classifier, records)
