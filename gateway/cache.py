@@ -145,7 +145,9 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value = await asyncio.wait_for(self._redis.get(key), self._timeout)
+            # `timeout` instead of `wait_for`: no extra task per lookup on Python 3.11.
+            async with asyncio.timeout(self._timeout):
+                value = await self._redis.get(key)
         except Exception as exc:  # any Redis trouble is a miss, never an error
             self._metrics.cache_errors.labels("get").inc()
             log.debug("cache get failed", extra={"error": type(exc).__name__})

@@ -46,7 +46,8 @@ class Limiter:
         rate_key = f"{PREFIX}:rpm:{tenant.team}:{minute}"
         spend_key = f"{PREFIX}:spend:{tenant.team}:{day}"
         try:
-            count, spent = await asyncio.wait_for(self._read(rate_key, spend_key), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                count, spent = await self._read(rate_key, spend_key)
         except Exception as exc:  # fail open
             self._metrics.cache_errors.labels("limits").inc()
             log.debug("limit check failed", extra={"error": type(exc).__name__})

@@ -233,3 +233,20 @@ def test_wrong_method_on_an_inference_route(gateway: str) -> None:
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_alias_and_routed_models_get_the_same_score(client: openai.OpenAI, stream: bool) -> None:
+    # "any-model" is a plain alias, "never-closed" a routed model: the score of a body
+    # does not depend on the route, and every answer carries it.
+    messages = [{"role": "user", "content": "Prove that the square root of 2 is irrational."}]
+    scores = []
+    for model in ("any-model", "never-closed"):
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=messages, stream=stream
+        )
+        scores.append(raw.headers["x-gateway-difficulty"])
+        if stream:
+            list(raw.parse())
+    assert scores[0] == scores[1]
+    assert 0.0 < float(scores[0]) < 1.0

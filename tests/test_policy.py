@@ -11,7 +11,9 @@ from gateway.errors import PolicyError
 from gateway.policy import load_policy, parse_policy
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted([*(REPO / "policies").rglob("*.yaml"), *(REPO / "bench" / "policies").glob("*.yaml")])
+SHIPPED = sorted(
+    [*(REPO / "policies").rglob("*.yaml"), *(REPO / "bench" / "policies").glob("*.yaml")]
+)
 ENV = {"UPSTREAM_BASE_URL": "http://127.0.0.1:1/v1"}
 
 
