@@ -84,10 +84,11 @@ class OpenAIProvider:
                 if not block:
                     continue
                 if _has_usage(block):
-                    # Rare (usually the last block): look at each event.
+                    # Rare (usually the last block): parse only the events carrying usage.
                     kept = []
                     for event in split_block(block):
-                        if _take_usage(event, usage) and not client_wants_usage:
+                        only_usage = _has_usage(event) and _take_usage(event, usage)
+                        if only_usage and not client_wants_usage:
                             continue  # the usage-only chunk we asked for ourselves
                         kept.append(event)
                     block = b"".join(kept)
