@@ -51,10 +51,13 @@ def _matches(rule: Rule, score: float, threshold: Callable[[], float]) -> bool:
 
 
 def choose_rule(
-    route: ModelRoute, score: float | None, threshold: Callable[[int], float]
+    route: ModelRoute,
+    score: float | None,
+    threshold: Callable[[int], float],
+    rules: list[Rule] | None = None,
 ) -> tuple[int, str]:
     """The first rule that holds for this score, and why it was chosen."""
-    rules = route.rules
+    rules = route.rules if rules is None else rules
     if route.route is None:
         return 0, "alias"
     if score is None:  # unclassified endpoints take the default rule
@@ -82,9 +85,10 @@ def make_plan(
     Disabled backends (no API key) and backends that cannot serve the endpoint are left out;
     open circuits and saturated backends go last rather than nowhere.
     """
-    index, reason = choose_rule(route, score, threshold)
-    names = list(route.rules[index].to)
-    for name in route.rules[-1].to:
+    rules = route.rules  # a pydantic private attribute: read it once
+    index, reason = choose_rule(route, score, threshold, rules)
+    names = list(rules[index].to)
+    for name in rules[-1].to:
         if name not in names:
             names.append(name)
     now = time.monotonic()
