@@ -2,7 +2,7 @@
 
 gateway classify --input IN.jsonl --output OUT.jsonl
 gateway classify train --data FILE --out PATH [--seed 0]
-gateway classify eval --data FILE [--by source] [--plot PATH] [--holdout collection]
+gateway classify eval --data FILE [--by source] [--plot PATH | --no-plot] [--holdout source]
 gateway classify explain "prompt text"
 """
 
@@ -143,9 +143,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         title = f"{classifier.version}, grouped by {by}"
     results = ev.evaluate(records, scores, by)
     print(f"## {title}\n\n{ev.format_table(results)}")
-    if args.plot:
-        ev.plot(results, Path(args.plot), title)
-        print(f"\nplot: {args.plot}")
+    if not args.no_plot:
+        plot = Path(args.plot or f"routing-eval-{by}.png")
+        try:
+            ev.plot(results, plot, title)
+        except ImportError:
+            print("\nplot: skipped (needs matplotlib: pip install 'gateway[train]')")
+        else:
+            print(f"\nplot: {plot}")
     return 0
 
 
@@ -167,7 +172,11 @@ def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int
     ev = _Parser(prog="gateway classify eval", description="APGR/CPT per group.")
     ev.add_argument("--data", required=True, help="jsonl with per-model outcomes")
     ev.add_argument("--by", choices=("source", "collection", "family", "fold", "all"), default=None)
-    ev.add_argument("--plot", help="write a PNG of quality vs strong-call share")
+    ev.add_argument(
+        "--plot",
+        help="PNG of quality vs strong-call share per group (default: routing-eval-<by>.png)",
+    )
+    ev.add_argument("--no-plot", action="store_true", help="print the table only")
     ev.add_argument("--model", help="artifact to evaluate (default: the shipped one)")
     ev.add_argument(
         "--holdout",

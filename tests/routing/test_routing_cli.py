@@ -124,7 +124,12 @@ def test_train_is_reproducible_and_eval_reports_apgr(
     a, b = DifficultyClassifier.load(first), DifficultyClassifier.load(second)
     assert a.version == b.version
     capsys.readouterr()
-    assert main(["eval", "--data", str(data), "--model", str(first), "--by", "collection"]) == 0
+    assert (
+        main(
+            ["eval", "--data", str(data), "--model", str(first), "--by", "collection", "--no-plot"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| alpha |" in out and "| beta |" in out and "macro mean" in out
     hard = a.score({"messages": [{"role": "user", "content": "Solve for x: 3 x + 1 = 10"}]})
@@ -134,7 +139,7 @@ def test_train_is_reproducible_and_eval_reports_apgr(
 
 def test_eval_holdout_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = _synthetic_data(tmp_path / "train.jsonl")
-    assert main(["eval", "--data", str(data), "--holdout", "collection"]) == 0
+    assert main(["eval", "--data", str(data), "--holdout", "collection", "--no-plot"]) == 0
     assert "leave-one-collection-out" in capsys.readouterr().out
 
 
@@ -152,3 +157,15 @@ def test_eval_writes_a_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["eval", "--data", str(data), "--by", "source", "--plot", str(plot)]) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| alpha/math |" in capsys.readouterr().out
+
+
+def test_eval_source_holdout_writes_the_plot_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("matplotlib")
+    data = _synthetic_data(tmp_path / "train.jsonl")
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--data", str(data), "--holdout", "source"]) == 0
+    out = capsys.readouterr().out
+    assert "source-grouped 5-fold hold-out, grouped by fold" in out
+    assert (tmp_path / "routing-eval-fold.png").read_bytes()[:4] == b"\x89PNG"
