@@ -265,13 +265,14 @@ async def _stream(services: Services, call: Call, cache: CachePlan) -> Reply:
         status = 200
         health.in_flight += 1
         try:
+            # Each block goes to the client before it is parsed for the cache.
+            yield first
             if assembler is not None:
                 assembler.feed(first)
-            yield first
             async for event in events:
+                yield event
                 if assembler is not None:
                     assembler.feed(event)
-                yield event
         except GatewayError as err:
             status = err.http_status
             m.upstream_errors.labels(backend.name, _error_kind(err)).inc()
