@@ -69,6 +69,7 @@ class FakeUpstream:
         self.last: dict[str, Any] = {}
         self.count = 0
         self.cookie: str | None = None
+        self.streams_abandoned = 0  # chat streams whose reader went away before the end
 
 
 def _mode(request: Request) -> str:
@@ -151,22 +152,27 @@ def openai_app(state: FakeUpstream) -> Starlette:
         cut = _mode(request) == "cut"
         include_usage = (body.get("stream_options") or {}).get("include_usage")
 
-        async def events() -> AsyncIterator[bytes]:
-            def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-                c = {
-                    **base,
-                    "object": "chat.completion.chunk",
-                    "choices": [
-                        {
-                            "index": 0,
-                            "delta": delta,
-                            "logprobs": None,
-                            "finish_reason": finish_reason,
-                        }
-                    ],
-                }
-                return b"data: " + orjson.dumps(c) + b"\n\n"
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            c = {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                ],
+            }
+            return b"data: " + orjson.dumps(c) + b"\n\n"
 
+        async def events() -> AsyncIterator[bytes]:
+            finished = False
+            try:
+                async for part in body_events():
+                    yield part
+                finished = True
+            finally:
+                if not finished:
+                    state.streams_abandoned += 1
+
+        async def body_events() -> AsyncIterator[bytes]:
             yield chunk({"role": "assistant", "content": ""})
             if message.get("tool_calls"):
                 call = {**message["tool_calls"][0], "index": 0}
