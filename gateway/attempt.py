@@ -12,7 +12,7 @@ import orjson
 from gateway.accounting import account
 from gateway.asgi import Reply, RequestHead
 from gateway.cache import CachedAnswer, cache_key
-from gateway.call import Call, finish
+from gateway.call import Call, classify, finish
 from gateway.errors import (
     GatewayError,
     UpstreamError,
@@ -103,36 +103,50 @@ async def _store(services: Services, cache: CachePlan, entry: CachedAnswer) -> N
         services.semantic.add(cache.semantic.context, cache.semantic.vector, cache.key)
 
 
-async def answer(services: Services, call: Call, head: RequestHead) -> Reply:
-    """Serve from cache when possible, else from the first backend that answers."""
-    cache = cache_plan(call, head)
-    if cache.key is not None:
-        call.cache_result = "miss"
-        if cache.lookup:
-            hit = await _lookup(services, call, cache)
-            if hit is not None:
-                call.cache_result = "hit"
-                return _from_cache(services, call, hit)
-    else:
+async def from_cache(services: Services, call: Call, cache: CachePlan) -> Reply | None:
+    """The cached answer, if this request may use the cache and one is stored."""
+    if cache.key is None:
         services.metrics.cache.labels(call.model, "bypass", "exact").inc()
+        return None
+    call.cache_result = "miss"
+    if not cache.lookup:
+        return None
+    hit = await _lookup(services, call, cache)
+    if hit is None:
+        return None
+    call.cache_result = "hit"
+    return _from_cache(services, call, hit)
+
+
+async def answer(services: Services, call: Call, cache: CachePlan) -> Reply:
+    """The first backend's answer that arrives, stored in the cache when allowed."""
     if call.stream:
         return await _stream(services, call, cache)
     backend, completion = await _complete(services, call)
     _account(services, call, backend, completion.usage)
     if cache.store and cache.key is not None:
-        entry = CachedAnswer(
-            completion.body,
-            backend.name,
-            backend.tier,
-            completion.usage.prompt_tokens,
-            completion.usage.completion_tokens,
-        )
+        usage = completion.usage
+        entry = _entry(services, call, completion.body, backend, usage)
         await _store(services, cache, entry)
     finish(services, call, 200, backend.name, backend.tier)
     return Reply(200, call.headers(backend.name, backend.tier), completion.body)
 
 
+def _entry(
+    services: Services, call: Call, body: bytes, backend: Backend, usage: Usage
+) -> CachedAnswer:
+    """A cache entry for an answer; it keeps the score so a hit need not classify again."""
+    tokens = usage.prompt_tokens, usage.completion_tokens
+    version = services.classifier.version
+    return CachedAnswer(body, backend.name, backend.tier, *tokens, call.score, version)
+
+
 def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Reply:
+    if hit.score is not None and hit.scorer == services.classifier.version:
+        call.score = hit.score
+        services.metrics.difficulty.labels(call.model).observe(hit.score)
+    else:  # an entry from before the score was stored, or from another classifier
+        classify(services, call)
     policy = call.state.loaded.policy
     backend = policy.backends.get(hit.backend)
     usage = Usage(hit.prompt_tokens, hit.completion_tokens)
@@ -286,13 +300,7 @@ async def _stream(services: Services, call: Call, cache: CachePlan) -> Reply:
         if whole is not None and cache.key is not None:
             # The client may not have asked for usage; the stored answer always has it.
             whole["usage"] = usage.as_json()
-            entry = CachedAnswer(
-                orjson.dumps(whole),
-                backend.name,
-                backend.tier,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-            )
+            entry = _entry(services, call, orjson.dumps(whole), backend, usage)
             await _store(services, cache, entry)
 
     headers = call.headers(backend.name, backend.tier)

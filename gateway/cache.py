@@ -29,28 +29,36 @@ _NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "store"
 
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
-    """A stored whole answer and what produced it."""
+    """A stored whole answer, what produced it, and the request's difficulty score."""
 
     body: bytes
     backend: str
     tier: str
     prompt_tokens: int
     completion_tokens: int
+    score: float | None = None
+    scorer: str = ""  # the classifier version that computed `score`
 
     def dumps(self) -> bytes:
         """Serialise: a small JSON header line, then the answer's bytes as they were."""
         head = [self.backend, self.tier, self.prompt_tokens, self.completion_tokens]
+        head += [self.score, self.scorer]
         return orjson.dumps(head) + b"\n" + self.body
 
     @classmethod
     def loads(cls, raw: bytes) -> CachedAnswer | None:
-        """Parse a stored entry; None if it is damaged."""
+        """Parse a stored entry (with or without a score); None if it is damaged."""
         head, _, body = raw.partition(b"\n")
         try:
-            backend, tier, prompt, completion = orjson.loads(head)
+            backend, tier, prompt, completion, *rest = orjson.loads(head)
+            tokens = int(prompt), int(completion)
         except (orjson.JSONDecodeError, ValueError, TypeError):
             return None
-        return cls(body, str(backend), str(tier), int(prompt), int(completion))
+        score = rest[0] if rest else None
+        if not isinstance(score, int | float) or isinstance(score, bool):
+            return cls(body, str(backend), str(tier), *tokens)
+        scorer = str(rest[1]) if len(rest) > 1 else ""
+        return cls(body, str(backend), str(tier), *tokens, float(score), scorer)
 
 
 def cache_key(

@@ -49,6 +49,14 @@ class Call:
         }
 
 
+def classify(services: Services, call: Call) -> None:
+    """Score difficulty for chat and completions; embeddings are not classified."""
+    if call.endpoint == "embeddings":
+        return
+    call.score = services.classifier.score(call.body)
+    services.metrics.difficulty.labels(call.model).observe(call.score)
+
+
 def error_response(services: Services, call: Call, err: GatewayError) -> Reply:
     """Render an error, count it and log it."""
     body = upstream_error_body(err) if isinstance(err, UpstreamStatusError) else err.json()

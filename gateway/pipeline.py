@@ -1,4 +1,4 @@
-"""One request, top to bottom: auth → parse → classify → plan → cache → attempt → account.
+"""One request, top to bottom: auth → parse → cache → classify → plan → attempt → account.
 
 Routes call `handle`; each step is a small function below, in the order it runs.
 """
@@ -12,8 +12,8 @@ import time
 from starlette.types import Receive
 
 from gateway.asgi import Reply, RequestHead, read_body
-from gateway.attempt import answer
-from gateway.call import Call, error_response
+from gateway.attempt import answer, cache_plan, from_cache
+from gateway.call import Call, classify, error_response
 from gateway.errors import GatewayError
 from gateway.planner import Plan, make_plan, resolve_model
 from gateway.policy import Endpoint
@@ -30,14 +30,6 @@ def request_id_for(head: RequestHead) -> str:
         return given
     # Unique, not secret: a PRNG draw avoids a getrandom syscall per request.
     return f"{random.getrandbits(128):032x}"
-
-
-def classify(services: Services, call: Call) -> None:
-    """Score difficulty for chat and completions; embeddings are not classified."""
-    if call.endpoint == "embeddings":
-        return
-    call.score = services.classifier.score(call.body)
-    services.metrics.difficulty.labels(call.model).observe(call.score)
 
 
 def plan(services: Services, call: Call) -> Plan:
@@ -83,8 +75,12 @@ async def handle(
         call.stream = endpoint != "embeddings" and call.body.get("stream") is True
         allowed = call.tenant.allowed_models
         call.model, _ = resolve_model(call.state.loaded.policy, call.asked, allowed)
+        cache = cache_plan(call, head)
+        hit = await from_cache(services, call, cache)
+        if hit is not None:  # no routing to do; the entry keeps the score
+            return hit
         classify(services, call)
         plan(services, call)
-        return await answer(services, call, head)
+        return await answer(services, call, cache)
     except GatewayError as err:
         return error_response(services, call, err)

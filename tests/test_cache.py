@@ -84,6 +84,28 @@ def test_hit_after_miss_and_upstream_not_called(cached_gateway: str, upstreams: 
     assert upstreams.openai_state.count == before
 
 
+def test_a_hit_carries_the_score_stored_with_the_answer(cached_gateway: str) -> None:
+    client = _client(cached_gateway, "tenant-score")
+    messages = [{"role": "user", "content": f"Prove Fermat's little theorem {uuid.uuid4()}"}]
+    scores = []
+    for expected in ("miss", "hit"):
+        raw = client.chat.completions.with_raw_response.create(model="m", messages=messages)
+        assert raw.headers["x-gateway-cache"] == expected
+        scores.append(raw.headers["x-gateway-difficulty"])
+        time.sleep(0.1)  # the write is off the response path
+    assert scores[0] == scores[1] != "n/a"
+
+
+def test_entries_without_a_score_still_load() -> None:
+    from gateway.cache import CachedAnswer
+
+    old = CachedAnswer.loads(b'["open","open",3,4]\n{"id":"x"}')
+    assert old is not None and old.score is None and old.body == b'{"id":"x"}'
+    new = CachedAnswer(b"{}", "open", "open", 3, 4, 0.25, "difficulty-v2-abc")
+    assert CachedAnswer.loads(new.dumps()) == new
+    assert CachedAnswer.loads(b'["open","open",3]\n{}') is None
+
+
 def test_tenants_never_share_entries(cached_gateway: str) -> None:
     prompt = f"same prompt {uuid.uuid4()}"
     assert _ask(_client(cached_gateway, "team-one"), prompt)[0] == "miss"
