@@ -3,6 +3,7 @@
 gateway classify --input IN.jsonl --output OUT.jsonl
 gateway classify train --data FILE --out PATH [--seed 0]
 gateway classify eval --data FILE [--by source] [--plot PATH | --no-plot] [--holdout source]
+                     [--bootstrap N]
 gateway classify explain "prompt text"
 """
 
@@ -91,6 +92,16 @@ def _data_path(value: str) -> Path:
     return path
 
 
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return number
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -141,7 +152,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         scores = ev.score_records(classifier, records)
         by = args.by or "source"
         title = f"{classifier.version}, grouped by {by}"
-    results = ev.evaluate(records, scores, by)
+    results = ev.evaluate(records, scores, by, args.bootstrap)
     print(f"## {title}\n\n{ev.format_table(results)}")
     if not args.no_plot:
         plot = Path(args.plot or f"routing-eval-{by}.png")
@@ -184,6 +195,13 @@ def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int
         help="train leave-one-group-out models and evaluate each on its held-out group",
     )
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--bootstrap",
+        type=_non_negative,
+        default=200,
+        metavar="N",
+        help="resamples per group for the APGR intervals (default 200; 0: no intervals)",
+    )
 
     explain = _Parser(prog="gateway classify explain", description="Score and top signals.")
     explain.add_argument("text", nargs="+", help="prompt text")

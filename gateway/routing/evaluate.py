@@ -4,13 +4,18 @@ Routing the top ``p`` share of prompts (by score) to the strong model gives a qu
 ``q(p)``; PGR(p) = (q(p) - q_weak) / (q_strong - q_weak) is the share of the strong/weak
 gap recovered. APGR is the area under PGR over p in [0, 1] (0.5 for random routing);
 CPT(x) is the smallest strong-call share that recovers x of the gap.
+
+A group's APGR comes with a bootstrap interval (records resampled with replacement, the
+same resample for every router, so "model minus length" is a paired difference): on a
+group whose strong/weak gap is a few points, one APGR number is mostly noise, and the
+interval says whether "above random" or "above length" is clear or a coin flip.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,8 @@ from gateway.routing.request import view_request
 
 GRID = np.linspace(0.0, 1.0, 1001)
 MIN_GAP = 0.01  # below this the gap is noise and PGR is meaningless
+BOOTSTRAP = 200  # resamples per group for the APGR intervals
+CI_LEVEL = 0.9  # two-sided: the 5th to the 95th percentile of the resampled APGRs
 
 
 @dataclass(slots=True)
@@ -36,6 +43,18 @@ class GroupResult:
     cpt50: dict[str, float]
     cpt80: dict[str, float]
     curves: dict[str, np.ndarray]
+    # resampled APGR per router (and "model-length", the paired difference); empty when
+    # the group was evaluated without a bootstrap
+    boot: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def ci(self, key: str) -> tuple[float, float] | None:
+        """The ``CI_LEVEL`` bootstrap interval of ``key``'s APGR, if one was computed."""
+        draws = self.boot.get(key)
+        if draws is None or not len(draws):
+            return None
+        tail = (1.0 - CI_LEVEL) / 2.0
+        lo, hi = np.quantile(draws, [tail, 1.0 - tail])
+        return float(lo), float(hi)
 
     @property
     def valid(self) -> bool:
@@ -60,12 +79,47 @@ def _cpt(pgr: np.ndarray, level: float) -> float:
     return float(GRID[hit[0]]) if len(hit) else 1.0
 
 
+def _span(strong: np.ndarray, weak: np.ndarray) -> float:
+    span = float(strong.mean()) - float(weak.mean())
+    return span if abs(span) > 1e-12 else 1e-12
+
+
+def apgr(scores: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> float:
+    """Area under the PGR curve of routing by ``scores`` (0.5 for random routing)."""
+    curve = quality_curve(scores, strong, weak)
+    return float(np.trapezoid((curve - weak.mean()) / _span(strong, weak), GRID))
+
+
+def _bootstrap(
+    routers: dict[str, np.ndarray], strong: np.ndarray, weak: np.ndarray, draws: int, seed: int
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {name: [] for name in routers}
+    for _ in range(draws):
+        pick = rng.integers(0, len(strong), len(strong))
+        s, w = strong[pick], weak[pick]
+        for name, scores in routers.items():
+            out[name].append(apgr(scores[pick], s, w))
+    boot = {name: np.array(values) for name, values in out.items()}
+    if "model" in boot and "length" in boot:
+        boot["model-length"] = boot["model"] - boot["length"]
+    return boot
+
+
 def evaluate_group(
-    name: str, routers: dict[str, np.ndarray], strong: np.ndarray, weak: np.ndarray
+    name: str,
+    routers: dict[str, np.ndarray],
+    strong: np.ndarray,
+    weak: np.ndarray,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> GroupResult:
-    """APGR/CPT of each router (name -> scores) on one group, plus random and oracle."""
+    """APGR/CPT of each router (name -> scores) on one group, plus random and oracle.
+
+    With ``bootstrap`` > 0, also that many resampled APGRs of each router (seeded).
+    """
     q_weak, q_strong = float(weak.mean()), float(strong.mean())
-    span = q_strong - q_weak if abs(q_strong - q_weak) > 1e-12 else 1e-12
+    span = _span(strong, weak)
     curves = {"random": q_weak + GRID * (q_strong - q_weak)}
     for router, scores in {**routers, "oracle": strong - weak}.items():
         curves[router] = quality_curve(scores, strong, weak)
@@ -75,6 +129,8 @@ def evaluate_group(
         result.apgr[router] = float(np.trapezoid(pgr, GRID))
         result.cpt50[router] = _cpt(pgr, 0.5)
         result.cpt80[router] = _cpt(pgr, 0.8)
+    if bootstrap > 0 and result.valid:
+        result.boot = _bootstrap(routers, strong, weak, bootstrap, seed)
     return result
 
 
@@ -103,8 +159,11 @@ def score_records(classifier: DifficultyClassifier, records: Sequence[Record]) -
     return np.array([classifier.score({"messages": r.messages}) for r in records])
 
 
-def evaluate(records: Sequence[Record], scores: np.ndarray, by: str) -> list[GroupResult]:
-    """Per-group results for model scores against the length baseline."""
+def evaluate(
+    records: Sequence[Record], scores: np.ndarray, by: str, bootstrap: int = 0
+) -> list[GroupResult]:
+    """Per-group results for model scores against the length baseline (with ``bootstrap``
+    resamples per group for the APGR intervals; 0 for none)."""
     lengths = np.array([prompt_length(r) for r in records])
     if by == "fold":  # the folds of ``--holdout source``, split by collection
         keys = [f"{f}:{r.collection}" for f, r in zip(source_folds(records), records, strict=True)]
@@ -119,27 +178,60 @@ def evaluate(records: Sequence[Record], scores: np.ndarray, by: str) -> list[Gro
         strong = np.array([records[i].strong for i in idx])
         weak = np.array([records[i].weak for i in idx])
         routers = {"model": scores[idx], "length": lengths[idx]}
-        results.append(evaluate_group(name, routers, strong, weak))
+        results.append(evaluate_group(name, routers, strong, weak, bootstrap))
     return results
 
 
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _verdicts(valid: Sequence[GroupResult]) -> str:
+    """How many groups are clearly (the whole interval) above or below random and length."""
+    model = [r.ci("model") for r in valid]
+    diff = [r.ci("model-length") for r in valid]
+    n = len(valid)
+    above = sum(1 for c in model if c is not None and c[0] > 0.5)
+    below = sum(1 for c in model if c is not None and c[1] < 0.5)
+    beat = sum(1 for c in diff if c is not None and c[0] > 0.0)
+    lose = sum(1 for c in diff if c is not None and c[1] < 0.0)
+    level = f"{CI_LEVEL:.0%}"
+    return (
+        f"Clearly ({level} interval) above random on {above} of {n} groups, below on {below}; "
+        f"clearly above the length baseline on {beat}, below on {lose}; "
+        f"the other groups cannot tell the two apart."
+    )
+
+
 def format_table(results: Sequence[GroupResult]) -> str:
-    """Markdown table of results with a macro average over valid groups."""
+    """Markdown table of results with a macro average over valid groups.
+
+    When the results carry bootstrap draws, two interval columns (model APGR, and model
+    minus length APGR, paired) and a line counting the clear wins and losses are added.
+    """
+    with_ci = any(r.boot for r in results)
+    level = f"{CI_LEVEL:.0%}"
+    ci_head = f" model {level} CI | model − length {level} CI |" if with_ci else ""
     lines = [
-        "| group | n | weak | strong | APGR model | APGR length | APGR oracle "
-        "| CPT50 model | CPT50 length | CPT80 model | CPT80 length |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| group | n | weak | strong | APGR model | APGR length | APGR oracle |"
+        f"{ci_head} CPT50 model | CPT50 length | CPT80 model | CPT80 length |",
+        "|---|---:|---:|---:|---:|---:|---:|"
+        + ("---:|---:|" if with_ci else "")
+        + "---:|---:|---:|---:|",
     ]
+    blank = " |" * (8 if with_ci else 6)  # the cells after "n/a"
     for r in results:
         if not r.valid:
             lines.append(
-                f"| {r.name} | {r.n} | {r.weak:.3f} | {r.strong:.3f} "
-                "| n/a (gap < 0.01) | | | | | | |"
+                f"| {r.name} | {r.n} | {r.weak:.3f} | {r.strong:.3f} | n/a (gap < 0.01) |" + blank
             )
             continue
+        cis = (
+            f" {_interval(r.ci('model'))} | {_interval(r.ci('model-length'))} |" if with_ci else ""
+        )
         lines.append(
             f"| {r.name} | {r.n} | {r.weak:.3f} | {r.strong:.3f} | {r.apgr['model']:.3f} "
-            f"| {r.apgr['length']:.3f} | {r.apgr['oracle']:.3f} | {r.cpt50['model']:.1%} "
+            f"| {r.apgr['length']:.3f} | {r.apgr['oracle']:.3f} |{cis} {r.cpt50['model']:.1%} "
             f"| {r.cpt50['length']:.1%} | {r.cpt80['model']:.1%} | {r.cpt80['length']:.1%} |"
         )
     valid = [r for r in results if r.valid]
@@ -148,14 +240,24 @@ def format_table(results: Sequence[GroupResult]) -> str:
         def mean(get: Callable[[GroupResult], float]) -> float:
             return float(np.mean([get(r) for r in valid]))
 
+        macro_ci = ""
+        if with_ci:
+            boots = [r for r in valid if r.boot]
+            macro = GroupResult("macro", 0, 0.0, 0.0, {}, {}, {}, {})
+            for key in ("model", "model-length"):
+                macro.boot[key] = np.mean([r.boot[key] for r in boots], axis=0)
+            macro_ci = f" {_interval(macro.ci('model'))} | {_interval(macro.ci('model-length'))} |"
         lines.append(
             f"| **macro mean ({len(valid)} groups)** | {sum(r.n for r in valid)} | | "
             f"| {mean(lambda r: r.apgr['model']):.3f} | {mean(lambda r: r.apgr['length']):.3f} "
-            f"| {mean(lambda r: r.apgr['oracle']):.3f} | {mean(lambda r: r.cpt50['model']):.1%} "
+            f"| {mean(lambda r: r.apgr['oracle']):.3f} |{macro_ci} "
+            f"{mean(lambda r: r.cpt50['model']):.1%} "
             f"| {mean(lambda r: r.cpt50['length']):.1%} | {mean(lambda r: r.cpt80['model']):.1%} "
             f"| {mean(lambda r: r.cpt80['length']):.1%} |"
         )
     lines.append("Random routing: APGR 0.500, CPT50 50.0%, CPT80 80.0%.")
+    if with_ci and valid:
+        lines.append(_verdicts(valid))
     return "\n".join(lines)
 
 

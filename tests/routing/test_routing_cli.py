@@ -132,6 +132,11 @@ def test_train_is_reproducible_and_eval_reports_apgr(
     )
     out = capsys.readouterr().out
     assert "| alpha |" in out and "| beta |" in out and "macro mean" in out
+    assert "model 90% CI" in out and "Clearly (90% interval) above random on" in out
+    args = ["eval", "--data", str(data), "--model", str(first), "--no-plot", "--bootstrap", "0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "macro mean" in out and "90% CI" not in out and "Clearly" not in out
     hard = a.score({"messages": [{"role": "user", "content": "Solve for x: 3 x + 1 = 10"}]})
     easy = a.score({"messages": [{"role": "user", "content": "Say hello to my friend"}]})
     assert hard > easy
@@ -141,6 +146,14 @@ def test_eval_holdout_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     data = _synthetic_data(tmp_path / "train.jsonl")
     assert main(["eval", "--data", str(data), "--holdout", "collection", "--no-plot"]) == 0
     assert "leave-one-collection-out" in capsys.readouterr().out
+
+
+def test_eval_rejects_a_negative_bootstrap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _synthetic_data(tmp_path / "train.jsonl")
+    assert main(["eval", "--data", str(data), "--bootstrap", "-5", "--no-plot"]) == 2
+    assert "--bootstrap: must be 0 or more: -5" in capsys.readouterr().err
 
 
 def test_train_with_missing_data_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

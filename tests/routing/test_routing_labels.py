@@ -57,3 +57,28 @@ def test_apgr_of_random_oracle_and_perfect_routers() -> None:
     share = gap.mean()  # everything is recovered once all gap items are routed
     assert result.cpt80["perfect"] == pytest.approx(0.8 * share, abs=2e-3)
     assert result.cpt50["random"] == pytest.approx(0.5, abs=2e-3)
+
+
+def test_bootstrap_intervals_separate_a_real_router_from_noise() -> None:
+    rng = np.random.default_rng(1)
+    n = 3_000
+    strong = (rng.random(n) < 0.85).astype(float)
+    weak = strong * (rng.random(n) < 0.7)
+    gap = strong - weak
+    routers = {"model": gap + rng.random(n), "length": rng.random(n)}  # informative vs noise
+    result = evaluate_group("g", routers, strong, weak, bootstrap=100, seed=3)
+    model, length, diff = result.ci("model"), result.ci("length"), result.ci("model-length")
+    assert model is not None and length is not None and diff is not None
+    assert model[0] <= result.apgr["model"] <= model[1]
+    assert model[0] > 0.5  # clearly above random
+    assert length[0] < 0.5 < length[1]  # random scores: the interval straddles 0.5
+    assert diff[0] > 0.0
+    again = evaluate_group("g", routers, strong, weak, bootstrap=100, seed=3)
+    assert again.ci("model") == model  # seeded: the same interval every run
+    assert evaluate_group("g", routers, strong, weak).ci("model") is None  # no bootstrap
+
+
+def test_no_interval_for_a_group_without_a_gap() -> None:
+    same = np.ones(50)
+    result = evaluate_group("flat", {"model": np.arange(50.0)}, same, same, bootstrap=20)
+    assert not result.valid and result.ci("model") is None
