@@ -154,6 +154,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         title = f"{classifier.version}, grouped by {by}"
     results = ev.evaluate(records, scores, by, args.bootstrap)
     print(f"## {title}\n\n{ev.format_table(results)}")
+    if by == "source":
+        print(f"\n### By weak-tier accuracy\n\n{ev.format_bands(results)}")
     if not args.no_plot:
         plot = Path(args.plot or f"routing-eval-{by}.png")
         try:

@@ -48,12 +48,17 @@ class GroupResult:
     boot: dict[str, np.ndarray] = field(default_factory=dict)
 
     def ci(self, key: str) -> tuple[float, float] | None:
-        """The ``CI_LEVEL`` bootstrap interval of ``key``'s APGR, if one was computed."""
+        """The ``CI_LEVEL`` bootstrap interval of ``key``'s APGR.
+
+        None without a bootstrap, and when more than one tail's share of the resamples has
+        no strong/weak gap to recover (NaN draws): then the gap itself is not clear, and
+        neither is any APGR measured against it.
+        """
         draws = self.boot.get(key)
-        if draws is None or not len(draws):
-            return None
         tail = (1.0 - CI_LEVEL) / 2.0
-        lo, hi = np.quantile(draws, [tail, 1.0 - tail])
+        if draws is None or not len(draws) or np.isnan(draws).mean() > tail:
+            return None
+        lo, hi = np.nanquantile(draws, [tail, 1.0 - tail])
         return float(lo), float(hi)
 
     @property
@@ -98,8 +103,9 @@ def _bootstrap(
     for _ in range(draws):
         pick = rng.integers(0, len(strong), len(strong))
         s, w = strong[pick], weak[pick]
+        no_gap = float(s.mean()) - float(w.mean()) < MIN_GAP  # PGR undefined, as for groups
         for name, scores in routers.items():
-            out[name].append(apgr(scores[pick], s, w))
+            out[name].append(float("nan") if no_gap else apgr(scores[pick], s, w))
     boot = {name: np.array(values) for name, values in out.items()}
     if "model" in boot and "length" in boot:
         boot["model-length"] = boot["model"] - boot["length"]
@@ -183,7 +189,7 @@ def evaluate(
 
 
 def _interval(ci: tuple[float, float] | None) -> str:
-    return "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+    return "–" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def _verdicts(valid: Sequence[GroupResult]) -> str:
@@ -195,12 +201,19 @@ def _verdicts(valid: Sequence[GroupResult]) -> str:
     below = sum(1 for c in model if c is not None and c[1] < 0.5)
     beat = sum(1 for c in diff if c is not None and c[0] > 0.0)
     lose = sum(1 for c in diff if c is not None and c[1] < 0.0)
+    unclear = sum(1 for c in diff if c is None)
     level = f"{CI_LEVEL:.0%}"
-    return (
+    text = (
         f"Clearly ({level} interval) above random on {above} of {n} groups, below on {below}; "
         f"clearly above the length baseline on {beat}, below on {lose}; "
-        f"the other groups cannot tell the two apart."
+        "the other groups cannot tell the two apart"
     )
+    if unclear:
+        text += (
+            f" ({unclear} of them have no interval: their strong/weak gap vanishes in more "
+            f"than {(1 - CI_LEVEL) / 2:.0%} of resamples; the macro interval leaves them out)"
+        )
+    return text + "."
 
 
 def format_table(results: Sequence[GroupResult]) -> str:
@@ -242,10 +255,13 @@ def format_table(results: Sequence[GroupResult]) -> str:
 
         macro_ci = ""
         if with_ci:
-            boots = [r for r in valid if r.boot]
+            # over the groups with an interval: one whose gap vanishes in resamples would
+            # make every macro draw undefined
+            boots = [r for r in valid if r.ci("model-length") is not None]
             macro = GroupResult("macro", 0, 0.0, 0.0, {}, {}, {}, {})
             for key in ("model", "model-length"):
-                macro.boot[key] = np.mean([r.boot[key] for r in boots], axis=0)
+                if boots:
+                    macro.boot[key] = np.nanmean([r.boot[key] for r in boots], axis=0)
             macro_ci = f" {_interval(macro.ci('model'))} | {_interval(macro.ci('model-length'))} |"
         lines.append(
             f"| **macro mean ({len(valid)} groups)** | {sum(r.n for r in valid)} | | "
@@ -258,6 +274,38 @@ def format_table(results: Sequence[GroupResult]) -> str:
     lines.append("Random routing: APGR 0.500, CPT50 50.0%, CPT80 80.0%.")
     if with_ci and valid:
         lines.append(_verdicts(valid))
+    return "\n".join(lines)
+
+
+WEAK_BANDS = ((0.0, 0.45), (0.45, 0.7), (0.7, 1.01))
+
+
+def format_bands(results: Sequence[GroupResult], min_n: int = 50) -> str:
+    """Mean APGR of groups by how often the weak tier is right on them.
+
+    Where the open model is rarely right (both tiers mostly fail), the gap sits on the
+    easiest items of a group; where it is usually right, on the hardest. A difficulty
+    score can only serve the second case, the one a gateway is deployed for.
+    """
+    lines = [
+        "| weak-tier accuracy of the group | groups | APGR model | APGR length "
+        "| model above 0.5 | model above length |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for lo, hi in WEAK_BANDS:
+        band = [r for r in results if r.valid and r.n >= min_n and lo <= r.weak < hi]
+        if not band:
+            continue
+        label = f"{lo:.0%}–{min(hi, 1.0):.0%}"
+        model = float(np.mean([r.apgr["model"] for r in band]))
+        length = float(np.mean([r.apgr["length"] for r in band]))
+        above = sum(r.apgr["model"] > 0.5 for r in band)
+        beat = sum(r.apgr["model"] > r.apgr["length"] for r in band)
+        lines.append(
+            f"| {label} | {len(band)} | {model:.3f} | {length:.3f} | {above} of {len(band)} "
+            f"| {beat} of {len(band)} |"
+        )
+    lines.append(f"Groups with at least {min_n} prompts and a strong/weak gap.")
     return "\n".join(lines)
 
 

@@ -169,7 +169,8 @@ def test_eval_writes_a_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     plot = tmp_path / "plot.png"
     assert main(["eval", "--data", str(data), "--by", "source", "--plot", str(plot)]) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| alpha/math |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| alpha/math |" in out and "### By weak-tier accuracy" in out
 
 
 def test_eval_source_holdout_writes_the_plot_by_default(

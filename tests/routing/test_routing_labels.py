@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.routing.evaluate import evaluate_group
+from gateway.routing.evaluate import GroupResult, evaluate_group, format_bands
 from gateway.routing.labels import family_of, load_records
 
 
@@ -82,3 +82,28 @@ def test_no_interval_for_a_group_without_a_gap() -> None:
     same = np.ones(50)
     result = evaluate_group("flat", {"model": np.arange(50.0)}, same, same, bootstrap=20)
     assert not result.valid and result.ci("model") is None
+
+
+def test_no_interval_when_the_gap_itself_comes_and_goes() -> None:
+    # Three items of 200 carry the whole gap (0.015, above MIN_GAP): about one resample in
+    # five has fewer than two of them, so no gap to recover, and the APGR has no interval.
+    strong = np.zeros(200)
+    strong[:3] = 1.0
+    weak = np.zeros(200)
+    result = evaluate_group("thin", {"model": strong.copy()}, strong, weak, bootstrap=200)
+    assert result.valid and result.apgr["model"] > 0.9
+    assert np.isnan(result.boot["model"]).any()
+    assert result.ci("model") is None
+
+
+def test_bands_group_sources_by_weak_accuracy() -> None:
+    def group(name: str, weak: float, model: float, n: int = 100) -> GroupResult:
+        apgr = {"model": model, "length": 0.5}
+        return GroupResult(name, n, weak, weak + 0.1, apgr, {}, {}, {})
+
+    table = format_bands(
+        [group("a", 0.2, 0.4), group("b", 0.3, 0.6), group("c", 0.8, 0.7), group("d", 0.9, 0.9, 10)]
+    )
+    assert "| 0%–45% | 2 | 0.500 | 0.500 | 1 of 2 | 1 of 2 |" in table
+    assert "| 70%–100% | 1 | 0.700 | 0.500 | 1 of 1 | 1 of 1 |" in table  # d: under 50 prompts
+    assert "45%–70%" not in table  # no group in that band
