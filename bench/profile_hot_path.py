@@ -87,8 +87,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--upstream-port", type=int, default=18090)
     p.add_argument("--sut-cpu", default="1")
     p.add_argument("--load-cpu", default="0")
-    p.add_argument("--shared-bench", default=os.environ.get("SHARED_BENCH", "/work/shared/bench"))
-    p.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/pyspy-venv/bin/py-spy")
+    p.add_argument(
+        "--shared-bench", default=os.environ.get("SHARED_BENCH", str(REPO.parent / "shared/bench"))
+    )
+    p.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
     p.add_argument("--out", default="", help="output dir (default: a new /tmp/gateway-profile-*)")
     p.add_argument(
         "--summarise",
@@ -181,7 +183,7 @@ def summarise(raw: Path, top: int) -> str:
                 frames.append((fr, "other"))
                 continue
             short = re.sub(r".*/(site-packages|lib/python3\.\d+)/", "", m["file"])
-            short = re.sub(r"^/work/main/", "", short)
+            short = re.sub(rf"^{re.escape(str(REPO))}/", "", short)
             frames.append((f"{m['func']} ({short})", package_of(m["file"])))
         if not frames:
             continue

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side gateway benchmark: runs the shared harness (run.sh in $SHARED_BENCH, default
-# /work/shared/bench) with this gateway as the extra `--target`, started by run.sh itself
+# ../shared/bench next to the checkout) with this gateway as the extra `--target`, started by run.sh itself
 # (pinned to the SUT CPU, CPU accounted via `exec`). See bench/README.md and docs/performance.md.
 #
 #   bench/run_side_by_side.sh                    # passthrough, cached, cached-redis (3 rounds each)
@@ -9,7 +9,7 @@
 #   bench/run_side_by_side.sh cached -- --quick  # anything after `--` goes to run.sh
 #
 # Env (defaults in brackets):
-#   SHARED_BENCH   the shared harness directory                  [/work/shared/bench]
+#   SHARED_BENCH   the shared harness directory                  [<repo>/../shared/bench]
 #   GATEWAY_BIN    the gateway executable                        [<repo>/.venv/bin/gateway]
 #   GATEWAY_PORT   port the gateway listens on                   [8000]
 #   SYSTEMS        comparison systems (run.sh --systems)         [direct,litellm,fastapi,starlette-aio]
@@ -31,7 +31,7 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SHARED_BENCH="${SHARED_BENCH:-/work/shared/bench}"
+SHARED_BENCH="${SHARED_BENCH:-$REPO/../shared/bench}"
 GATEWAY_BIN="${GATEWAY_BIN:-$REPO/.venv/bin/gateway}"
 GATEWAY_PORT="${GATEWAY_PORT:-8000}"
 SYSTEMS="${SYSTEMS:-direct,litellm,fastapi,starlette-aio}"

@@ -209,9 +209,10 @@ def _verdicts(valid: Sequence[GroupResult]) -> str:
         "the other groups cannot tell the two apart"
     )
     if unclear:
+        which = "1 of them has" if unclear == 1 else f"{unclear} of them have"
         text += (
-            f" ({unclear} of them have no interval: their strong/weak gap vanishes in more "
-            f"than {(1 - CI_LEVEL) / 2:.0%} of resamples; the macro interval leaves them out)"
+            f" ({which} no interval: the strong/weak gap vanishes in more than "
+            f"{(1 - CI_LEVEL) / 2:.0%} of resamples; the macro interval leaves them out)"
         )
     return text + "."
 
@@ -262,7 +263,11 @@ def format_table(results: Sequence[GroupResult]) -> str:
             for key in ("model", "model-length"):
                 if boots:
                     macro.boot[key] = np.nanmean([r.boot[key] for r in boots], axis=0)
-            macro_ci = f" {_interval(macro.ci('model'))} | {_interval(macro.ci('model-length'))} |"
+            note = f" ({len(boots)} groups)" if len(boots) != len(valid) else ""
+            macro_ci = (
+                f" {_interval(macro.ci('model'))}{note} "
+                f"| {_interval(macro.ci('model-length'))}{note} |"
+            )
         lines.append(
             f"| **macro mean ({len(valid)} groups)** | {sum(r.n for r in valid)} | | "
             f"| {mean(lambda r: r.apgr['model']):.3f} | {mean(lambda r: r.apgr['length']):.3f} "
@@ -314,7 +319,7 @@ def plot(results: Sequence[GroupResult], path: Path, title: str) -> None:
     matplotlib: Any = importlib.import_module("matplotlib")
     matplotlib.use("Agg")
     plt: Any = importlib.import_module("matplotlib.pyplot")
-    shown = [r for r in results if r.valid][:16]
+    shown = [r for r in results if r.valid][:20]
     cols = min(4, max(1, len(shown)))
     rows = max(1, -(-len(shown) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
