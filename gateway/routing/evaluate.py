@@ -310,6 +310,8 @@ def format_bands(results: Sequence[GroupResult], min_n: int = 50) -> str:
             f"| {label} | {len(band)} | {model:.3f} | {length:.3f} | {above} of {len(band)} "
             f"| {beat} of {len(band)} |"
         )
+    if len(lines) == 2:
+        return f"No group has at least {min_n} prompts and a strong/weak gap."
     lines.append(f"Groups with at least {min_n} prompts and a strong/weak gap.")
     return "\n".join(lines)
 

@@ -107,3 +107,4 @@ def test_bands_group_sources_by_weak_accuracy() -> None:
     assert "| 0%–45% | 2 | 0.500 | 0.500 | 1 of 2 | 1 of 2 |" in table
     assert "| 70%–100% | 1 | 0.700 | 0.500 | 1 of 1 | 1 of 1 |" in table  # d: under 50 prompts
     assert "45%–70%" not in table  # no group in that band
+    assert format_bands([group("d", 0.9, 0.9, 10)]).startswith("No group has at least 50")
