@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import orjson
 
 from gateway.routing.classifier import DifficultyClassifier
+from gateway.routing.evaluate import BOOTSTRAP
 
 EXIT_USAGE = 2
 
@@ -200,9 +201,9 @@ def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int
     ev.add_argument(
         "--bootstrap",
         type=_non_negative,
-        default=200,
+        default=BOOTSTRAP,
         metavar="N",
-        help="resamples per group for the APGR intervals (default 200; 0: no intervals)",
+        help=f"resamples per group for the APGR intervals (default {BOOTSTRAP}; 0: none)",
     )
 
     explain = _Parser(prog="gateway classify explain", description="Score and top signals.")
