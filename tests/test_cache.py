@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import redis
 
 from tests.conftest import Upstreams, run_gateway
 from tests.support.model_servers import free_port
@@ -84,16 +86,27 @@ def test_hit_after_miss_and_upstream_not_called(cached_gateway: str, upstreams: 
     assert upstreams.openai_state.count == before
 
 
-def test_a_hit_carries_the_score_stored_with_the_answer(cached_gateway: str) -> None:
+def test_a_hit_carries_the_score_stored_with_the_answer(cached_gateway: str, redis_db: int) -> None:
+    from gateway.cache import CachedAnswer
+
     client = _client(cached_gateway, "tenant-score")
-    messages = [{"role": "user", "content": f"Prove Fermat's little theorem {uuid.uuid4()}"}]
-    scores = []
-    for expected in ("miss", "hit"):
-        raw = client.chat.completions.with_raw_response.create(model="m", messages=messages)
-        assert raw.headers["x-gateway-cache"] == expected
-        scores.append(raw.headers["x-gateway-difficulty"])
-        time.sleep(0.1)  # the write is off the response path
-    assert scores[0] == scores[1] != "n/a"
+    tag = str(uuid.uuid4())
+    messages = [{"role": "user", "content": f"Prove Fermat's little theorem {tag}"}]
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=messages)
+    assert raw.headers["x-gateway-cache"] == "miss"
+    assert raw.headers["x-gateway-difficulty"] != "0.1234"
+    time.sleep(0.1)  # the write is off the response path
+    # Give the stored entry a score the classifier would not compute for this prompt: the
+    # hit must report it, not a fresh score of the same body.
+    store = redis.Redis(port=6379, db=redis_db)
+    keys = [k for k in store.scan_iter("gateway:cache:*") if tag.encode() in (store.get(k) or b"")]
+    assert len(keys) == 1
+    entry = CachedAnswer.loads(store.get(keys[0]) or b"")
+    assert entry is not None and entry.score is not None and entry.scorer
+    store.set(keys[0], dataclasses.replace(entry, score=0.1234).dumps(), keepttl=True)
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=messages)
+    assert raw.headers["x-gateway-cache"] == "hit"
+    assert raw.headers["x-gateway-difficulty"] == "0.1234"
 
 
 def test_entries_without_a_score_still_load() -> None:
