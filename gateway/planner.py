@@ -54,10 +54,9 @@ def choose_rule(
     route: ModelRoute,
     score: float | None,
     threshold: Callable[[int], float],
-    rules: list[Rule] | None = None,
 ) -> tuple[int, str]:
     """The first rule that holds for this score, and why it was chosen."""
-    rules = route.rules if rules is None else rules
+    rules = route.rules
     if route.route is None:
         return 0, "alias"
     if score is None:  # unclassified endpoints take the default rule
@@ -85,8 +84,8 @@ def make_plan(
     Disabled backends (no API key) and backends that cannot serve the endpoint are left out;
     open circuits and saturated backends go last rather than nowhere.
     """
-    rules = route.rules  # a pydantic private attribute: read it once
-    index, reason = choose_rule(route, score, threshold, rules)
+    rules = route.rules
+    index, reason = choose_rule(route, score, threshold)
     names = list(rules[index].to)
     for name in rules[-1].to:
         if name not in names:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 Tier = Literal["open", "closed"]
 Endpoint = Literal["chat", "completions", "embeddings"]
@@ -129,7 +130,6 @@ class ModelRoute(Strict):
     route: list[Rule] | None = Field(None, min_length=1)
     cache: CachePolicy | None = None
     description: str | None = None
-    _rules: list[Rule] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _one_form(self) -> ModelRoute:
@@ -137,13 +137,18 @@ class ModelRoute(Strict):
             raise ValueError("a model needs exactly one of `to` (alias) or `route` (rules)")
         if self.route is not None and self.route[-1].when is not None:
             raise ValueError("the last rule of a route must have no `when` (the default)")
-        self._rules = self.route if self.route is not None else [Rule(to=self.to or [])]
         return self
 
-    @property
+    @cached_property
     def rules(self) -> list[Rule]:
-        """The route as rules; an alias is one unconditional rule (built once, at load)."""
-        return self._rules
+        """The route as rules; an alias is one unconditional rule.
+
+        Built on first use (the loader's checks read it, so at load) and kept in the
+        instance ``__dict__``: later reads on the request path are plain attribute lookups,
+        where a pydantic private attribute went through ``__getattr__`` (~40x slower).
+        Not a field, so not dumped or compared.
+        """
+        return self.route if self.route is not None else [Rule(to=self.to or [])]
 
 
 class Limits(Strict):
