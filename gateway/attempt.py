@@ -142,11 +142,9 @@ def _entry(
 
 
 def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Reply:
-    if hit.score is not None and hit.scorer == services.classifier.version:
-        call.score = hit.score
-        services.metrics.difficulty.labels(call.model).observe(hit.score)
-    else:  # an entry from before the score was stored, or from another classifier
-        classify(services, call)
+    # an entry from before the score was stored, or from another classifier, is re-scored
+    same_scorer = hit.scorer == services.classifier.version
+    classify(services, call, hit.score if same_scorer else None)
     policy = call.state.loaded.policy
     backend = policy.backends.get(hit.backend)
     usage = Usage(hit.prompt_tokens, hit.completion_tokens)

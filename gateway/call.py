@@ -49,11 +49,15 @@ class Call:
         }
 
 
-def classify(services: Services, call: Call) -> None:
-    """Score difficulty for chat and completions; embeddings are not classified."""
+def classify(services: Services, call: Call, known: float | None = None) -> None:
+    """Score difficulty for chat and completions; embeddings are not classified.
+
+    ``known``: a score computed earlier by the same classifier (a cache entry keeps one),
+    taken as is instead of scoring again; it is observed all the same.
+    """
     if call.endpoint == "embeddings":
         return
-    call.score = services.classifier.score(call.body)
+    call.score = services.classifier.score(call.body) if known is None else known
     services.metrics.difficulty.labels(call.model).observe(call.score)
 
 
