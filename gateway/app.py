@@ -58,9 +58,15 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return _gateway_error_response(InvalidRequest(f"Invalid request: {exc}"))
 
 
+def _internal_error(path: str) -> bytes:
+    """Log the exception being handled; the 500 body the client gets (no details)."""
+    log.exception("unhandled error", extra={"path": path})
+    return _error_body(500, _INTERNAL, "internal_error")
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", extra={"path": request.url.path})
-    return _json_error(500, _INTERNAL, "internal_error")
+    body = _internal_error(request.url.path)
+    return Response(body, 500, media_type="application/json")
 
 
 def _gateway_error_response(err: GatewayError) -> Response:
@@ -93,8 +99,7 @@ class InferenceFastPath:
             except ClientGone:
                 return
             except Exception:
-                log.exception("unhandled error", extra={"path": scope["path"]})
-                reply = Reply(500, body=_error_body(500, _INTERNAL, "internal_error"))
+                reply = Reply(500, body=_internal_error(scope["path"]))
         await send_reply(reply, receive, send)
 
 

@@ -50,18 +50,21 @@ def read_head(scope: Scope) -> RequestHead:
     return head
 
 
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"Request body too large: the limit is {limit} bytes.")
+
+
 async def read_body(receive: Receive, head: RequestHead, limit: int) -> bytes:
     """The whole body, refusing anything over ``limit`` bytes without reading it all."""
-    too_large = f"Request body too large: the limit is {limit} bytes."
     if head.content_length is not None and head.content_length > limit:
-        raise BodyTooLarge(too_large)
+        raise _too_large(limit)
     message = await receive()
     if message["type"] != "http.request":
         raise ClientGone
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):  # the usual case: one message
         if len(body) > limit:
-            raise BodyTooLarge(too_large)
+            raise _too_large(limit)
         return body
     chunks = bytearray(body)
     while True:
@@ -70,7 +73,7 @@ async def read_body(receive: Receive, head: RequestHead, limit: int) -> bytes:
             raise ClientGone
         chunks += message.get("body", b"")
         if len(chunks) > limit:
-            raise BodyTooLarge(too_large)
+            raise _too_large(limit)
         if not message.get("more_body", False):
             return bytes(chunks)
 
