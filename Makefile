@@ -26,17 +26,17 @@ test: setup vllm
 	$(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway gateway_tools tests bench
+	$(BIN)/ruff format --check gateway gateway_tools tests bench
 
 types: setup
-	$(BIN)/mypy --strict gateway
+	$(BIN)/mypy --strict gateway gateway_tools
 
 check: lint types test
 
 fmt: setup
-	$(BIN)/ruff format gateway tests bench
-	$(BIN)/ruff check --fix gateway tests bench
+	$(BIN)/ruff format gateway gateway_tools tests bench
+	$(BIN)/ruff check --fix gateway gateway_tools tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

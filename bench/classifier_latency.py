@@ -21,7 +21,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.routing import DifficultyClassifier
+from gateway.difficulty import DifficultyClassifier
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/routing/train.jsonl"
 CHARS_PER_TOKEN = 4  # rough English average; CJK is about one character per token

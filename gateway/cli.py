@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `gateway` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["classify"]:
-        from gateway.routing.cli import main as classify_main
+        from gateway_tools.cli import main as classify_main
 
         return classify_main(argv[1:])
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)

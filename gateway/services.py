@@ -12,6 +12,7 @@ from typing import Any
 from gateway import __version__
 from gateway.auth import KeyRing
 from gateway.cache import ResponseCache, build_cache
+from gateway.difficulty import DifficultyClassifier, ShareCalibrator
 from gateway.errors import PolicyError
 from gateway.health import HealthBoard
 from gateway.limits import Limiter
@@ -19,7 +20,6 @@ from gateway.log import AccessLog
 from gateway.metrics import Metrics
 from gateway.policy import CachePolicy, LoadedPolicy, load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
-from gateway.routing import DifficultyClassifier, ShareCalibrator
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
 

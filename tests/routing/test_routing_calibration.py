@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.routing import DifficultyClassifier, ScoreHistogram, ShareCalibrator
+from gateway.difficulty import DifficultyClassifier, ShareCalibrator, quantile_of
 
 
 class FakeClock:
@@ -22,44 +22,26 @@ class FakeClock:
         return self.now
 
 
-def test_histogram_quantiles_of_uniform_scores() -> None:
-    hist = ScoreHistogram(bins=200)
-    for i in range(10_000):
-        hist.observe((i + 0.5) / 10_000)
-    assert hist.total() == pytest.approx(10_000)
+def test_quantiles_of_uniform_counts() -> None:
+    counts = [50.0] * 200
     for q in (0.1, 0.5, 0.8, 0.99):
-        assert hist.quantile(q) == pytest.approx(q, abs=0.006)
+        assert quantile_of(counts, q) == pytest.approx(q, abs=0.006)
 
 
-def test_histogram_clamps_and_ignores_nan() -> None:
-    hist = ScoreHistogram(bins=10)
-    for score in (-1.0, 2.0, float("nan"), 1.0, 0.0):
-        hist.observe(score)
-    counts = hist.to_counts()
-    assert sum(counts) == 4 and counts[0] == 2 and counts[-1] == 2
+def test_quantile_of_an_empty_histogram_is_the_share_itself() -> None:
+    assert quantile_of([0.0] * 10, 0.3) == pytest.approx(0.3)
+    assert quantile_of([0.0] * 10, 2.0) == 1.0
 
 
-def test_histogram_merge_and_counts_round_trip() -> None:
-    a, b = ScoreHistogram(bins=20), ScoreHistogram(bins=20)
-    for i in range(100):
-        a.observe(i / 200)
-        b.observe(0.5 + i / 200)
-    merged = ScoreHistogram.from_counts(a.to_counts())
-    merged.merge(b)
-    assert merged.total() == pytest.approx(200)
-    assert merged.quantile(0.5) == pytest.approx(0.5, abs=0.05)
+def test_quantile_interpolates_within_a_bin() -> None:
+    counts = [0.0] * 10
+    counts[4] = 10.0  # all mass in [0.4, 0.5)
+    assert quantile_of(counts, 0.5) == pytest.approx(0.45)
+
+
+def test_a_prior_of_another_size_is_refused() -> None:
     with pytest.raises(ValueError, match="bins"):
-        merged.merge(ScoreHistogram(bins=10))
-
-
-def test_histogram_decay_follows_recent_scores() -> None:
-    hist = ScoreHistogram(bins=100, half_life=500)
-    for _ in range(5_000):
-        hist.observe(0.1)
-    for _ in range(5_000):
-        hist.observe(0.9)
-    assert hist.quantile(0.05) > 0.85  # the old mode has decayed below 5%
-    assert hist.total() == pytest.approx(500 / 0.6931, rel=0.05)
+        ShareCalibrator(0.2, prior=[1.0] * 10)
 
 
 Sampler = Callable[[random.Random], float]
@@ -121,8 +103,8 @@ def test_prior_sets_the_threshold_before_traffic() -> None:
 def test_shipped_prior_gives_roughly_the_target_share_on_training_like_traffic() -> None:
     classifier = DifficultyClassifier.load()
     calibrator = ShareCalibrator(0.2, prior=classifier.score_prior, clock=FakeClock(0.0))
-    prior = ScoreHistogram.from_counts(classifier.score_prior)
-    assert calibrator.threshold() == pytest.approx(prior.quantile(0.8), abs=1e-9)
+    expected = quantile_of(list(classifier.score_prior), 0.8)
+    assert calibrator.threshold() == pytest.approx(expected, abs=1e-9)
 
 
 def test_target_share_is_validated() -> None:

@@ -11,7 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.routing import ShareCalibrator
+from gateway.difficulty import ShareCalibrator
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -55,7 +55,7 @@ async def test_sync_merges_two_replicas(redis_key: tuple[aioredis.Redis, str]) -
     await low.sync(client, key)  # pulls what `high` pushed; pushes nothing twice
 
     for calibrator in (low, high):
-        assert calibrator.histogram().total() == pytest.approx(2_000)
+        assert calibrator.observed() == pytest.approx(2_000)
         assert 0.29 <= calibrator.threshold() <= 0.71  # the median sits between the modes
         assert calibrator.realised_share() == pytest.approx(0.5)
     assert await client.ttl(f"{key}:{int(clock.now // 10)}") > 0
@@ -72,9 +72,9 @@ async def test_new_observations_after_sync_count_once(
     await calibrator.sync(client, key)
     for _ in range(50):
         calibrator.observe(0.5)
-    assert calibrator.histogram().total() == pytest.approx(150)  # 100 merged + 50 pending
+    assert calibrator.observed() == pytest.approx(150)  # 100 merged + 50 pending
     await calibrator.sync(client, key)
-    assert calibrator.histogram().total() == pytest.approx(150)
+    assert calibrator.observed() == pytest.approx(150)
 
 
 async def test_failed_sync_keeps_counts_for_the_next_one(
@@ -95,4 +95,4 @@ async def test_failed_sync_keeps_counts_for_the_next_one(
     await calibrator.sync(client, key)
     peer = ShareCalibrator(0.2, clock=clock, prior_weight=0)
     await peer.sync(client, key)
-    assert peer.histogram().total() == pytest.approx(40)
+    assert peer.observed() == pytest.approx(40)

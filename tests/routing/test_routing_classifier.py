@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.routing import DifficultyClassifier
-from gateway.routing.artifact import DEFAULT_ARTIFACT, Artifact
+from gateway.difficulty import DifficultyClassifier
+from gateway.difficulty.artifact import DEFAULT_ARTIFACT, Artifact
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_load_default_and_explicit_path_agree(classifier: DifficultyClassifier) 
 def test_scores_are_deterministic_across_processes(classifier: DifficultyClassifier) -> None:
     # str hashing is randomised per process; nothing in scoring may depend on it.
     code = (
-        "import sys, json; from gateway.routing import DifficultyClassifier as D; c = D.load(); "
+        "import sys, json; from gateway.difficulty import DifficultyClassifier as D; c = D.load(); "
         "print(json.dumps([c.score({'messages': [{'role': 'user', 'content': p}]}) "
         "for p in json.loads(sys.argv[1])]))"
     )

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.routing import DifficultyClassifier
-from gateway.routing.cli import main
+from gateway.difficulty import DifficultyClassifier
+from gateway_tools.cli import main
 
 
 def _write_lines(path: Path, lines: list[str]) -> Path:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.routing.evaluate import GroupResult, evaluate_group, format_bands
-from gateway.routing.labels import family_of, load_records
+from gateway_tools.evaluate import GroupResult, evaluate_group, format_bands
+from gateway_tools.labels import family_of, load_records
 
 
 def _row(source: str, outcomes: dict[str, float], i: int = 0) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.routing.features import DENSE_NAMES, MAX_TOKENS, dense_values, tokenize
-from gateway.routing.request import MAX_TEXT_CHARS, view_request
+from gateway.difficulty.features import DENSE_NAMES, MAX_TOKENS, dense_values, tokenize
+from gateway.difficulty.request import MAX_TEXT_CHARS, view_request
 
 
 def test_chat_body_view() -> None:

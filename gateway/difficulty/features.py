@@ -18,7 +18,7 @@ import re
 import string
 from collections.abc import Sequence, Set
 
-from gateway.routing.request import RequestView
+from gateway.difficulty.request import RequestView
 
 _CJK_RANGES = (
     (0x3040, 0x30FF),

@@ -15,67 +15,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-DEFAULT_BINS = 200
+from gateway.difficulty.artifact import HISTOGRAM_BINS
+
 _CLOSED, _TOTAL = "closed", "total"
-
-
-class ScoreHistogram:
-    """Counts of scores in ``bins`` equal bins over [0, 1], optionally decaying.
-
-    With ``half_life`` (in observations) old scores fade exponentially. Rather than
-    scaling every bin on each observation, the increment grows instead and the counts
-    are rescaled once it gets large, which keeps ``observe`` O(1).
-    """
-
-    __slots__ = ("_counts", "_growth", "_inc", "bins", "half_life")
-
-    def __init__(self, bins: int = DEFAULT_BINS, half_life: float | None = None) -> None:
-        if bins < 1:
-            raise ValueError("bins must be positive")
-        self.bins = bins
-        self.half_life = half_life
-        self._counts = [0.0] * bins
-        self._inc = 1.0
-        self._growth = 2.0 ** (1.0 / half_life) if half_life else 1.0
-
-    def observe(self, score: float, weight: float = 1.0) -> None:
-        """Add one score (clamped to [0, 1]; NaN is ignored)."""
-        if math.isnan(score):
-            return
-        i = int(min(max(score, 0.0), 1.0) * self.bins)
-        self._counts[min(i, self.bins - 1)] += weight * self._inc
-        if self._growth != 1.0:
-            self._inc *= self._growth
-            if self._inc > 1e12:
-                self._counts = [c / self._inc for c in self._counts]
-                self._inc = 1.0
-
-    def to_counts(self) -> list[float]:
-        """Bin counts, in units of current observations."""
-        return [c / self._inc for c in self._counts]
-
-    @classmethod
-    def from_counts(cls, counts: Sequence[float], half_life: float | None = None) -> ScoreHistogram:
-        """A histogram with the given bin counts."""
-        hist = cls(len(counts), half_life)
-        hist._counts = [float(c) for c in counts]
-        return hist
-
-    def merge(self, other: ScoreHistogram) -> None:
-        """Add ``other``'s counts into this histogram (same number of bins)."""
-        if other.bins != self.bins:
-            raise ValueError("cannot merge histograms with different bins")
-        self._counts = [
-            a + b * self._inc for a, b in zip(self._counts, other.to_counts(), strict=True)
-        ]
-
-    def total(self) -> float:
-        """Total (decayed) weight."""
-        return sum(self._counts) / self._inc
-
-    def quantile(self, q: float) -> float:
-        """Score below which a share ``q`` of the mass lies (linear within a bin)."""
-        return quantile_of(self.to_counts(), q)
 
 
 def quantile_of(counts: Sequence[float], q: float) -> float:
@@ -109,7 +51,7 @@ class ShareCalibrator:
         self,
         target_share: float,
         *,
-        bins: int = DEFAULT_BINS,
+        bins: int = HISTOGRAM_BINS,
         bucket_seconds: float = 10.0,
         window_buckets: int = 30,
         prior: Sequence[float] | None = None,
@@ -175,9 +117,9 @@ class ShareCalibrator:
                     _add(total, slot)
         return total
 
-    def histogram(self) -> ScoreHistogram:
-        """Recent scores (without the prior)."""
-        return ScoreHistogram.from_counts(self._window()[: self.bins])
+    def observed(self) -> float:
+        """How many scores the recent window holds (without the prior)."""
+        return sum(self._window()[: self.bins])
 
     def threshold(self) -> float:
         """Score at or above which a request goes to the closed tier."""
@@ -240,8 +182,10 @@ class ShareCalibrator:
 
 
 def _normalised(prior: Sequence[float] | None, bins: int) -> list[float]:
-    """Prior bin shares; uniform when absent or of the wrong size."""
-    if prior is None or len(prior) != bins or sum(prior) <= 0:
+    """Prior bin shares; uniform when absent. A prior of another size is a bug, not a default."""
+    if prior is not None and len(prior) != bins:
+        raise ValueError(f"the score prior has {len(prior)} bins, the calibrator {bins}")
+    if prior is None or sum(prior) <= 0:
         return [1.0 / bins] * bins
     total = float(sum(prior))
     return [max(0.0, float(p)) / total for p in prior]

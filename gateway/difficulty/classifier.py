@@ -17,9 +17,9 @@ from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Any
 
-from gateway.routing.artifact import DEFAULT_ARTIFACT, Artifact
-from gateway.routing.features import DENSE_NAMES, dense_values, tokenize
-from gateway.routing.request import RequestView, view_request
+from gateway.difficulty.artifact import DEFAULT_ARTIFACT, Artifact
+from gateway.difficulty.features import DENSE_NAMES, dense_values, tokenize
+from gateway.difficulty.request import RequestView, view_request
 
 __all__ = ["DifficultyClassifier", "prior_terms"]
 

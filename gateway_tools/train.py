@@ -16,11 +16,11 @@ from typing import TypeVar
 
 import numpy as np
 
-from gateway.routing.artifact import HISTOGRAM_BINS, Artifact
-from gateway.routing.features import DENSE_NAMES, dense_values, tokenize
-from gateway.routing.labels import Record, collection_weight
-from gateway.routing.request import view_request
-from gateway.routing.sparse import CsrRows, fit_logistic
+from gateway.difficulty.artifact import HISTOGRAM_BINS, Artifact
+from gateway.difficulty.features import DENSE_NAMES, dense_values, tokenize
+from gateway.difficulty.request import view_request
+from gateway_tools.labels import Record, collection_weight
+from gateway_tools.sparse import CsrRows, fit_logistic
 
 T = TypeVar("T", bound=Hashable)
 REFERENCE_COLLECTIONS = ("mmlu", "routerbench")

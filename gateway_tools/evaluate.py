@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from gateway.routing.classifier import DifficultyClassifier
-from gateway.routing.labels import Record, source_folds
-from gateway.routing.request import view_request
+from gateway.difficulty.classifier import DifficultyClassifier
+from gateway.difficulty.request import view_request
+from gateway_tools.labels import Record, source_folds
 
 GRID = np.linspace(0.0, 1.0, 1001)
 MIN_GAP = 0.01  # below this the gap is noise and PGR is meaningless

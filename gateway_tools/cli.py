@@ -19,8 +19,8 @@ from typing import Any, NoReturn
 
 import orjson
 
-from gateway.routing.classifier import DifficultyClassifier
-from gateway.routing.evaluate import BOOTSTRAP
+from gateway.difficulty.classifier import DifficultyClassifier
+from gateway_tools.evaluate import BOOTSTRAP
 
 EXIT_USAGE = 2
 
@@ -110,8 +110,8 @@ def _log(message: str) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from gateway.routing.labels import load_records
-    from gateway.routing.train import TrainConfig, fit, prepare
+    from gateway_tools.labels import load_records
+    from gateway_tools.train import TrainConfig, fit, prepare
 
     start = time.perf_counter()
     records = load_records(_data_path(args.data))
@@ -129,16 +129,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from gateway.routing import evaluate as ev
-    from gateway.routing.labels import load_records
+    from gateway_tools import evaluate as ev
+    from gateway_tools.labels import load_records
 
     records = load_records(_data_path(args.data))
     if not records:
         raise InputError(f"{args.data}: no usable records")
     if args.holdout:
-        from gateway.routing.holdout import holdout_scores
-        from gateway.routing.labels import SOURCE_FOLDS
-        from gateway.routing.train import TrainConfig, prepare
+        from gateway_tools.holdout import holdout_scores
+        from gateway_tools.labels import SOURCE_FOLDS
+        from gateway_tools.train import TrainConfig, prepare
 
         scores = holdout_scores(prepare(records), args.holdout, TrainConfig(seed=args.seed), _log)
         by = args.by or ("fold" if args.holdout == "source" else args.holdout)

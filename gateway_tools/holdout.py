@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gateway.routing.classifier import DifficultyClassifier
-from gateway.routing.evaluate import score_records
-from gateway.routing.labels import Record, source_folds
-from gateway.routing.train import Prepared, TrainConfig, fit
+from gateway.difficulty.classifier import DifficultyClassifier
+from gateway_tools.evaluate import score_records
+from gateway_tools.labels import Record, source_folds
+from gateway_tools.train import Prepared, TrainConfig, fit
 
 HOLDOUT_UNITS = ("collection", "family", "source")
 
