@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.metrics import Metrics
 from gateway.policy import Backend, Policy
-from gateway.providers.base import Usage
+from gateway.wire import Usage
+
+if TYPE_CHECKING:
+    from gateway.call import Call
+    from gateway.services import Services
 
 
 def account(
@@ -37,3 +43,22 @@ def account(
     # here, and the difference is visible as cost above baseline.
     metrics.savings.labels("cache" if cache_hit else tier, team).inc(max(savings, 0.0))
     return cost, savings
+
+
+def charge(services: Services, call: Call, backend: Backend, usage: Usage) -> None:
+    """Account an answer from a backend: the routing decision, cost, savings, team spend."""
+    assert call.plan is not None
+    reason = "fallback" if backend is not call.plan.targets[0] else call.plan.reason
+    services.metrics.decisions.labels(call.model, backend.tier, reason).inc()
+    cost, _ = account(services.metrics, call.state.loaded.policy, backend, usage, call.team)
+    if call.tenant is not None:
+        services.limiter.spend(call.tenant, cost)
+
+
+def charge_hit(services: Services, call: Call, usage: Usage) -> None:
+    """Account a cache hit: no upstream cost; its saving is the reference's price."""
+    services.metrics.decisions.labels(call.model, call.tier, "cache").inc()
+    policy = call.state.loaded.policy
+    backend = policy.backends.get(call.backend)
+    if backend is not None:
+        account(services.metrics, policy, backend, usage, call.team, cache_hit=True)

@@ -1,4 +1,11 @@
-"""The ASGI app factory. Nothing happens at import time; the lifespan builds Services."""
+"""The ASGI app factory. Nothing happens at import time; the lifespan builds Services.
+
+    InferenceDoor (raw ASGI)     /v1/chat/completions, /v1/completions, /v1/embeddings
+      └── every other path ──▶ FastAPI: /v1/models, /healthz, /readyz, /metrics, /admin/*
+
+Errors on both sides go through `gateway.errors.render`, and every answer carries an
+`x-request-id`.
+"""
 
 from __future__ import annotations
 
@@ -7,100 +14,78 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__
-from gateway.api import admin, health, models, openai
-from gateway.asgi import ClientGone, Reply, read_head, send_reply
-from gateway.errors import GatewayError, InvalidRequest, NotFound, error_type_for_status
+from gateway.api import admin, models, probes
+from gateway.api.inference import InferenceDoor, internal_error, request_id_for
+from gateway.errors import GatewayError, InvalidRequest, NotFound, for_status, render
 from gateway.log import setup_logging
 from gateway.metrics import Metrics
-from gateway.pipeline import handle
 from gateway.services import Services
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.app")
 
 
-_INTERNAL = "The gateway hit an internal error; it has been logged."
+def _request_id(request: Request) -> str:
+    request_id: str = request.scope["gateway.request_id"]
+    return request_id
 
 
-def _error_body(status: int, message: str, code: str | None = None) -> bytes:
-    """An OpenAI error body for a status that has no GatewayError class (405, 500, ...)."""
-    error = {"message": message, "type": error_type_for_status(status), "param": None}
-    return orjson.dumps({"error": {**error, "code": code}})
-
-
-def _json_error(status: int, message: str, code: str | None = None) -> Response:
-    """`_error_body` as a Starlette response, for the FastAPI routes."""
-    return Response(_error_body(status, message, code), status, media_type="application/json")
+def _response(err: GatewayError, request: Request) -> Response:
+    rendered = render(err, _request_id(request))
+    return Response(rendered.body, rendered.status, rendered.headers, media_type="application/json")
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return _gateway_error_response(exc)
+    return _response(exc, request)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return _gateway_error_response(NotFound(f"Unknown path: {request.url.path}"))
-    return _json_error(exc.status_code, str(exc.detail))
+        return _response(NotFound(f"Unknown path: {request.url.path}"), request)
+    return _response(for_status(exc.status_code, str(exc.detail)), request)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
-    return _gateway_error_response(InvalidRequest(f"Invalid request: {exc}"))
-
-
-def _internal_error(path: str) -> bytes:
-    """Log the exception being handled; the 500 body the client gets (no details)."""
-    log.exception("unhandled error", extra={"path": path})
-    return _error_body(500, _INTERNAL, "internal_error")
+    return _response(InvalidRequest(f"Invalid request: {exc}"), request)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    body = _internal_error(request.url.path)
-    return Response(body, 500, media_type="application/json")
+    return _response(internal_error(request.url.path), request)
 
 
-def _gateway_error_response(err: GatewayError) -> Response:
-    return Response(err.json(), err.http_status, err.headers, media_type="application/json")
+class RequestIds:
+    """Gives every FastAPI route's answer an `x-request-id` (the caller's if sane)."""
 
-
-class InferenceFastPath:
-    """Serves the inference routes as raw ASGI; everything else goes to FastAPI.
-
-    The inference routes raise nothing but GatewayError, rendered inside the pipeline, so
-    FastAPI's middleware stack, router and Request/Response objects would add nothing for
-    them but per-request cost.
-    """
-
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
-        endpoint = openai.ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        if endpoint is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] != "POST":
-            reply = Reply(405, {"allow": "POST"}, _error_body(405, "Method Not Allowed"))
-        else:
-            services: Services = self.app.state.services
-            try:
-                reply = await handle(services, read_head(scope), receive, endpoint)
-            except ClientGone:
-                return
-            except Exception:
-                reply = Reply(500, body=_internal_error(scope["path"]))
-        await send_reply(reply, receive, send)
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        request_id = request_id_for(given.decode("latin-1"))
+        scope["gateway.request_id"] = request_id
+        raw_id = request_id.encode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", raw_id)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 # The collector's youngest generation runs every 700 allocations by default: several times
@@ -116,7 +101,7 @@ def _tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def create_app(settings: Settings | None = None) -> InferenceFastPath:
+def create_app(settings: Settings | None = None) -> InferenceDoor:
     """Build the app; each call has its own services and metrics registry."""
     settings = settings or Settings()
     setup_logging(settings.log_level)
@@ -125,7 +110,7 @@ def create_app(settings: Settings | None = None) -> InferenceFastPath:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await Services.start(settings, metrics)
-        app.state.services = services
+        app.state.services = door.services = services
         _tune_gc()
         log.info(
             "gateway started",
@@ -138,6 +123,7 @@ def create_app(settings: Settings | None = None) -> InferenceFastPath:
         try:
             yield
         finally:
+            door.services = None
             await services.close()
 
     app = FastAPI(
@@ -148,17 +134,17 @@ def create_app(settings: Settings | None = None) -> InferenceFastPath:
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.metrics = metrics
     app.include_router(models.router)
-    app.include_router(health.router)
+    app.include_router(probes.router)
     app.include_router(admin.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
-    return InferenceFastPath(app)
+    door = InferenceDoor(RequestIds(app))
+    return door
 
 
-def create_app_from_env() -> InferenceFastPath:
+def create_app_from_env() -> InferenceDoor:
     """Factory for `uvicorn --factory` with several workers: settings from GATEWAY_* only."""
     return create_app(Settings())

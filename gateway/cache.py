@@ -19,6 +19,7 @@ import orjson
 
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.tasks import Background
 
 log = logging.getLogger("gateway.cache")
 
@@ -145,11 +146,13 @@ class RedisCache:
 
     kind = "redis"
 
-    def __init__(self, redis: Any, timeout_s: float, metrics: Metrics) -> None:
+    def __init__(
+        self, redis: Any, timeout_s: float, metrics: Metrics, background: Background
+    ) -> None:
         self._redis = redis
         self._timeout = timeout_s
         self._metrics = metrics
-        self._pending: set[asyncio.Task[None]] = set()
+        self._background = background
 
     async def get(self, key: str) -> bytes | None:
         try:
@@ -164,9 +167,7 @@ class RedisCache:
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
         # Writes go in the background so the client never waits on them.
-        task = asyncio.create_task(self._set(key, value, ttl_s))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._background.spawn(self._set(key, value, ttl_s))
 
     async def _set(self, key: str, value: bytes, ttl_s: int) -> None:
         try:
@@ -195,8 +196,10 @@ def _glob(value: str | None) -> str:
     return "".join(f"[{c}]" if c in "*?[]\\" else c for c in value)
 
 
-def build_cache(settings: Settings, redis: Any, metrics: Metrics) -> ResponseCache:
+def build_cache(
+    settings: Settings, redis: Any, metrics: Metrics, background: Background
+) -> ResponseCache:
     """Redis when a URL is configured, else the in-process LRU."""
     if redis is not None:
-        return RedisCache(redis, settings.redis_timeout_ms / 1000, metrics)
+        return RedisCache(redis, settings.redis_timeout_ms / 1000, metrics, background)
     return MemoryCache(settings.cache_max_entries, settings.cache_max_bytes)

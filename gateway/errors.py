@@ -1,28 +1,37 @@
-"""The gateway's one error tree; every error renders as an OpenAI-shaped JSON body.
+"""The gateway's one error tree; every error renders itself as an OpenAI-shaped JSON body.
 
     GatewayError                       500 api_error
     ├── InvalidRequest                 400 invalid_request_error
-    │   ├── BodyTooLarge               413 invalid_request_error
-    │   └── UnsupportedMediaType       415 invalid_request_error
+    │   ├── BodyTooLarge               413 invalid_request_error  (code request_too_large)
+    │   └── MethodNotAllowed           405 invalid_request_error
     ├── AuthenticationFailed           401 authentication_error
     ├── PermissionDenied               403 permission_error
     ├── NotFound                       404 not_found_error
-    │   └── ModelNotFound              404 not_found_error  (code model_not_found)
+    │   └── ModelNotFound              404 not_found_error        (code model_not_found)
     ├── RateLimited                    429 rate_limit_error
-    ├── UpstreamError                  502 api_error        (a backend answered badly)
-    │   ├── UpstreamStatusError        upstream's 4xx passed on; 5xx as 502
+    ├── UpstreamError                  502 api_error              (a backend answered badly)
+    │   ├── UpstreamStatusError        upstream's 4xx passed on; 5xx, 401, 403 as 502
     │   ├── UpstreamTimeout            504 api_error
-    │   └── UpstreamUnavailable        503 api_error        (no backend could be reached)
-    └── PolicyError                    500 api_error        (never reaches a client at startup)
+    │   └── UpstreamUnavailable        503 api_error              (no backend could be reached)
+    └── InternalError                  500 api_error              (a bug; details only in the log)
 
-Routes raise; a single exception handler renders `{"error": {message, type, param, code}}`.
+Two exceptions are not client errors and stay outside the tree: `PolicyError` (a policy
+file is invalid: a configuration error, reported by `validate` and reload, never rendered as
+a 500) and `ClientGone` (the client left; there is no one to answer).
+
+Routes raise; `render` turns any GatewayError into status, headers and body, for the raw
+inference door and the FastAPI routes alike.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
+
+# An upstream refusing these refuses the gateway's own credentials, not the caller's request.
+OWN_CREDENTIALS = frozenset({401, 403})
 
 
 class GatewayError(Exception):
@@ -74,8 +83,8 @@ class BodyTooLarge(InvalidRequest):
     default_code = "request_too_large"
 
 
-class UnsupportedMediaType(InvalidRequest):
-    status = 415
+class MethodNotAllowed(InvalidRequest):
+    status = 405
 
 
 class AuthenticationFailed(GatewayError):
@@ -111,16 +120,39 @@ class UpstreamError(GatewayError):
 
 
 class UpstreamStatusError(UpstreamError):
-    """A backend answered with an error status; `body` is its error object if it had one."""
+    """A backend answered with an error status; its own error object is passed on if it had one."""
 
     def __init__(self, message: str, *, upstream_status: int, body: bytes = b"") -> None:
         # A client error upstream is the client's error here too; a server error, or the
         # upstream refusing the gateway's own credentials, is ours (502).
-        caller_error = 400 <= upstream_status < 500 and upstream_status not in (401, 403)
-        status = upstream_status if caller_error else 502
-        super().__init__(message, status=status)
+        self.caller_error = 400 <= upstream_status < 500 and upstream_status not in OWN_CREDENTIALS
+        super().__init__(message, status=upstream_status if self.caller_error else 502)
         self.upstream_status = upstream_status
         self.upstream_body = body
+
+    def body(self) -> dict[str, Any]:
+        """The upstream's own error object where it had one; never for our own credentials."""
+        ours = super().body()
+        if self.upstream_status in OWN_CREDENTIALS:
+            return ours
+        try:
+            parsed = orjson.loads(self.upstream_body) if self.upstream_body else None
+        except orjson.JSONDecodeError:
+            return ours
+        inner = parsed.get("error") if isinstance(parsed, dict) else None
+        if not isinstance(inner, dict):
+            return ours
+        message, kind = inner.get("message"), inner.get("type")
+        if not (self.caller_error and isinstance(kind, str)):
+            kind = _class_for(self.http_status).type
+        return {
+            "error": {
+                "message": message if isinstance(message, str) else self.message,
+                "type": kind,
+                "param": inner.get("param"),
+                "code": inner.get("code"),
+            }
+        }
 
 
 class UpstreamTimeout(UpstreamError):
@@ -133,55 +165,58 @@ class UpstreamUnavailable(UpstreamError):
     default_code = "upstream_unavailable"
 
 
-class PolicyError(GatewayError):
+class InternalError(GatewayError):
+    default_code = "internal_error"
+
+
+class PolicyError(ValueError):
     """A policy file is invalid; the message names file, line and key."""
 
 
-_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived; nothing can be answered."""
 
 
-def error_type_for_status(status: int) -> str:
-    """The OpenAI error type a status maps to."""
-    return _TYPE_BY_STATUS.get(status, "invalid_request_error" if status < 500 else "api_error")
+def _class_for(status: int) -> type[GatewayError]:
+    """The error class of the tree that owns a status (for statuses raised by the framework)."""
+    for cls in _BY_STATUS:
+        if cls.status == status:
+            return cls
+    return InvalidRequest if status < 500 else GatewayError
 
 
-def upstream_error_body(err: UpstreamStatusError) -> bytes:
-    """The body to send for an upstream error: its own OpenAI error if it had one, else ours."""
-    try:
-        parsed = orjson.loads(err.upstream_body) if err.upstream_body else None
-    except orjson.JSONDecodeError:
-        parsed = None
-    own_credentials = err.upstream_status in (401, 403)
-    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict) and not own_credentials:
-        inner = parsed["error"]
-        message = inner.get("message")
-        kind = inner.get("type") if err.http_status < 500 else None
-        return orjson.dumps(
-            {
-                "error": {
-                    "message": message if isinstance(message, str) else err.message,
-                    "type": kind or error_type_for_status(err.http_status),
-                    "param": inner.get("param"),
-                    "code": inner.get("code"),
-                }
-            }
-        )
-    return orjson.dumps(
-        {
-            "error": {
-                "message": err.message,
-                "type": error_type_for_status(err.http_status),
-                "param": None,
-                "code": err.code,
-            }
-        }
-    )
+# Most specific first: a status maps to the first class that has it.
+_BY_STATUS: tuple[type[GatewayError], ...] = (
+    InvalidRequest,
+    BodyTooLarge,
+    MethodNotAllowed,
+    AuthenticationFailed,
+    PermissionDenied,
+    NotFound,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+
+def for_status(status: int, message: str) -> GatewayError:
+    """An error of the tree for an HTTP status raised outside it (by the web framework)."""
+    return _class_for(status)(message, status=status)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """An error as it goes on the wire."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def render(err: GatewayError, request_id: str | None = None) -> Rendered:
+    """The one renderer: status, headers (with the request id when known) and JSON body."""
+    headers = dict(err.headers)
+    if request_id is not None:
+        headers.setdefault("x-request-id", request_id)
+    return Rendered(err.http_status, headers, err.json())

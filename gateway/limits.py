@@ -15,6 +15,7 @@ from typing import Any
 from gateway.auth import Tenant
 from gateway.errors import RateLimited
 from gateway.metrics import Metrics
+from gateway.tasks import Background
 
 log = logging.getLogger("gateway.limits")
 
@@ -30,12 +31,14 @@ def _windows(now: float) -> tuple[int, int, str]:
 class Limiter:
     """Checks and records usage against each team's `limits`."""
 
-    def __init__(self, redis: Any, timeout_s: float, metrics: Metrics) -> None:
+    def __init__(
+        self, redis: Any, timeout_s: float, metrics: Metrics, background: Background
+    ) -> None:
         self._redis = redis
         self._timeout = timeout_s
         self._metrics = metrics
         self._local: dict[str, float] = {}
-        self._pending: set[asyncio.Task[None]] = set()
+        self._background = background
 
     async def check(self, tenant: Tenant) -> None:
         """Raise RateLimited when the team is over its request rate or daily budget."""
@@ -89,9 +92,7 @@ class Limiter:
         if self._redis is None:
             self._local[key] = self._local.get(key, 0.0) + usd
             return
-        task = asyncio.create_task(self._add(key, usd))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._background.spawn(self._add(key, usd))
 
     async def _add(self, key: str, usd: float) -> None:
         try:

@@ -1,86 +1,181 @@
-"""One request, top to bottom: auth → parse → cache → classify → plan → attempt → account.
+"""One request, top to bottom: auth → limits → parse → cache → classify → plan → attempt → account.
 
-Routes call `handle`; each step is a small function below, in the order it runs.
+`handle` is the only place that sequences a request. Each step is a function that returns
+data (a tenant, a cache plan, a score, a plan, a completion, an open stream); none of them
+renders HTTP or calls back up. The door that received the request enters `handle`, sends
+the `Answer` it yields (a stream is consumed inside), and on the way out the one
+`try/finally` here finishes the request exactly once: metrics and the access log line.
 """
 
 from __future__ import annotations
 
-import random
-import re
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from starlette.types import Receive
+import orjson
 
-from gateway.asgi import Reply, RequestHead, read_body
-from gateway.attempt import answer, cache_plan, from_cache
-from gateway.call import Call, classify, error_response
-from gateway.errors import GatewayError
-from gateway.planner import Plan, make_plan, resolve_model
-from gateway.policy import Endpoint
+from gateway import attempt, caching, telemetry
+from gateway.accounting import charge, charge_hit
+from gateway.cache import CachedAnswer
+from gateway.call import Call
+from gateway.errors import ClientGone, GatewayError
+from gateway.planning import make_plan, resolve_model
 from gateway.protocol import parse_body, validate
 from gateway.services import Services
+from gateway.streaming import Assembler, error_event, replay
+from gateway.wire import Endpoint, Usage, wants_usage
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-def request_id_for(head: RequestHead) -> str:
-    """The caller's `x-request-id` when it is sane, else a new one."""
-    given = head.request_id
-    if given and _REQUEST_ID.match(given):
-        return given
-    # Unique, not secret: a PRNG draw avoids a getrandom syscall per request.
-    return f"{random.getrandbits(128):032x}"
+# nginx's "client closed request": the client left before it could be answered.
+CLIENT_GONE = 499
 
 
-def plan(services: Services, call: Call) -> Plan:
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """What a front door hands the pipeline: the request, without its transport."""
+
+    endpoint: Endpoint
+    request_id: str
+    authorization: str | None
+    read_body: Callable[[], Awaitable[bytes]]
+    cache_control: str = ""
+    cache_opt_out: bool = False
+
+
+@dataclass(slots=True)
+class Answer:
+    """What the pipeline answers: a whole JSON body, or a stream of SSE blocks."""
+
+    headers: dict[str, str]
+    body: bytes = b""
+    events: AsyncIterator[bytes] | None = None
+
+
+@asynccontextmanager
+async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]:
+    """Serve one request; raise GatewayError (with the headers known so far) on failure."""
+    call = Call(request.endpoint, request.request_id, time.perf_counter(), services.state)
+    try:
+        yield await _answer(services, call, request)
+    except GatewayError as err:
+        call.status = err.http_status
+        err.headers = {**call.headers(), **err.headers}
+        raise
+    except ClientGone:
+        call.status = CLIENT_GONE
+        raise
+    finally:
+        telemetry.finish(services, call)
+
+
+async def _answer(services: Services, call: Call, request: Incoming) -> Answer:
+    call.tenant = call.state.keys.authenticate(request.authorization)
+    await services.limiter.check(call.tenant)
+    call.body = parse_body(await request.read_body())
+    call.asked = validate(call.endpoint, call.body)
+    call.stream = call.endpoint != "embeddings" and call.body.get("stream") is True
+    call.model, _ = resolve_model(call.state.loaded.policy, call.asked, call.tenant.allowed_models)
+    cache = caching.plan_cache(call, request.cache_control, request.cache_opt_out)
+    hit = await caching.lookup(services, call, cache)
+    if hit is not None:  # no routing to do; the entry keeps its score
+        return _from_cache(services, call, hit)
+    _classify(services, call)
+    _plan(services, call)
+    if call.stream:
+        opened = await attempt.open_stream(services, call)
+        return Answer(call.headers(), events=_relay(services, call, opened, cache))
+    backend, completion = await attempt.complete(services, call)
+    charge(services, call, backend, completion.usage)
+    await caching.store(services, call, cache, completion.body, completion.usage)
+    call.status = 200
+    return Answer(call.headers(), completion.body)
+
+
+def _classify(services: Services, call: Call, known: float | None = None) -> None:
+    """Score difficulty for chat and completions; embeddings are not classified.
+
+    ``known``: a score computed earlier by the same classifier (a cache entry keeps one),
+    taken as is instead of scoring again; it is observed all the same.
+    """
+    if call.endpoint == "embeddings":
+        return
+    call.score = services.classifier.score(call.body) if known is None else known
+    services.metrics.difficulty.labels(call.model).observe(call.score)
+
+
+def _plan(services: Services, call: Call) -> None:
     """Choose targets by policy, score and backend health; feed the share calibrators."""
     state = call.state
-    route = state.loaded.policy.models[call.model]
+    policy = state.loaded.policy
     calibrators = state.calibrators
 
     def threshold(rule: int) -> float:
         calibrator = calibrators.get((call.model, rule))
         return calibrator.threshold() if calibrator is not None else 1.0
 
-    chosen = make_plan(
-        state.loaded.policy,
-        call.model,
-        route,
-        call.endpoint,
-        call.score,
-        threshold,
-        services.health,
+    route = policy.models[call.model]
+    call.plan = make_plan(
+        policy, call.model, route, call.endpoint, call.score, threshold, services.breakers
     )
     if call.score is not None and calibrators:
-        closed = chosen.targets[0].tier == "closed"
+        closed = call.plan.targets[0].tier == "closed"
         for (model, _), calibrator in calibrators.items():
             if model == call.model:
                 calibrator.observe(call.score)
                 calibrator.record(closed)
-    call.plan = chosen
-    return chosen
 
 
-async def handle(
-    services: Services, head: RequestHead, receive: Receive, endpoint: Endpoint
-) -> Reply:
-    """Serve one OpenAI API request end to end; every failure becomes an OpenAI error."""
-    call = Call(endpoint, request_id_for(head), time.perf_counter(), services.state)
+def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Answer:
+    # an entry from before the score was stored, or from another classifier, is re-scored
+    same_scorer = hit.scorer == services.classifier.version
+    _classify(services, call, hit.score if same_scorer else None)
+    call.backend, call.tier = hit.backend, hit.tier
+    charge_hit(services, call, Usage(hit.prompt_tokens, hit.completion_tokens))
+    call.status = 200
+    if not call.stream:
+        return Answer(call.headers(), hit.body)
+    events = replay(orjson.loads(hit.body), wants_usage(call.body))
+    return Answer(call.headers(), events=_whole(b"".join(events)))
+
+
+async def _whole(block: bytes) -> AsyncIterator[bytes]:
+    yield block  # a replay is whole: one block
+
+
+async def _relay(
+    services: Services, call: Call, opened: attempt.OpenStream, cache: caching.CachePlan
+) -> AsyncIterator[bytes]:
+    """Forward a stream's blocks; a failure after the first ends it with an error event."""
+    backend, events, usage = opened.backend, opened.events, opened.usage
+    m = services.metrics
+    to_first = time.perf_counter() - call.started
+    m.ttft.labels(call.model, backend.tier).observe(to_first)
+    # What a stream's client feels the gateway add is its delay to the first event.
+    call.overhead_s = max(to_first - call.upstream_s, 0.0)
+    breaker = services.breakers[backend.name]
+    assembler = Assembler() if cache.key is not None else None
+    call.status = 200
+    breaker.in_flight += 1
     try:
-        call.tenant = call.state.keys.authenticate(head.authorization)
-        await services.limiter.check(call.tenant)
-        raw = await read_body(receive, head, services.settings.max_body_bytes)
-        call.body = parse_body(raw)
-        call.asked = validate(endpoint, call.body)
-        call.stream = endpoint != "embeddings" and call.body.get("stream") is True
-        allowed = call.tenant.allowed_models
-        call.model, _ = resolve_model(call.state.loaded.policy, call.asked, allowed)
-        cache = cache_plan(call, head)
-        hit = await from_cache(services, call, cache)
-        if hit is not None:  # no routing to do; the entry keeps the score
-            return hit
-        classify(services, call)
-        plan(services, call)
-        return await answer(services, call, cache)
+        # Each block goes to the client before it is parsed for the cache.
+        yield opened.first
+        if assembler is not None:
+            assembler.feed(opened.first)
+        async for block in events:
+            yield block
+            if assembler is not None:
+                assembler.feed(block)
     except GatewayError as err:
-        return error_response(services, call, err)
+        call.status = err.http_status
+        m.upstream_errors.labels(backend.name, attempt.error_kind(err)).inc()
+        yield error_event(err)
+    finally:
+        breaker.in_flight -= 1
+        await events.aclose()
+        charge(services, call, backend, usage)
+    whole = assembler.result() if assembler is not None else None
+    if whole is not None:
+        # The client may not have asked for usage; the stored answer always has it.
+        whole["usage"] = usage.as_json()
+        await caching.store(services, call, cache, orjson.dumps(whole), usage)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import InvalidRequest
-from gateway.policy import Endpoint
+from gateway.wire import Endpoint
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_N = 128

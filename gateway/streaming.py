@@ -1,4 +1,4 @@
-"""SSE helpers: error events, assembling a streamed answer, replaying a stored one."""
+"""Stream bodies: error events, assembling a streamed answer, replaying a stored one."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError
-
-DONE = b"data: [DONE]\n\n"
+from gateway.sse import DONE, DONE_DATA, data_of, frame
 
 
 def error_event(err: GatewayError) -> bytes:
     """An SSE event carrying an OpenAI error object (the SDKs raise it as APIError)."""
-    return b"data: " + err.json() + b"\n\n"
+    return frame(err.json())
 
 
 class Assembler:
@@ -33,10 +32,10 @@ class Assembler:
                 self._feed_event(event)
 
     def _feed_event(self, event: bytes) -> None:
-        if not event.startswith(b"data:"):
+        data = data_of(event)
+        if data is None:
             return
-        data = event[5:].strip()
-        if data == b"[DONE]":
+        if data == DONE_DATA:
             self.complete = True
             return
         try:
@@ -137,7 +136,7 @@ def replay(completion: dict[str, Any], include_usage: bool) -> list[bytes]:
     events = []
 
     def emit(choices: list[dict[str, Any]], **extra: Any) -> None:
-        events.append(b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n")
+        events.append(frame(orjson.dumps({**base, "choices": choices, **extra})))
 
     for choice in completion.get("choices") or ():
         index = choice.get("index", 0)

@@ -8,8 +8,9 @@ from typing import Any
 
 import orjson
 
-from gateway.providers.anthropic_translate import StreamTranslator, from_anthropic, to_anthropic
-from gateway.providers.base import Usage
+from gateway.providers.anthropic_answer import StreamTranslator, from_anthropic
+from gateway.providers.anthropic_request import to_anthropic
+from gateway.wire import Usage
 
 DATA = Path(__file__).parent / "data" / "anthropic"
 

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.providers.base import complete_events, split_block
+from gateway.sse import complete_events, split_block
 from gateway.streaming import Assembler, replay
 
 # Valid Unicode only: lone surrogates cannot be sent as UTF-8 JSON at all.

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from gateway.api.deps import ServicesDep
 from gateway.errors import ModelNotFound, PermissionDenied
-from gateway.planner import WILDCARD
+from gateway.planning import WILDCARD
 
 router = APIRouter()
 _CREATED = int(time.time())

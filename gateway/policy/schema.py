@@ -7,8 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from gateway.wire import Endpoint, Upstream
+
 Tier = Literal["open", "closed"]
-Endpoint = Literal["chat", "completions", "embeddings"]
 
 _DEFAULT_BASE_URL = {
     "openai": "https://api.openai.com/v1",
@@ -79,6 +80,23 @@ class Backend(Strict):
     def serves(self, endpoint: Endpoint) -> bool:
         """Whether this backend can take requests for an endpoint family."""
         return endpoint in (self.endpoints or ())
+
+    @cached_property
+    def upstream(self) -> Upstream:
+        """What a provider needs to call this backend (not the policy's price or tier).
+
+        Built on first use, after the policy has named its backends; kept like `rules`.
+        """
+        return Upstream(
+            name=self.name,
+            base_url=self.base_url,
+            model=self.model,
+            api_key=self.api_key.get_secret_value(),
+            headers=dict(self.headers),
+            connect_timeout_s=self.connect_timeout_s,
+            timeout_s=self.timeout_s,
+            default_max_tokens=self.default_max_tokens,
+        )
 
 
 class Condition(Strict):

@@ -3,7 +3,7 @@
 from collections.abc import Callable
 
 from gateway.providers.anthropic import AnthropicProvider
-from gateway.providers.base import Completion, EventStream, Provider, Usage
+from gateway.providers.base import Provider
 from gateway.providers.http import UpstreamClient
 from gateway.providers.openai import OpenAIProvider
 
@@ -12,4 +12,4 @@ PROVIDERS: dict[str, Callable[[UpstreamClient], Provider]] = {
     "anthropic": AnthropicProvider,
 }
 
-__all__ = ["PROVIDERS", "Completion", "EventStream", "Provider", "UpstreamClient", "Usage"]
+__all__ = ["PROVIDERS", "Provider", "UpstreamClient"]

@@ -5,84 +5,49 @@ Bytes are forwarded as they come; only `usage` is read out of answers, for accou
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 
-from gateway.errors import UpstreamError
-from gateway.policy import Backend, Endpoint
-from gateway.providers.base import (
-    Completion,
-    EventStream,
-    Usage,
-    complete_events,
-    read_answer,
-    split_block,
-    status_error,
-)
-from gateway.providers.http import UpstreamClient, UpstreamResponse
+from gateway.providers.base import HttpProvider, ended_early
+from gateway.sse import DONE_DATA, data_of, split_block
+from gateway.wire import Completion, Endpoint, EventStream, Upstream, Usage, wants_usage
 
 _PATHS: dict[str, str] = {
     "chat": "/chat/completions",
     "completions": "/completions",
     "embeddings": "/embeddings",
 }
+# `data: [DONE]` or `data:[DONE]`, then the blank line; a suffix test copies nothing.
+_DONE_TAIL = DONE_DATA + b"\n\n"
 
 
-class OpenAIProvider:
+class OpenAIProvider(HttpProvider):
     """Forwards requests to an OpenAI-compatible HTTP API."""
 
-    def __init__(self, client: UpstreamClient) -> None:
-        self._client = client
-
-    async def _post(
-        self, backend: Backend, endpoint: Endpoint, body: dict[str, Any]
-    ) -> UpstreamResponse:
-        headers = {
-            "content-type": "application/json",
-            "accept-encoding": "identity",
-            **backend.headers,
-        }
-        key = backend.api_key.get_secret_value()
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        return await self._client.post(
-            backend.base_url + _PATHS[endpoint],
-            orjson.dumps(body),
-            headers,
-            backend=backend.name,
-            connect_timeout_s=backend.connect_timeout_s,
-            read_timeout_s=backend.timeout_s,
-        )
-
     async def complete(
-        self, backend: Backend, endpoint: Endpoint, body: dict[str, Any]
+        self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any]
     ) -> Completion:
         """Send one request and return the upstream's JSON bytes untouched."""
-        response = await self._post(backend, endpoint, body)
-        content, parsed = await read_answer(response, backend.name)
+        content, parsed = await self.answer(upstream, _PATHS[endpoint], body)
         usage = Usage()
         usage.update_from(parsed.get("usage"))
         return Completion(content, usage)
 
     async def stream(
-        self, backend: Backend, endpoint: Endpoint, body: dict[str, Any], usage: Usage
+        self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any], usage: Usage
     ) -> EventStream:
         """Forward SSE events; always asks for usage and hides it unless the client asked."""
-        options = body.get("stream_options")
-        client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        client_wants_usage = wants_usage(body)
         if not client_wants_usage:
-            body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
-        response = await self._post(backend, endpoint, body)
-        try:
-            if response.status >= 400:
-                raise status_error(backend.name, response.status, await response.read())
-            buffer = bytearray()
-            done = False
-            async for chunk in response.chunks():
-                block = complete_events(buffer, chunk)
-                if not block:
-                    continue
+            options = body.get("stream_options")
+            options = options if isinstance(options, dict) else {}
+            body = {**body, "stream_options": {**options, "include_usage": True}}
+        done = False
+        async with aclosing(self.blocks(upstream, _PATHS[endpoint], body)) as blocks:
+            async for received in blocks:
+                block = received
                 if _has_usage(block):
                     # Rare (usually the last block): parse only the events carrying usage.
                     kept = []
@@ -92,15 +57,12 @@ class OpenAIProvider:
                             continue  # the usage-only chunk we asked for ourselves
                         kept.append(event)
                     block = b"".join(kept)
-                # `data: [DONE]` or `data:[DONE]`; a plain suffix test copies nothing.
-                if block.endswith(b"[DONE]\n\n"):
+                if block.endswith(_DONE_TAIL):
                     done = True
                 if block:
                     yield block
-            if not done:
-                raise UpstreamError(f"backend {backend.name} ended the stream early")
-        finally:
-            response.close()
+        if not done:
+            raise ended_early(upstream)
 
 
 def _has_usage(block: bytes) -> bool:
@@ -111,11 +73,12 @@ def _has_usage(block: bytes) -> bool:
 
 def _take_usage(event: bytes, usage: Usage) -> bool:
     """Record usage from an event; True when it is the usage-only chunk (no choices)."""
+    data = data_of(event)
     try:
-        data = orjson.loads(event[5:]) if event.startswith(b"data:") else None
+        parsed = orjson.loads(data) if data else None
     except orjson.JSONDecodeError:
         return False
-    if not isinstance(data, dict):
+    if not isinstance(parsed, dict):
         return False
-    usage.update_from(data.get("usage"))
-    return not data.get("choices")
+    usage.update_from(parsed.get("usage"))
+    return not parsed.get("choices")

@@ -1,4 +1,4 @@
-"""Per-backend health: a circuit breaker and an in-flight count, local to each worker."""
+"""Per-backend circuit breakers and in-flight counts, local to each worker."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ COOLDOWN_S = 10.0
 
 
 @dataclass(slots=True)
-class BackendHealth:
+class Breaker:
     """Opens after consecutive failures; after a cooldown lets traffic probe it again."""
 
     failures: int = 0
@@ -33,18 +33,14 @@ class BackendHealth:
             self.open_until = (time.monotonic() if now is None else now) + COOLDOWN_S
 
 
-class HealthBoard:
-    """Health of every backend by name; survives policy reloads."""
+class Breakers:
+    """The breaker of every backend by name; survives policy reloads."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, BackendHealth] = {}
+        self._by_name: dict[str, Breaker] = {}
 
-    def __getitem__(self, name: str) -> BackendHealth:
+    def __getitem__(self, name: str) -> Breaker:
         health = self._by_name.get(name)
         if health is None:
-            health = self._by_name[name] = BackendHealth()
+            health = self._by_name[name] = Breaker()
         return health
-
-    def items(self) -> list[tuple[str, BackendHealth]]:
-        """Every backend seen so far."""
-        return list(self._by_name.items())

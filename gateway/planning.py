@@ -7,9 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from gateway.breakers import Breakers
 from gateway.errors import ModelNotFound, PermissionDenied, UpstreamUnavailable
-from gateway.health import HealthBoard
-from gateway.policy import Backend, Endpoint, ModelRoute, Policy, Rule
+from gateway.policy import Backend, ModelRoute, Policy, Rule
+from gateway.wire import Endpoint
 
 WILDCARD = "*"
 
@@ -18,10 +19,8 @@ WILDCARD = "*"
 class Plan:
     """Where a request goes: targets in order (first usable wins, the rest are fallbacks)."""
 
-    model: str
     targets: list[Backend]
     reason: str
-    rule: int
 
 
 def resolve_model(
@@ -77,7 +76,7 @@ def make_plan(
     endpoint: Endpoint,
     score: float | None,
     threshold: Callable[[int], float],
-    health: HealthBoard,
+    breakers: Breakers,
 ) -> Plan:
     """Order the chosen rule's targets, then the default rule's, as fallbacks.
 
@@ -97,7 +96,7 @@ def make_plan(
         backend = policy.backends[name]
         if not backend.enabled or not backend.serves(endpoint):
             continue
-        state = health[name]
+        state = breakers[name]
         saturated = (
             backend.max_concurrency is not None and state.in_flight >= backend.max_concurrency
         )
@@ -105,4 +104,4 @@ def make_plan(
     targets = ready + degraded
     if not targets:
         raise UpstreamUnavailable(f"No backend is configured to serve `{model}` for {endpoint}.")
-    return Plan(model, targets, reason, index)
+    return Plan(targets, reason)

@@ -29,7 +29,7 @@ async def readyz(services: ServicesDep) -> Response:
     for name, backend in policy.backends.items():
         if not backend.enabled:
             state = "disabled: API key not set"
-        elif not services.health[name].usable(now):
+        elif not services.breakers[name].usable(now):
             state = "circuit open"
         else:
             state = "ok"

@@ -1,7 +1,7 @@
-"""Raw ASGI for the inference routes: the request head, the body and the reply.
+"""Raw ASGI for the inference doors: the request head, the body and the reply.
 
 The inference routes are the hot path, so they skip Starlette's Request, Response and
-StreamingResponse: the headers the pipeline needs are read in one pass over
+StreamingResponse: the headers a door needs are read in one pass over
 ``scope["headers"]``, the body straight from ``receive``, and a reply goes out as two
 ``send`` messages (or one per stream block).
 """
@@ -14,16 +14,12 @@ from dataclasses import dataclass, field
 
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.errors import BodyTooLarge
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body arrived; nothing can be answered."""
+from gateway.errors import BodyTooLarge, ClientGone
 
 
 @dataclass(slots=True)
 class RequestHead:
-    """The request headers the pipeline reads (ASGI names are lower-case)."""
+    """The request headers the inference doors read (ASGI names are lower-case)."""
 
     authorization: str | None = None
     request_id: str | None = None
@@ -33,7 +29,7 @@ class RequestHead:
 
 
 def read_head(scope: Scope) -> RequestHead:
-    """Pick the headers the pipeline needs out of an ASGI scope."""
+    """Pick the headers the doors need out of an ASGI scope, in one pass."""
     head = RequestHead()
     for name, value in scope.get("headers") or ():
         if name == b"authorization":
@@ -80,7 +76,7 @@ async def read_body(receive: Receive, head: RequestHead, limit: int) -> bytes:
 
 @dataclass(slots=True)
 class Reply:
-    """What the pipeline answers: a whole body, or a stream of SSE blocks."""
+    """An HTTP answer: a whole body, or a stream of SSE blocks."""
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,38 @@
+"""Periodic work of a worker: backend gauges, and calibration shared through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+
+def refresh_gauges(services: Services) -> None:
+    """Backend state gauges from the breakers (kept off the request path)."""
+    m = services.metrics
+    now = time.monotonic()
+    for name, backend in services.state.loaded.policy.backends.items():
+        breaker = services.breakers[name]
+        up = backend.enabled and breaker.usable(now)
+        m.backend_up.labels(name, backend.tier).set(1 if up else 0)
+        m.backend_enabled.labels(name, backend.tier).set(1 if backend.enabled else 0)
+        m.in_flight.labels(name).set(breaker.in_flight)
+
+
+async def run(services: Services) -> None:
+    """Every `calibration_sync_s`: gauges, then each calibrator synced and exported."""
+    m = services.metrics
+    while True:
+        await asyncio.sleep(services.settings.calibration_sync_s)
+        refresh_gauges(services)
+        for (model, rule), calibrator in list(services.state.calibrators.items()):
+            if services.redis is not None:
+                try:
+                    await calibrator.sync(services.redis, f"gateway:calibration:{model}:{rule}")
+                except Exception:  # Redis trouble must never stop routing
+                    m.cache_errors.labels("calibration_sync").inc()
+            m.closed_share.labels(model).set(calibrator.realised_share())
+            m.calibrated_threshold.labels(model).set(calibrator.threshold())

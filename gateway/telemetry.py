@@ -1,0 +1,48 @@
+"""How a request is finished: request metrics and the access log line, exactly once."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gateway.call import Call
+from gateway.services import Services
+
+
+def finish(services: Services, call: Call) -> None:
+    """Request-level metrics and the access log line for a request that has ended."""
+    elapsed = time.perf_counter() - call.started
+    status = call.status
+    m = services.metrics
+    m.requests.labels(
+        call.endpoint, call.model, call.backend, call.tier, f"{status // 100}xx"
+    ).inc()
+    m.request_duration.labels(call.endpoint, call.model, call.tier).observe(elapsed)
+    if call.overhead_s is not None:
+        m.overhead.labels(call.endpoint).observe(call.overhead_s)
+    elif call.upstream_s:
+        m.overhead.labels(call.endpoint).observe(max(elapsed - call.upstream_s, 0.0))
+    if status in (401, 403):
+        m.rejections.labels(call.team, "auth").inc()
+    elif call.plan is None and status in (400, 404, 413):
+        m.rejections.labels(call.team, "invalid").inc()
+    access = services.access_log
+    if access is None:
+        return
+    entry: dict[str, Any] = {
+        "msg": "request",
+        "request_id": call.request_id,
+        "endpoint": call.endpoint,
+        "model": call.model,
+        "backend": call.backend,
+        "tier": call.tier,
+        "status": status,
+        "team": call.team,
+        "cache": call.cache_result,
+        "difficulty": call.score,
+        "reason": call.plan.reason if call.plan is not None else None,
+        "duration_ms": round(elapsed * 1000, 3),
+    }
+    if services.settings.log_prompts:
+        entry["body"] = call.body
+    access.write(entry)

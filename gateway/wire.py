@@ -1,0 +1,74 @@
+"""The wire types shared by the pipeline and the providers: what goes up and what comes back.
+
+Providers see only these (never the policy's models): an `Upstream` says where and how to
+call, a `Completion` or an `EventStream` is what came back, `Usage` the tokens it reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Endpoint = Literal["chat", "completions", "embeddings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Everything a provider needs to call one backend."""
+
+    name: str
+    base_url: str
+    # None: send the model name the client asked for (passthrough).
+    model: str | None = None
+    api_key: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    connect_timeout_s: float = 5.0
+    timeout_s: float = 60.0
+    # Anthropic needs max_tokens; used when the client gave none.
+    default_max_tokens: int = 4096
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts reported by a backend (0 when it reported none)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        """An OpenAI usage object."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def update_from(self, usage: Any) -> None:
+        """Take counts from an OpenAI `usage` object, ignoring anything malformed."""
+        if isinstance(usage, dict):
+            prompt = usage.get("prompt_tokens")
+            completion = usage.get("completion_tokens")
+            if isinstance(prompt, int):
+                self.prompt_tokens = prompt
+            if isinstance(completion, int):
+                self.completion_tokens = completion
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole (non-streamed) answer, already in OpenAI wire format."""
+
+    body: bytes
+    usage: Usage
+
+
+# A stream yields blocks of complete SSE events in OpenAI form (`data: {...}\n\n`), the last
+# ending with `data: [DONE]\n\n`; it fills the Usage it was given as counts arrive.
+EventStream = AsyncGenerator[bytes, None]
+
+
+def wants_usage(body: Mapping[str, Any]) -> bool:
+    """Whether a streaming request asked for the final usage chunk."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True

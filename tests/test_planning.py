@@ -1,0 +1,136 @@
+"""Planning invariants, in-process: rule choice, target order, disabled and open backends."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.breakers import FAILURES_TO_OPEN, Breakers
+from gateway.errors import ModelNotFound, PermissionDenied, UpstreamUnavailable
+from gateway.planning import choose_rule, make_plan, resolve_model
+from gateway.policy import Policy, parse_policy
+
+POLICY = """
+backends:
+  open-a: {provider: openai, base_url: "http://a/v1", tier: open}
+  open-b: {provider: openai, base_url: "http://b/v1", tier: open, max_concurrency: 2}
+  gpt: {provider: openai, base_url: "http://g/v1", api_key: k, tier: closed}
+  nokey: {provider: openai, base_url: "http://n/v1", tier: closed}
+  claude: {provider: anthropic, api_key: k, tier: closed}
+models:
+  auto:
+    route:
+      - when: {difficulty_at_least: 0.7}
+        to: [gpt, claude]
+      - when: {difficulty_at_least: 0.4, difficulty_below: 0.7}
+        to: [nokey, open-b]
+      - to: [open-a, gpt]
+  shared:
+    route:
+      - when: {closed_share: 0.2}
+        to: [gpt]
+      - to: [open-a]
+  alias: {to: [open-b, open-a]}
+  embed-only: {to: [claude]}
+teams:
+  t: {keys: [sk-t], allowed_models: [alias]}
+"""
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return parse_policy(POLICY, "test.yaml").policy
+
+
+def _never(rule: int) -> float:
+    return 1.0
+
+
+PARSED = parse_policy(POLICY, "test.yaml").policy
+scores = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+
+
+@settings(deadline=None)
+@given(score=scores)
+def test_the_first_matching_rule_leads_and_the_default_follows(score: float) -> None:
+    policy = PARSED
+    route = policy.models["auto"]
+    plan = make_plan(policy, "auto", route, "chat", score, _never, Breakers())
+    names = [b.name for b in plan.targets]
+    if score >= 0.7:
+        assert names[:2] == ["gpt", "claude"] and plan.reason == "rule"
+    elif score >= 0.4:
+        assert names[0] == "open-b" and plan.reason == "rule"
+    else:
+        assert names[0] == "open-a" and plan.reason == "default"
+    # Invariants: no disabled backend, no duplicate, the default rule's targets always present.
+    assert "nokey" not in names
+    assert len(names) == len(set(names))
+    assert {"open-a", "gpt"} <= set(names)
+
+
+@settings(deadline=None)
+@given(score=scores, broken=st.sets(st.sampled_from(["open-a", "open-b", "gpt", "claude"])))
+def test_open_breakers_go_last_but_stay(score: float, broken: set[str]) -> None:
+    policy = PARSED
+    breakers = Breakers()
+    for name in broken:
+        for _ in range(FAILURES_TO_OPEN):
+            breakers[name].failure()
+    plan = make_plan(policy, "auto", policy.models["auto"], "chat", score, _never, breakers)
+    names = [b.name for b in plan.targets]
+    ready = [n for n in names if n not in broken]
+    assert names == ready + [n for n in names if n in broken]
+    unbroken = make_plan(policy, "auto", policy.models["auto"], "chat", score, _never, Breakers())
+    assert sorted(names) == sorted(b.name for b in unbroken.targets)
+
+
+def test_a_saturated_backend_goes_last(policy: Policy) -> None:
+    breakers = Breakers()
+    breakers["open-b"].in_flight = 2
+    plan = make_plan(policy, "alias", policy.models["alias"], "chat", None, _never, breakers)
+    assert [b.name for b in plan.targets] == ["open-a", "open-b"]
+    assert plan.reason == "alias"
+
+
+def test_closed_share_rules_use_the_calibrated_threshold(policy: Policy) -> None:
+    route = policy.models["shared"]
+    assert choose_rule(route, 0.5, lambda rule: 0.4) == (0, "calibration")
+    assert choose_rule(route, 0.3, lambda rule: 0.4) == (1, "default")
+    assert choose_rule(route, None, lambda rule: 0.0) == (1, "default")
+
+
+def test_backends_that_cannot_serve_the_endpoint_are_dropped(policy: Policy) -> None:
+    with pytest.raises(UpstreamUnavailable):
+        make_plan(
+            policy,
+            "embed-only",
+            policy.models["embed-only"],
+            "embeddings",
+            None,
+            _never,
+            Breakers(),
+        )
+
+
+def test_resolve_model(policy: Policy) -> None:
+    assert resolve_model(policy, "auto", None)[0] == "auto"
+    with pytest.raises(ModelNotFound):
+        resolve_model(policy, "nope", None)
+    with pytest.raises(PermissionDenied):
+        resolve_model(policy, "auto", frozenset({"alias"}))
+
+
+def test_a_breaker_opens_after_failures_and_closes_on_success() -> None:
+    breaker = Breakers()["x"]
+    now = time.monotonic()
+    for _ in range(FAILURES_TO_OPEN - 1):
+        breaker.failure(now)
+    assert breaker.usable(now)
+    breaker.failure(now)
+    assert not breaker.usable(now)
+    breaker.success()
+    assert breaker.usable(now)
