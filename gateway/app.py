@@ -101,8 +101,14 @@ def _tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def create_app(settings: Settings | None = None) -> InferenceDoor:
-    """Build the app; each call has its own services and metrics registry."""
+def create_app(
+    settings: Settings | None = None, *, drain_on_sigterm: bool = False
+) -> InferenceDoor:
+    """Build the app; each call has its own services and metrics registry.
+
+    ``drain_on_sigterm``: the server's process is this app's (``gateway serve``); SIGTERM
+    starts the drain (`gateway.cancellation.Drain`) before the server stops accepting.
+    """
     settings = settings or Settings()
     setup_logging(settings.log_level)
     metrics = Metrics()
@@ -111,6 +117,8 @@ def create_app(settings: Settings | None = None) -> InferenceDoor:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await Services.start(settings, metrics)
         app.state.services = door.services = services
+        if drain_on_sigterm:
+            services.drain.install(settings.drain_delay_s)
         _tune_gc()
         log.info(
             "gateway started",
@@ -147,4 +155,4 @@ def create_app(settings: Settings | None = None) -> InferenceDoor:
 
 def create_app_from_env() -> InferenceDoor:
     """Factory for `uvicorn --factory` with several workers: settings from GATEWAY_* only."""
-    return create_app(Settings())
+    return create_app(Settings(), drain_on_sigterm=True)

@@ -4,15 +4,23 @@ A target that fails before anything reached the client (connect error, timeout, 
 408, or the backend refusing our credentials) hands the request to the next one; any other
 failure is the caller's and ends the walk. A stream counts as answered once its first event
 has arrived: after that, nothing is retried (content would be duplicated).
+
+Each attempt has a deadline: the backend's `timeout_s` for a whole answer, its
+`first_token_timeout_s` for a stream's first event, and never more than is left of the
+request's own deadline (which, once passed, ends the walk). A target whose circuit is open,
+or half-open with its probe slots taken, is skipped (`gateway.breakers`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gateway.breakers import Admit
 from gateway.call import Call
 from gateway.errors import (
     OWN_CREDENTIALS,
@@ -61,42 +69,103 @@ def error_kind(err: GatewayError) -> str:
     return "bad_response"
 
 
+def _refused(targets: list[Backend], services: Services) -> UpstreamUnavailable:
+    """Every target's circuit is open: fail fast, saying when to come back."""
+    now = time.monotonic()
+    wait = min(services.breakers[b.name].retry_after(now) for b in targets)
+    names = ", ".join(b.name for b in targets)
+    return UpstreamUnavailable(
+        f"No backend is available right now (circuit open: {names}).",
+        headers={"retry-after": str(max(math.ceil(wait), 1))},
+    )
+
+
+async def _within(seconds: float, name: str, work: Awaitable[T]) -> T:
+    """``work``, or UpstreamTimeout once ``seconds`` have passed."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"backend {name} did not answer within {seconds:g} s") from exc
+
+
 async def _walk(
     services: Services,
     call: Call,
     attempt: Callable[[Backend, Upstream, dict[str, object]], Awaitable[T]],
+    limit: Callable[[Upstream], float],
 ) -> tuple[Backend, T]:
-    """Try the targets in order; the first success wins, a non-retryable failure ends it."""
+    """Try the targets in order; the first success wins, a non-retryable failure ends it.
+
+    A target whose circuit refuses the request is skipped; each attempt is bounded by the
+    backend's own ``limit`` and by what is left of the request's deadline.
+    """
     assert call.plan is not None
     targets = call.plan.targets
     m = services.metrics
     last: GatewayError | None = None
+    refused: list[Backend] = []
     for i, backend in enumerate(targets):
-        body = {**call.body, "model": backend.model or call.asked}
         breaker = services.breakers[backend.name]
+        admitted = breaker.admit(time.monotonic(), backend.breaker)
+        if not admitted:
+            refused.append(backend)
+            continue
+        upstream = backend.upstream
+        own = limit(upstream)
+        left = call.deadline - time.perf_counter()
+        if left <= 0:
+            breaker.release(admitted)
+            raise UpstreamTimeout("The request's deadline passed before a backend answered.")
+        body = {**call.body, "model": backend.model or call.asked}
         breaker.in_flight += 1
         started = time.perf_counter()
         try:
-            result = await attempt(backend, backend.upstream, body)
+            result = await _within(min(own, left), backend.name, attempt(backend, upstream, body))
         except GatewayError as err:
             kind = error_kind(err)
             m.upstream_errors.labels(backend.name, kind).inc()
-            if not retryable(err):
+            if not retryable(err) or (isinstance(err, UpstreamTimeout) and own > left):
+                # The caller's error (the backend did answer), or the caller's deadline.
+                if isinstance(err, UpstreamStatusError):
+                    breaker.success(admitted)
+                else:
+                    breaker.release(admitted)
                 raise
-            breaker.failure()
+            breaker.failure(time.monotonic(), backend.breaker, admitted)
+            if admitted is Admit.PROBE:
+                m.breaker_probes.labels(backend.name, "failure").inc()
             if i + 1 < len(targets):
                 m.fallbacks.labels(backend.name, targets[i + 1].name, kind).inc()
             last = err
             continue
+        except BaseException:  # cancelled: the client left, or the drain ran out
+            breaker.release(admitted)
+            raise
         finally:
             breaker.in_flight -= 1
             spent = time.perf_counter() - started
             call.upstream_s += spent
             m.upstream_duration.labels(backend.name).observe(spent)
-        breaker.success()
+        breaker.success(admitted)
+        if admitted is Admit.PROBE:
+            m.breaker_probes.labels(backend.name, "success").inc()
+        spilled = call.plan.spilled_from
+        if spilled is not None and spilled != backend.name:
+            m.spillovers.labels(spilled, backend.name).inc()
         call.answered_by(backend)
         return backend, result
+    if last is None and refused:
+        raise _refused(refused, services)
     raise last or UpstreamUnavailable("No backend could serve the request.")
+
+
+def _whole_answer(upstream: Upstream) -> float:
+    return upstream.timeout_s
+
+
+def _first_token(upstream: Upstream) -> float:
+    return upstream.first_token_timeout_s
 
 
 async def complete(services: Services, call: Call) -> tuple[Backend, Completion]:
@@ -106,7 +175,7 @@ async def complete(services: Services, call: Call) -> tuple[Backend, Completion]
         provider = services.providers[backend.provider]
         return await provider.complete(upstream, call.endpoint, body)
 
-    return await _walk(services, call, attempt)
+    return await _walk(services, call, attempt, _whole_answer)
 
 
 async def open_stream(services: Services, call: Call) -> OpenStream:
@@ -125,5 +194,5 @@ async def open_stream(services: Services, call: Call) -> OpenStream:
             raise
         return OpenStream(backend, first, events, usage)
 
-    _, opened = await _walk(services, call, attempt)
+    _, opened = await _walk(services, call, attempt, _first_token)
     return opened

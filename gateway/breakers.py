@@ -1,46 +1,151 @@
-"""Per-backend circuit breakers and in-flight counts, local to each worker."""
+"""Per-backend circuit breakers and in-flight counts, local to each worker.
+
+    closed ──(failures_to_open consecutive failures, or a failed health check)──▶ open
+    open ──(open_s elapsed, or a health check passes)──▶ half-open
+    half-open ──(a probe succeeds: closed at once)──▶ closed
+    half-open ──(a probe fails)──▶ open again for open_s
+
+While half-open at most `half_open_probes` requests at a time reach the backend; every other
+request goes to its next target. So a backend that hangs costs one probe's timeout per
+`open_s`, not a stall of every request in flight. Every admitted request ends in exactly one
+of `success`, `failure` or `release` (cancelled, or an error that says nothing about the
+backend), which gives its probe slot back.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 
-FAILURES_TO_OPEN = 3
-COOLDOWN_S = 10.0
+from gateway.policy.schema import BreakerPolicy
+
+DEFAULT = BreakerPolicy()
+# Kept for readers of the old constants (tests, docs).
+FAILURES_TO_OPEN = DEFAULT.failures_to_open
+
+
+class State(IntEnum):
+    """A circuit's state; the value is what `gateway_breaker_state` exports."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class Admit(IntEnum):
+    """What `Breaker.admit` allows: nothing (falsy), a normal request, or a probe."""
+
+    REFUSED = 0
+    PASS = 1
+    PROBE = 2
+
+
+OnChange = Callable[[str, State], None]
 
 
 @dataclass(slots=True)
 class Breaker:
-    """Opens after consecutive failures; after a cooldown lets traffic probe it again."""
+    """One backend's circuit and in-flight count."""
 
+    name: str = ""
+    state: State = State.CLOSED
     failures: int = 0
     open_until: float = 0.0
+    probes: int = 0
     in_flight: int = 0
+    on_change: OnChange | None = None
 
-    def usable(self, now: float) -> bool:
-        """False while the circuit is open."""
-        return now >= self.open_until
+    def current(self, now: float) -> State:
+        """The state as of ``now`` (an open circuit past its time reads as half-open)."""
+        if self.state is State.OPEN and now >= self.open_until:
+            return State.HALF_OPEN
+        return self.state
 
-    def success(self) -> None:
-        """A request succeeded: close the circuit."""
+    def usable(self, now: float, policy: BreakerPolicy = DEFAULT) -> bool:
+        """Whether a request would be admitted now."""
+        state = self.current(now)
+        if state is State.CLOSED:
+            return True
+        return state is State.HALF_OPEN and self.probes < policy.half_open_probes
+
+    def admit(self, now: float, policy: BreakerPolicy = DEFAULT) -> Admit:
+        """Take a place: always when closed, a probe slot when half-open, none when open."""
+        if self.state is State.CLOSED:
+            return Admit.PASS
+        if self.state is State.OPEN:
+            if now < self.open_until:
+                return Admit.REFUSED
+            self._move(State.HALF_OPEN)
+        if self.probes >= policy.half_open_probes:
+            return Admit.REFUSED
+        self.probes += 1
+        return Admit.PROBE
+
+    def success(self, admitted: Admit = Admit.PASS) -> None:
+        """The backend answered: the circuit closes at once."""
+        self._give_back(admitted)
         self.failures = 0
-        self.open_until = 0.0
+        if self.state is not State.CLOSED:
+            self.open_until = 0.0
+            self._move(State.CLOSED)
 
-    def failure(self, now: float | None = None) -> None:
-        """A request failed for a backend reason (connect, timeout, 5xx, 429)."""
+    def failure(
+        self,
+        now: float | None = None,
+        policy: BreakerPolicy = DEFAULT,
+        admitted: Admit = Admit.PASS,
+    ) -> None:
+        """A backend failure (connect, timeout, 5xx, 429, bad answer)."""
+        self._give_back(admitted)
         self.failures += 1
-        if self.failures >= FAILURES_TO_OPEN:
-            self.open_until = (time.monotonic() if now is None else now) + COOLDOWN_S
+        # Not closed: a failed probe (or a late failure) opens it for a full period again.
+        if self.state is not State.CLOSED or self.failures >= policy.failures_to_open:
+            self._open(time.monotonic() if now is None else now, policy)
+
+    def release(self, admitted: Admit) -> None:
+        """The attempt ended without saying anything about the backend (e.g. cancelled)."""
+        self._give_back(admitted)
+
+    def trip(self, now: float, policy: BreakerPolicy = DEFAULT) -> None:
+        """A health check failed: open now (or stay open), whatever the failure count."""
+        if self.state is not State.OPEN or self.open_until < now + policy.open_s:
+            self._open(now, policy)
+
+    def healthy(self, now: float) -> None:
+        """A health check passed: an open circuit may be probed at once."""
+        if self.state is State.OPEN and self.open_until > now:
+            self.open_until = now
+
+    def retry_after(self, now: float) -> float:
+        """Seconds until this circuit admits a probe again (0 if it would now)."""
+        return max(self.open_until - now, 0.0) if self.state is State.OPEN else 0.0
+
+    def _open(self, now: float, policy: BreakerPolicy) -> None:
+        self.open_until = now + policy.open_s
+        self._move(State.OPEN)
+
+    def _give_back(self, admitted: Admit) -> None:
+        if admitted is Admit.PROBE and self.probes > 0:
+            self.probes -= 1
+
+    def _move(self, state: State) -> None:
+        changed = state is not self.state
+        self.state = state
+        if changed and self.on_change is not None:
+            self.on_change(self.name, state)
 
 
 class Breakers:
     """The breaker of every backend by name; survives policy reloads."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: OnChange | None = None) -> None:
         self._by_name: dict[str, Breaker] = {}
+        self._on_change = on_change
 
     def __getitem__(self, name: str) -> Breaker:
-        health = self._by_name.get(name)
-        if health is None:
-            health = self._by_name[name] = Breaker()
-        return health
+        breaker = self._by_name.get(name)
+        if breaker is None:
+            breaker = self._by_name[name] = Breaker(name, on_change=self._on_change)
+        return breaker

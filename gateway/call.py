@@ -34,6 +34,8 @@ class Call:
     backend: str = "-"
     tier: str = "-"
     upstream_s: float = 0.0
+    # When the request must be answered by (perf_counter time): walk and relay keep to it.
+    deadline: float = float("inf")
     overhead_s: float | None = None
     cache_result: str = "bypass"
     # What the client got; an exception that escapes the pipeline leaves it at 500.

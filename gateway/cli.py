@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import ctypes
+import math
 import os
 import shutil
 import signal
@@ -89,7 +90,9 @@ def serve(args: argparse.Namespace) -> int:
         proxy_headers=False,  # nothing reads the client address; skip the middleware
         server_header=False,
         log_level="warning",
-        timeout_graceful_shutdown=10,
+        # The app's own drain ends what is left at drain_grace_s (with error events); the
+        # server's cancel is a backstop just after.
+        timeout_graceful_shutdown=math.ceil(settings.drain_delay_s + settings.drain_grace_s) + 5,
     )
     return 0
 

@@ -16,8 +16,9 @@ def refresh_gauges(services: Services) -> None:
     now = time.monotonic()
     for name, backend in services.state.loaded.policy.backends.items():
         breaker = services.breakers[name]
-        up = backend.enabled and breaker.usable(now)
+        up = backend.enabled and breaker.usable(now, backend.breaker)
         m.backend_up.labels(name, backend.tier).set(1 if up else 0)
+        m.breaker_state.labels(name).set(breaker.current(now).value)
         m.backend_enabled.labels(name, backend.tier).set(1 if backend.enabled else 0)
         m.in_flight.labels(name).set(breaker.in_flight)
 

@@ -190,6 +190,43 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.breaker_state = Gauge(
+            "gateway_breaker_state",
+            "Circuit state per backend: 0 closed, 1 half-open, 2 open (the worst over workers).",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.breaker_transitions = Counter(
+            "gateway_breaker_transitions_total",
+            "Circuit state changes per backend, by the state entered.",
+            ["backend", "state"],
+            registry=r,
+        )
+        self.breaker_probes = Counter(
+            "gateway_breaker_probes_total",
+            "Requests admitted to a half-open circuit as probes, by result.",
+            ["backend", "result"],
+            registry=r,
+        )
+        self.health_checks = Counter(
+            "gateway_health_checks_total",
+            "Active health checks per backend, by result (ok, failed).",
+            ["backend", "result"],
+            registry=r,
+        )
+        self.spillovers = Counter(
+            "gateway_spillovers_total",
+            "Requests whose preferred backend was saturated, answered by another.",
+            ["from_backend", "to_backend"],
+            registry=r,
+        )
+        self.cancellations = Counter(
+            "gateway_cancellations_total",
+            "Requests ended by the gateway before their answer was complete, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.rejections = Counter(
             "gateway_rejections_total",
             "Requests refused before routing, by reason (auth, rate_limit, budget, invalid).",

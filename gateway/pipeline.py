@@ -9,6 +9,7 @@ the `Answer` it yields (a stream is consumed inside), and on the way out the one
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,8 +21,10 @@ from gateway import attempt, caching, telemetry
 from gateway.accounting import charge, charge_hit
 from gateway.cache import CachedAnswer
 from gateway.call import Call
-from gateway.errors import ClientGone, GatewayError
+from gateway.cancellation import Reason, Watch, shutting_down
+from gateway.errors import ClientGone, GatewayError, UpstreamTimeout
 from gateway.planning import make_plan, resolve_model
+from gateway.policy import Backend
 from gateway.protocol import parse_body, validate
 from gateway.services import Services
 from gateway.streaming import Assembler, error_event, replay
@@ -29,6 +32,8 @@ from gateway.wire import Endpoint, Usage, wants_usage
 
 # nginx's "client closed request": the client left before it could be answered.
 CLIENT_GONE = 499
+# What a request cut short is logged as (a server-side cancellation of unknown cause: 503).
+_CUT_STATUS: dict[Reason | None, int] = {"client_gone": CLIENT_GONE, "idle": 504, "deadline": 504}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,10 @@ class Incoming:
     read_body: Callable[[], Awaitable[bytes]]
     cache_control: str = ""
     cache_opt_out: bool = False
+    # The client's own deadline (`x-gateway-timeout-ms`), capped by the server's.
+    timeout_s: float | None = None
+    # Set by the door: notices the client leaving and the drain's end.
+    watch: Watch | None = None
 
 
 @dataclass(slots=True)
@@ -56,8 +65,10 @@ class Answer:
 async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]:
     """Serve one request; raise GatewayError (with the headers known so far) on failure."""
     call = Call(request.endpoint, request.request_id, time.perf_counter(), services.state)
+    call.deadline = call.started + _timeout(services.settings.request_timeout_s, request.timeout_s)
+    watch = request.watch or Watch()
     try:
-        yield await _answer(services, call, request)
+        yield await _answer(services, call, request, watch)
     except GatewayError as err:
         call.status = err.http_status
         err.headers = {**call.headers(), **err.headers}
@@ -65,11 +76,22 @@ async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]
     except ClientGone:
         call.status = CLIENT_GONE
         raise
+    except asyncio.CancelledError:
+        call.status = _CUT_STATUS.get(watch.reason, 503)
+        services.metrics.cancellations.labels(watch.reason or "server").inc()
+        raise
     finally:
+        watch.close()
         telemetry.finish(services, call)
 
 
-async def _answer(services: Services, call: Call, request: Incoming) -> Answer:
+def _timeout(server_s: float, client_s: float | None) -> float:
+    """The request's time limit: the server's (0: none), shortened by the client's."""
+    limit = server_s if server_s > 0 else float("inf")
+    return min(limit, client_s) if client_s is not None and client_s > 0 else limit
+
+
+async def _answer(services: Services, call: Call, request: Incoming, watch: Watch) -> Answer:
     call.tenant = call.state.keys.authenticate(request.authorization)
     await services.limiter.check(call.tenant)
     call.body = parse_body(await request.read_body())
@@ -84,7 +106,7 @@ async def _answer(services: Services, call: Call, request: Incoming) -> Answer:
     _plan(services, call)
     if call.stream:
         opened = await attempt.open_stream(services, call)
-        return Answer(call.headers(), events=_relay(services, call, opened, cache))
+        return Answer(call.headers(), events=_relay(services, call, opened, cache, watch))
     backend, completion = await attempt.complete(services, call)
     charge(services, call, backend, completion.usage)
     await caching.store(services, call, cache, completion.body, completion.usage)
@@ -144,9 +166,17 @@ async def _whole(block: bytes) -> AsyncIterator[bytes]:
 
 
 async def _relay(
-    services: Services, call: Call, opened: attempt.OpenStream, cache: caching.CachePlan
+    services: Services,
+    call: Call,
+    opened: attempt.OpenStream,
+    cache: caching.CachePlan,
+    watch: Watch,
 ) -> AsyncIterator[bytes]:
-    """Forward a stream's blocks; a failure after the first ends it with an error event."""
+    """Forward a stream's blocks; a failure after the first ends it with an error event.
+
+    So does a backend quiet for its `idle_timeout_s`, the request's deadline, or the end of
+    the drain (the watch cancels the wait); a client that leaves stops it where it waits.
+    """
     backend, events, usage = opened.backend, opened.events, opened.usage
     m = services.metrics
     to_first = time.perf_counter() - call.started
@@ -157,19 +187,33 @@ async def _relay(
     assembler = Assembler() if cache.key is not None else None
     call.status = 200
     breaker.in_flight += 1
+    watch.watch_stream(backend.upstream.idle_timeout_s, call.deadline - time.perf_counter())
     try:
         # Each block goes to the client before it is parsed for the cache.
+        watch.sending()
         yield opened.first
+        watch.waiting()
         if assembler is not None:
             assembler.feed(opened.first)
         async for block in events:
+            watch.sending()
             yield block
+            watch.waiting()
             if assembler is not None:
                 assembler.feed(block)
     except GatewayError as err:
-        call.status = err.http_status
-        m.upstream_errors.labels(backend.name, attempt.error_kind(err)).inc()
+        _broke(services, call, backend, err)
         yield error_event(err)
+    except asyncio.CancelledError:
+        reason = watch.claim("drain", "idle", "deadline")
+        if reason is None:
+            raise
+        cut = _cut(reason, backend.name, backend.upstream.idle_timeout_s)
+        m.cancellations.labels(reason).inc()
+        if reason == "idle":
+            _broke(services, call, backend, cut)
+        call.status = cut.http_status
+        yield error_event(cut)
     finally:
         breaker.in_flight -= 1
         await events.aclose()
@@ -179,3 +223,20 @@ async def _relay(
         # The client may not have asked for usage; the stored answer always has it.
         whole["usage"] = usage.as_json()
         await caching.store(services, call, cache, orjson.dumps(whole), usage)
+
+
+def _broke(services: Services, call: Call, backend: Backend, err: GatewayError) -> None:
+    """A stream broke after its first event: counted, and against the backend's circuit."""
+    call.status = err.http_status
+    services.metrics.upstream_errors.labels(backend.name, attempt.error_kind(err)).inc()
+    if attempt.retryable(err):
+        services.breakers[backend.name].failure(time.monotonic(), backend.breaker)
+
+
+def _cut(reason: Reason, backend: str, idle_s: float) -> GatewayError:
+    """The error event for a stream the gateway ended."""
+    if reason == "idle":
+        return UpstreamTimeout(f"backend {backend} sent nothing for {idle_s:g} s")
+    if reason == "deadline":
+        return UpstreamTimeout("The request's deadline passed before the stream ended.")
+    return shutting_down()

@@ -21,6 +21,8 @@ class Plan:
 
     targets: list[Backend]
     reason: str
+    # The saturated backend the rule preferred, when a ready one takes its traffic instead.
+    spilled_from: str | None = None
 
 
 def resolve_model(
@@ -81,7 +83,8 @@ def make_plan(
     """Order the chosen rule's targets, then the default rule's, as fallbacks.
 
     Disabled backends (no API key) and backends that cannot serve the endpoint are left out;
-    open circuits and saturated backends go last rather than nowhere.
+    open circuits and saturated backends go last rather than nowhere. When the rule's first
+    choice is saturated and another target is ready, the plan is a spill-over.
     """
     rules = route.rules
     index, reason = choose_rule(route, score, threshold)
@@ -92,6 +95,7 @@ def make_plan(
     now = time.monotonic()
     ready: list[Backend] = []
     degraded: list[Backend] = []
+    spilled: str | None = None
     for name in names:
         backend = policy.backends[name]
         if not backend.enabled or not backend.serves(endpoint):
@@ -100,8 +104,13 @@ def make_plan(
         saturated = (
             backend.max_concurrency is not None and state.in_flight >= backend.max_concurrency
         )
-        (ready if state.usable(now) and not saturated else degraded).append(backend)
+        usable = state.usable(now, backend.breaker)
+        if saturated and usable and not ready and not degraded:
+            spilled = name
+        (ready if usable and not saturated else degraded).append(backend)
     targets = ready + degraded
     if not targets:
         raise UpstreamUnavailable(f"No backend is configured to serve `{model}` for {endpoint}.")
+    if spilled is not None and ready:
+        return Plan(targets, "spillover", spilled)
     return Plan(targets, reason)

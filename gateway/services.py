@@ -7,12 +7,14 @@ Policy hot reload lives in `gateway.reload`, the periodic gauges and calibration
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, housekeeping
-from gateway.breakers import Breakers
+from gateway import __version__, health, housekeeping
+from gateway.breakers import Breakers, State
 from gateway.cache import ResponseCache, build_cache
+from gateway.cancellation import Drain
 from gateway.difficulty import DifficultyClassifier
 from gateway.limits import Limiter
 from gateway.log import AccessLog
@@ -23,6 +25,8 @@ from gateway.reload import PolicyState, reload, watch
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
 from gateway.tasks import Background
+
+log = logging.getLogger("gateway.breakers")
 
 
 class Services:
@@ -50,13 +54,19 @@ class Services:
         # Cache writes and spend records: after the answer, never waited on by a client.
         self.background = Background()
         self.cache: ResponseCache = build_cache(settings, redis, metrics, self.background)
-        self.breakers = Breakers()
+        self.breakers = Breakers(self._breaker_moved)
+        self.drain = Drain(settings.drain_grace_s)
         self.semantic = SemanticIndex()
         self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics, self.background)
         self._loops: list[asyncio.Task[None]] = []
         self._info_labels: tuple[str, str, str] | None = None
         # One JSON line per request unless access logging is off.
         self.access_log = AccessLog() if settings.access_log else None
+
+    def _breaker_moved(self, backend: str, state: State) -> None:
+        self.metrics.breaker_state.labels(backend).set(state.value)
+        self.metrics.breaker_transitions.labels(backend, state.name.lower()).inc()
+        log.warning("circuit %s", state.name.lower(), extra={"backend": backend})
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Services:
@@ -81,6 +91,7 @@ class Services:
         if settings.policy_reload_s > 0:
             services._loops.append(asyncio.create_task(watch(services)))
         services._loops.append(asyncio.create_task(housekeeping.run(services)))
+        services._loops.append(asyncio.create_task(health.run(services)))
         return services
 
     async def close(self) -> None:

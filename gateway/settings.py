@@ -39,3 +39,10 @@ class Settings(BaseSettings):
     classifier_artifact: Path | None = None
     # Closed-share calibration sync period through Redis.
     calibration_sync_s: float = 2.0
+    # A request's time limit, streams included (0: none); `x-gateway-timeout-ms` may shorten it.
+    request_timeout_s: float = 600.0
+    # SIGTERM: requests in flight may finish for this long (Kubernetes' default grace is 30 s);
+    # what still runs then ends with an error (an SSE error event on a stream).
+    drain_grace_s: float = 30.0
+    # SIGTERM: keep accepting connections this long (while load balancers catch up).
+    drain_delay_s: float = 0.0

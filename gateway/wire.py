@@ -24,9 +24,17 @@ class Upstream:
     api_key: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     connect_timeout_s: float = 5.0
+    # Non-streaming: the whole answer. Streams: to the first event, then between events.
     timeout_s: float = 60.0
+    first_token_timeout_s: float = 30.0
+    idle_timeout_s: float = 30.0
     # Anthropic needs max_tokens; used when the client gave none.
     default_max_tokens: int = 4096
+
+    @property
+    def read_timeout_s(self) -> float:
+        """The socket-level backstop: no single read waits longer than any deadline here."""
+        return max(self.timeout_s, self.first_token_timeout_s, self.idle_timeout_s)
 
 
 @dataclass(slots=True)

@@ -88,12 +88,15 @@ def test_open_breakers_go_last_but_stay(score: float, broken: set[str]) -> None:
     assert sorted(names) == sorted(b.name for b in unbroken.targets)
 
 
-def test_a_saturated_backend_goes_last(policy: Policy) -> None:
+def test_a_saturated_backend_goes_last_and_spills_over(policy: Policy) -> None:
     breakers = Breakers()
     breakers["open-b"].in_flight = 2
     plan = make_plan(policy, "alias", policy.models["alias"], "chat", None, _never, breakers)
     assert [b.name for b in plan.targets] == ["open-a", "open-b"]
-    assert plan.reason == "alias"
+    assert (plan.reason, plan.spilled_from) == ("spillover", "open-b")
+    breakers["open-b"].in_flight = 1
+    plan = make_plan(policy, "alias", policy.models["alias"], "chat", None, _never, breakers)
+    assert (plan.reason, plan.spilled_from) == ("alias", None)
 
 
 def test_closed_share_rules_use_the_calibrated_threshold(policy: Policy) -> None:

@@ -9,6 +9,7 @@ after authentication), and sends what comes back: the answer, or the error rende
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -16,6 +17,7 @@ import re
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api.asgi import Reply, RequestHead, read_body, read_head, send_reply
+from gateway.cancellation import Watch, shutting_down
 from gateway.errors import ClientGone, GatewayError, InternalError, MethodNotAllowed, render
 from gateway.pipeline import Answer, Incoming, handle
 from gateway.services import Services
@@ -79,17 +81,26 @@ class InferenceDoor:
             return
         services = self.services
         assert services is not None, "the lifespan has not started"
-        incoming = _incoming(endpoint, request_id, head, services, receive)
+        watch = Watch(services.drain)
+        incoming = _incoming(endpoint, request_id, head, services, receive, watch)
         started = False
         try:
             async with handle(services, incoming) as answer:
                 started = True
-                await send_reply(_reply(answer), receive, send)
+                await send_reply(_reply(answer), watch.receiver(receive), send)
             return
         except ClientGone:
             return
         except GatewayError as err:
             reply = error_reply(err, request_id)
+        except asyncio.CancelledError:
+            # Ours: the client left (no one to answer) or the drain ran out (a 503 if we can).
+            reason = watch.claim()
+            if reason is None:
+                raise
+            if started or reason != "drain":
+                return
+            reply = error_reply(shutting_down(), request_id)
         except Exception:
             if started:  # the answer is on its way: nothing else can be sent
                 log.exception("error while sending an answer", extra={"path": scope["path"]})
@@ -105,12 +116,19 @@ def _reply(answer: Answer) -> Reply:
 
 
 def _incoming(
-    endpoint: Endpoint, request_id: str, head: RequestHead, services: Services, receive: Receive
+    endpoint: Endpoint,
+    request_id: str,
+    head: RequestHead,
+    services: Services,
+    receive: Receive,
+    watch: Watch,
 ) -> Incoming:
     limit = services.settings.max_body_bytes
 
     async def body() -> bytes:
-        return await read_body(receive, head, limit)
+        data = await read_body(receive, head, limit)
+        watch.arm(receive)  # from now on, `receive` can only bring the disconnect
+        return data
 
     return Incoming(
         endpoint,
@@ -119,4 +137,6 @@ def _incoming(
         body,
         head.cache_control,
         head.cache_opt_out,
+        head.timeout_ms / 1000 if head.timeout_ms is not None else None,
+        watch,
     )

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from gateway.api.deps import ServicesDep
+from gateway.breakers import State
 from gateway.metrics import render
 
 router = APIRouter()
@@ -22,22 +23,27 @@ async def healthz() -> Response:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> Response:
-    """Policy loaded and at least one backend usable; lists disabled backends and why."""
+    """Policy loaded, not draining, a backend usable; each backend's state and circuit."""
     policy = services.state.loaded.policy
     now = time.monotonic()
-    backends = {}
+    backends: dict[str, dict[str, object]] = {}
     for name, backend in policy.backends.items():
+        breaker = services.breakers[name]
+        circuit = breaker.current(now)
         if not backend.enabled:
             state = "disabled: API key not set"
-        elif not services.breakers[name].usable(now):
-            state = "circuit open"
-        else:
+        elif circuit is State.CLOSED:
             state = "ok"
-        backends[name] = {"tier": backend.tier, "state": state}
-    ready = any(b["state"] == "ok" for b in backends.values())
+        else:
+            state = f"circuit {circuit.name.lower().replace('_', '-')}"
+        backends[name] = {"tier": backend.tier, "state": state, "circuit": circuit.name.lower()}
+        if circuit is State.OPEN:
+            backends[name]["retry_after_s"] = round(breaker.retry_after(now), 3)
+    usable = any(b["state"] in ("ok", "circuit half-open") for b in backends.values())
+    ready = usable and not services.drain.draining
     closed_enabled = any(b.enabled for b in policy.backends.values() if b.tier == "closed")
     body = {
-        "status": "ready" if ready else "unavailable",
+        "status": "draining" if services.drain.draining else "ready" if ready else "unavailable",
         "policy_version": services.state.loaded.version,
         "policy_file": services.state.loaded.source,
         "classifier_version": services.classifier.version,

@@ -38,6 +38,27 @@ class Price(Strict):
         ) / 1e6
 
 
+class BreakerPolicy(Strict):
+    """When a backend's circuit opens, how long it stays open, how many probes it admits."""
+
+    # Consecutive failures (connect, timeout, 5xx, 429, bad answer) that open the circuit.
+    failures_to_open: int = Field(3, ge=1)
+    # Time open before half-open, when a few probe requests may reach it again.
+    open_s: float = Field(5.0, gt=0)
+    # Requests admitted at a time while half-open; the rest go to the next target.
+    half_open_probes: int = Field(1, ge=1)
+
+
+class HealthCheck(Strict):
+    """An active check: GET base_url + path every interval; a failure opens the circuit."""
+
+    path: str = "/models"
+    interval_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(1.0, gt=0)
+    # Consecutive failed checks that open the circuit.
+    failures: int = Field(2, ge=1)
+
+
 class Backend(Strict):
     """One upstream model on one provider."""
 
@@ -53,8 +74,14 @@ class Backend(Strict):
     tier: Tier = "open"
     price: Price = Price()
     endpoints: list[Endpoint] | None = None
+    # Non-streaming: the whole answer, per attempt.
     timeout_s: float = Field(60.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
+    # Streams: to the first event, then between events (both default to min(timeout_s, 30)).
+    first_token_timeout_s: float | None = Field(None, gt=0)
+    idle_timeout_s: float | None = Field(None, gt=0)
+    breaker: BreakerPolicy = BreakerPolicy()
+    health_check: HealthCheck | None = None
     # In-flight requests above this count make the backend "saturated": planning skips it.
     max_concurrency: int | None = Field(None, ge=1)
     headers: dict[str, str] = {}
@@ -95,6 +122,8 @@ class Backend(Strict):
             headers=dict(self.headers),
             connect_timeout_s=self.connect_timeout_s,
             timeout_s=self.timeout_s,
+            first_token_timeout_s=self.first_token_timeout_s or min(self.timeout_s, 30.0),
+            idle_timeout_s=self.idle_timeout_s or min(self.timeout_s, 30.0),
             default_max_tokens=self.default_max_tokens,
         )
 

@@ -33,6 +33,10 @@ class Provider(Protocol):
         """Send one streaming request; the first `anext` raises if the backend fails."""
         ...
 
+    async def check(self, upstream: Upstream, path: str, timeout_s: float) -> None:
+        """An active health check (GET ``path``); raise UpstreamError if it fails."""
+        ...
+
 
 def status_error(backend: str, status: int, body: bytes) -> UpstreamStatusError:
     """The error for a non-2xx answer from a backend."""
@@ -54,24 +58,31 @@ class HttpProvider:
         """How this family presents an API key (a bearer token unless overridden)."""
         return {"authorization": f"Bearer {key}"}
 
-    async def post(self, upstream: Upstream, path: str, payload: Any) -> UpstreamResponse:
-        """POST a JSON payload to ``upstream.base_url + path``."""
-        headers = {
-            "content-type": "application/json",
-            "accept-encoding": "identity",
-            **self.family_headers,
-            **upstream.headers,
-        }
+    def _headers(self, upstream: Upstream) -> dict[str, str]:
+        headers = {"accept-encoding": "identity", **self.family_headers, **upstream.headers}
         if upstream.api_key:
             headers.update(self.auth_headers(upstream.api_key))
+        return headers
+
+    async def post(self, upstream: Upstream, path: str, payload: Any) -> UpstreamResponse:
+        """POST a JSON payload to ``upstream.base_url + path``."""
+        headers = {"content-type": "application/json", **self._headers(upstream)}
         return await self._client.post(
             upstream.base_url + path,
             orjson.dumps(payload),
             headers,
             backend=upstream.name,
             connect_timeout_s=upstream.connect_timeout_s,
-            read_timeout_s=upstream.timeout_s,
+            read_timeout_s=upstream.read_timeout_s,
         )
+
+    async def check(self, upstream: Upstream, path: str, timeout_s: float) -> None:
+        """GET ``upstream.base_url + path``; anything but a 2xx within ``timeout_s`` fails."""
+        url = upstream.base_url + path
+        headers = self._headers(upstream)
+        status = await self._client.get(url, headers, backend=upstream.name, timeout_s=timeout_s)
+        if not 200 <= status < 300:
+            raise status_error(upstream.name, status, b"")
 
     async def answer(
         self, upstream: Upstream, path: str, payload: Any

@@ -8,6 +8,7 @@ in chunks, so this module is that and nothing more (see `docs/performance.md`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -115,6 +116,21 @@ class UpstreamClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise map_error(exc, backend) from exc
         return UpstreamResponse(response, backend)
+
+    async def get(
+        self, url: str, headers: Mapping[str, str], *, backend: str, timeout_s: float
+    ) -> int:
+        """A GET read whole within ``timeout_s`` (health checks): its status."""
+        session = self._session or self._open()
+        try:
+            async with (
+                asyncio.timeout(timeout_s),
+                session.get(url, headers=headers, allow_redirects=False) as response,
+            ):
+                await response.read()
+                return response.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise map_error(exc, backend) from exc
 
     async def close(self) -> None:
         """Close every pooled connection."""

@@ -1,0 +1,212 @@
+"""Why a request ends before its answer does, and the worker's drain on SIGTERM.
+
+A request ends early when its client leaves (`client_gone`), when the drain's grace runs out
+(`drain`), or, for a stream, when its backend goes quiet (`idle`) or the request's deadline
+passes (`deadline`). Each cancels the request's task once, after writing the reason on the
+request's `Watch`: nothing is paid per stream event, and an upstream call is interrupted
+where it waits. Whoever catches the CancelledError asks the watch whether it was one of
+these (`claim`) and answers accordingly: an error event on a stream, a 503 on a request not
+yet answered, nothing for a client that is gone. Any other cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from gateway.errors import GatewayError
+
+log = logging.getLogger("gateway.drain")
+
+Reason = Literal["client_gone", "drain", "idle", "deadline"]
+Receive = Callable[[], Awaitable[Any]]
+
+
+def shutting_down() -> GatewayError:
+    """The error a request still running at the end of the drain ends with."""
+    return GatewayError(
+        "The gateway is shutting down and could not finish this request in time; retry it.",
+        status=503,
+        code="gateway_shutting_down",
+    )
+
+
+class Watch:
+    """One request's reasons to stop early; created in the task that serves the request."""
+
+    __slots__ = (
+        "_claimed",
+        "_deadline",
+        "_drain",
+        "_gone",
+        "_idle_s",
+        "_loop",
+        "_since",
+        "_task",
+        "_timer",
+        "_waiting",
+        "closed",
+        "reason",
+    )
+
+    def __init__(self, drain: Drain | None = None) -> None:
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self.reason: Reason | None = None
+        self.closed = False
+        self._claimed = False
+        self._gone: asyncio.Future[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle_s = 0.0
+        self._deadline = float("inf")
+        self._since = 0.0
+        self._waiting = False
+        self._drain = drain
+        if drain is not None:
+            drain.register(self)
+
+    def arm(self, receive: Receive) -> None:
+        """Once the whole body is read, the next ASGI message can only be the disconnect."""
+        if self._gone is None:
+            self._gone = asyncio.ensure_future(receive())
+            self._gone.add_done_callback(self._left)
+
+    def _left(self, gone: asyncio.Future[Any]) -> None:
+        if not gone.cancelled():
+            self.cancel("client_gone")
+
+    def receiver(self, receive: Receive) -> Receive:
+        """``receive`` for sending the reply: the disconnect this watch already waits for."""
+        gone = self._gone
+        if gone is None:
+            return receive
+
+        async def disconnect() -> Any:
+            return await asyncio.shield(gone)
+
+        return disconnect
+
+    def cancel(self, reason: Reason) -> None:
+        """Stop the request for ``reason`` (the first reason wins)."""
+        task = self._task
+        if self.reason is None and not self.closed and task is not None and not task.done():
+            self.reason = reason
+            task.cancel(reason)
+
+    def claim(self, *reasons: Reason) -> Reason | None:
+        """The reason, if the CancelledError being handled is ours (one of ``reasons``, if
+        given); it is absorbed, so the task goes on. None: not ours, re-raise it."""
+        reason = self.reason
+        if reason is None or self._claimed or (reasons and reason not in reasons):
+            return None
+        self._claimed = True
+        if self._task is not None:
+            self._task.uncancel()
+        return reason
+
+    def watch_stream(self, idle_s: float, deadline_in_s: float) -> None:
+        """Relaying a stream: stop it after ``idle_s`` waiting on the backend, or at the
+        deadline. One timer per stream, moved only when it fires (`waiting`/`sending` are
+        two attribute writes per event)."""
+        self._idle_s = idle_s
+        now = self._loop.time()
+        self._deadline = now + deadline_in_s
+        self.waiting()
+        self._timer = self._loop.call_at(min(now + idle_s, self._deadline), self._check)
+
+    def waiting(self) -> None:
+        """Now waiting on the backend for the next event."""
+        self._since = self._loop.time()
+        self._waiting = True
+
+    def sending(self) -> None:
+        """Now sending to the client (a slow reader is not a quiet backend)."""
+        self._waiting = False
+
+    def _check(self) -> None:
+        if self.closed or self.reason is not None:
+            return
+        now = self._loop.time()
+        if not self._waiting:  # mid-send: look again soon
+            due = min(now + self._idle_s, max(self._deadline, now + 0.05))
+        elif now >= self._deadline:
+            self.cancel("deadline")
+            return
+        elif now - self._since >= self._idle_s:
+            self.cancel("idle")
+            return
+        else:
+            due = min(self._since + self._idle_s, self._deadline)
+        self._timer = self._loop.call_at(due, self._check)
+
+    def close(self) -> None:
+        """The request is over: stop watching."""
+        self.closed = True
+        if self._gone is not None and not self._gone.done():
+            self._gone.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._drain is not None:
+            self._drain.unregister(self)
+
+
+class Drain:
+    """A worker's shutdown: not ready at once, requests finish within the grace, the rest cut."""
+
+    def __init__(self, grace_s: float = 30.0) -> None:
+        self.grace_s = grace_s
+        self.draining = False
+        self.cut_done = False
+        self._watches: set[Watch] = set()
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    def register(self, watch: Watch) -> None:
+        """A request has started."""
+        self._watches.add(watch)
+        if self.cut_done:
+            asyncio.get_running_loop().call_soon(watch.cancel, "drain")
+
+    def unregister(self, watch: Watch) -> None:
+        """A request has ended."""
+        self._watches.discard(watch)
+
+    def begin(self) -> None:
+        """SIGTERM: `/readyz` fails from now; what still runs after the grace is cut."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining", extra={"in_flight": len(self), "grace_s": self.grace_s})
+        asyncio.get_running_loop().call_later(self.grace_s, self.cut)
+
+    def cut(self) -> None:
+        """The grace is over: end every request still running, each with an error."""
+        self.cut_done = True
+        if self._watches:
+            log.warning("drain grace over: cutting requests", extra={"in_flight": len(self)})
+        for watch in list(self._watches):
+            watch.cancel("drain")
+
+    def install(self, delay_s: float = 0.0) -> None:
+        """Chain onto the server's SIGTERM handler: drain at once, let the server stop
+        accepting connections ``delay_s`` later (its own handler, called then)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(self.begin)
+            if not callable(previous):
+                return
+            if delay_s > 0:
+                loop.call_soon_threadsafe(loop.call_later, delay_s, previous, signum, None)
+            else:
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)

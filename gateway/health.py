@@ -1,0 +1,62 @@
+"""Active health checks, for backends whose policy has a `health_check:`.
+
+Each worker GETs ``base_url + path`` every `interval_s`. `failures` consecutive failed checks
+(no 2xx within `timeout_s`, refused, reset) open the backend's circuit, and keep it open
+while they go on failing: a hung backend is marked down without a request having to time out
+on it. A check that passes lets an open circuit admit its probe at once instead of waiting
+out `open_s`; only a real request closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from gateway.errors import GatewayError
+from gateway.policy import Backend
+from gateway.policy.schema import HealthCheck
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+TICK_S = 0.25
+
+
+async def check(services: Services, backend: Backend, policy: HealthCheck) -> bool:
+    """One check of one backend, applied to its circuit; True if it passed."""
+    provider = services.providers[backend.provider]
+    try:
+        await provider.check(backend.upstream, policy.path, policy.timeout_s)
+    except GatewayError:
+        services.metrics.health_checks.labels(backend.name, "failed").inc()
+        return False
+    services.metrics.health_checks.labels(backend.name, "ok").inc()
+    return True
+
+
+async def run(services: Services) -> None:
+    """Check every backend that asks for it when its interval is due."""
+    due: dict[str, float] = {}
+    failed: dict[str, int] = {}
+    while True:
+        now = time.monotonic()
+        batch: list[tuple[Backend, HealthCheck]] = []
+        for name, backend in services.state.loaded.policy.backends.items():
+            policy = backend.health_check
+            if policy is None or not backend.enabled or due.get(name, 0.0) > now:
+                continue
+            due[name] = now + policy.interval_s
+            batch.append((backend, policy))
+        results = await asyncio.gather(*(check(services, b, p) for b, p in batch))
+        now = time.monotonic()
+        for (backend, policy), ok in zip(batch, results, strict=True):
+            breaker = services.breakers[backend.name]
+            if ok:
+                failed[backend.name] = 0
+                breaker.healthy(now)
+                continue
+            failed[backend.name] = failed.get(backend.name, 0) + 1
+            if failed[backend.name] >= policy.failures:
+                breaker.trip(now, backend.breaker)
+        await asyncio.sleep(TICK_S)
