@@ -156,6 +156,8 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
 
 # Gateway base URL -> its log file, for tests that read what it logged.
 GATEWAY_LOGS: dict[str, Path] = {}
+# Gateway base URL -> its process, for tests that signal it.
+GATEWAY_PROCS: dict[str, subprocess.Popen[bytes]] = {}
 
 
 @contextmanager
@@ -176,6 +178,7 @@ def run_gateway(policy_text: str, env: dict[str, str] | None = None) -> Iterator
         )
     url = f"http://127.0.0.1:{port}"
     GATEWAY_LOGS[url] = log
+    GATEWAY_PROCS[url] = proc
     try:
         _wait_ready(url, proc, log)
         yield url
