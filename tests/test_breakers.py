@@ -1,0 +1,144 @@
+"""The breaker's state machine, and the watch that ends requests early, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.breakers import Admit, Breaker, State
+from gateway.cancellation import Drain, Watch
+from gateway.policy.schema import BreakerPolicy
+
+POLICY = BreakerPolicy(failures_to_open=3, open_s=5.0, half_open_probes=2)
+
+# One step: take a place, or end an admitted request (success / failure / release), or wait.
+steps = st.lists(
+    st.one_of(
+        st.just(("admit", 0.0)),
+        st.tuples(st.sampled_from(["success", "failure", "release"]), st.just(0.0)),
+        st.tuples(st.just("wait"), st.floats(0.0, 8.0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(steps=steps)
+def test_invariants_under_any_sequence(steps: list[tuple[str, float]]) -> None:
+    breaker, now = Breaker("b"), 0.0
+    held: list[Admit] = []
+    for op, dt in steps:
+        if op == "wait":
+            now += dt
+        elif op == "admit":
+            state = breaker.current(now)
+            admitted = breaker.admit(now, POLICY)
+            if state is State.OPEN:
+                assert not admitted, "an open circuit admits nothing"
+            if state is State.CLOSED:
+                assert admitted is Admit.PASS
+            if admitted:
+                held.append(admitted)
+        elif held:
+            admitted = held.pop(0)
+            if op == "success":
+                breaker.success(admitted)
+                assert breaker.current(now) is State.CLOSED, "a success closes at once"
+            elif op == "failure":
+                before = breaker.current(now)
+                breaker.failure(now, POLICY, admitted)
+                if before is not State.CLOSED:  # a probe, or a late failure
+                    assert breaker.current(now) is State.OPEN, "a failure reopens it"
+            else:
+                breaker.release(admitted)
+        assert breaker.probes == held.count(Admit.PROBE) <= POLICY.half_open_probes
+        state = breaker.current(now)
+        free = state is State.HALF_OPEN and breaker.probes < POLICY.half_open_probes
+        assert breaker.usable(now, POLICY) == (state is State.CLOSED or free)
+
+
+def test_consecutive_failures_open_then_one_probe_then_closed() -> None:
+    policy = BreakerPolicy(failures_to_open=2, open_s=1.0, half_open_probes=1)
+    moves: list[State] = []
+    breaker = Breaker("b", on_change=lambda _, state: moves.append(state))
+    breaker.failure(0.0, policy)
+    assert breaker.current(0.0) is State.CLOSED
+    breaker.failure(0.1, policy)
+    assert breaker.current(0.5) is State.OPEN and not breaker.admit(0.5, policy)
+    assert breaker.retry_after(0.5) == pytest.approx(0.6)
+    probe = breaker.admit(1.2, policy)
+    assert probe is Admit.PROBE
+    assert [breaker.admit(1.2, policy) for _ in range(5)] == [Admit.REFUSED] * 5
+    breaker.success(probe)
+    assert breaker.admit(1.3, policy) is Admit.PASS
+    assert moves == [State.OPEN, State.HALF_OPEN, State.CLOSED]
+
+
+def test_health_checks_trip_and_hurry_the_probe() -> None:
+    breaker = Breaker("b")
+    breaker.trip(0.0, POLICY)
+    assert breaker.current(1.0) is State.OPEN
+    breaker.healthy(1.0)
+    assert breaker.admit(1.0, POLICY) is Admit.PROBE
+
+
+async def test_a_quiet_stream_is_cancelled_but_a_slow_send_is_not() -> None:
+    async def relay(idle_s: float, send_s: float) -> str | None:
+        watch = Watch()
+        watch.watch_stream(idle_s, 10.0)
+        try:
+            watch.sending()
+            await asyncio.sleep(send_s)  # a slow client: not the backend's fault
+            watch.waiting()
+            await asyncio.sleep(10)  # the backend goes quiet
+        except asyncio.CancelledError:
+            return watch.claim("idle")
+        finally:
+            watch.close()
+        return None
+
+    assert await asyncio.wait_for(relay(0.05, 0.12), 2) == "idle"
+
+
+async def test_the_drain_cuts_what_is_left_and_claim_is_one_shot() -> None:
+    drain = Drain(grace_s=0.05)
+
+    async def request() -> str | None:
+        watch = Watch(drain)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            first, second = watch.claim("drain"), watch.claim("drain")
+            assert second is None
+            return first
+        finally:
+            watch.close()
+        return None
+
+    task = asyncio.create_task(request())
+    await asyncio.sleep(0)
+    assert len(drain) == 1
+    drain.begin()
+    assert await asyncio.wait_for(task, 2) == "drain"
+    assert len(drain) == 0
+
+
+async def test_a_cancel_that_is_not_ours_propagates() -> None:
+    async def request() -> None:
+        watch = Watch()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            assert watch.claim() is None
+            raise
+        finally:
+            watch.close()
+
+    task = asyncio.create_task(request())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
