@@ -1,4 +1,4 @@
-"""Per-backend circuit breakers and in-flight counts, local to each worker.
+"""Per-backend circuit breakers and in-flight counts (state shared by workers: breaker_board).
 
     closed ──(failures_to_open consecutive failures, or a failed health check)──▶ open
     open ──(open_s elapsed, or a health check passes)──▶ half-open
@@ -43,6 +43,8 @@ class Admit(IntEnum):
 
 
 OnChange = Callable[[str, State], None]
+# Builds a backend's breaker (a shared one: `gateway.breaker_board`).
+MakeBreaker = Callable[[str, OnChange | None], "Breaker"]
 
 
 @dataclass(slots=True)
@@ -140,12 +142,17 @@ class Breaker:
 class Breakers:
     """The breaker of every backend by name; survives policy reloads."""
 
-    def __init__(self, on_change: OnChange | None = None) -> None:
+    def __init__(self, on_change: OnChange | None = None, make: MakeBreaker | None = None) -> None:
         self._by_name: dict[str, Breaker] = {}
         self._on_change = on_change
+        self._make = make
 
     def __getitem__(self, name: str) -> Breaker:
         breaker = self._by_name.get(name)
         if breaker is None:
-            breaker = self._by_name[name] = Breaker(name, on_change=self._on_change)
+            if self._make is not None:
+                breaker = self._make(name, self._on_change)
+            else:
+                breaker = Breaker(name, on_change=self._on_change)
+            self._by_name[name] = breaker
         return breaker

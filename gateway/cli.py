@@ -78,6 +78,11 @@ def serve(args: argparse.Namespace) -> int:
         directory = tempfile.mkdtemp(prefix="gateway-metrics-")
         atexit.register(shutil.rmtree, directory, True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    if settings.workers > 1 and settings.breaker_file is None:
+        # Workers share breaker state through one mapped file (gateway/breaker_board.py).
+        state_dir = tempfile.mkdtemp(prefix="gateway-state-")
+        atexit.register(shutil.rmtree, state_dir, True)
+        os.environ["GATEWAY_BREAKER_FILE"] = str(Path(state_dir) / "breakers")
     uvicorn.run(
         "gateway.app:create_app_from_env",
         factory=True,

@@ -192,10 +192,11 @@ class Metrics:
         )
         self.breaker_state = Gauge(
             "gateway_breaker_state",
-            "Circuit state per backend: 0 closed, 1 half-open, 2 open (the worst over workers).",
+            "Circuit state per backend: 0 closed, 1 half-open, 2 open.",
             ["backend"],
             registry=r,
-            multiprocess_mode="max",
+            # Workers share breaker state: the last write is the current state.
+            multiprocess_mode="mostrecent",
         )
         self.breaker_transitions = Counter(
             "gateway_breaker_transitions_total",

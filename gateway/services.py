@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__, health, housekeeping
+from gateway.breaker_board import Board
 from gateway.breakers import Breakers, State
 from gateway.cache import ResponseCache, build_cache
 from gateway.cancellation import Drain
@@ -54,7 +55,9 @@ class Services:
         # Cache writes and spend records: after the answer, never waited on by a client.
         self.background = Background()
         self.cache: ResponseCache = build_cache(settings, redis, metrics, self.background)
-        self.breakers = Breakers(self._breaker_moved)
+        self.board = Board(settings.breaker_file) if settings.breaker_file else None
+        make = self.board.breaker if self.board is not None else None
+        self.breakers = Breakers(self._breaker_moved, make)
         self.drain = Drain(settings.drain_grace_s)
         self.semantic = SemanticIndex()
         self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics, self.background)
@@ -105,6 +108,8 @@ class Services:
             self.access_log.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.board is not None:
+            self.board.close()
 
     def publish_info(self) -> None:
         """Export build info and per-backend state for the current policy."""

@@ -46,3 +46,5 @@ class Settings(BaseSettings):
     drain_grace_s: float = 30.0
     # SIGTERM: keep accepting connections this long (while load balancers catch up).
     drain_delay_s: float = 0.0
+    # Breaker state shared by this replica's workers (set by `gateway serve --workers N`).
+    breaker_file: Path | None = None

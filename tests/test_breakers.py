@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.breaker_board import Board
 from gateway.breakers import Admit, Breaker, State
 from gateway.cancellation import Drain, Watch
 from gateway.policy.schema import BreakerPolicy
@@ -142,3 +144,22 @@ async def test_a_cancel_that_is_not_ours_propagates() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_workers_share_one_board(tmp_path: Path) -> None:
+    policy = BreakerPolicy(failures_to_open=2, open_s=1.0, half_open_probes=1)
+    one, two = Board(tmp_path / "b"), Board(tmp_path / "b")  # as two workers map it
+    try:
+        a, b = one.breaker("vllm", None), two.breaker("vllm", None)
+        assert one.breaker("other", None).offset != a.offset
+        a.failure(0.0, policy)
+        b.failure(0.1, policy)  # the second failure, counted in another worker
+        assert a.current(0.5) is State.OPEN and not a.admit(0.5, policy)
+        probe = b.admit(1.2, policy)
+        assert probe is Admit.PROBE and a.admit(1.2, policy) is Admit.REFUSED
+        b.success(probe)
+        assert a.admit(1.3, policy) is Admit.PASS
+        assert a.current(1.3) is State.CLOSED and a.probes == 0  # current() reads the board
+    finally:
+        one.close()
+        two.close()

@@ -1,0 +1,162 @@
+"""Breaker state shared by the workers of one replica, in a small memory-mapped file.
+
+One 64-byte slot per backend, found by a digest of its name: state, consecutive failures,
+probes in flight and the time the circuit stays open until (CLOCK_MONOTONIC, the same clock
+in every process of the machine). The common case, a closed circuit, is one byte read
+without a lock; every change happens under an `flock` of the file, so "one probe at a time"
+holds across workers and a circuit opened by one worker is open for all of them.
+
+In-flight counts (for `max_concurrency`) stay per worker: they change on every request.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.breakers import DEFAULT, Admit, Breaker, OnChange, State
+from gateway.policy.schema import BreakerPolicy
+
+SLOTS = 512
+SLOT = 64
+KEY = 16
+# state, failures, probes, open_until
+_FIELDS = struct.Struct("<B3xIId")
+_EMPTY = bytes(KEY)
+
+
+class Board:
+    """The shared file, mapped into this worker."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        with self.locked():
+            if os.fstat(self._fd).st_size < SLOTS * SLOT:
+                os.ftruncate(self._fd, SLOTS * SLOT)
+        self._map = mmap.mmap(self._fd, SLOTS * SLOT)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the file's lock (held for microseconds: never across an await)."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def slot(self, name: str) -> int:
+        """The offset of a backend's slot, taking a free one on first use."""
+        key = hashlib.blake2b(name.encode(), digest_size=KEY).digest()
+        with self.locked():
+            for offset in range(0, SLOTS * SLOT, SLOT):
+                held = self._map[offset : offset + KEY]
+                if held == key:
+                    return offset
+                if held == _EMPTY:
+                    self._map[offset : offset + KEY] = key
+                    return offset
+        raise RuntimeError(f"the breaker board is full ({SLOTS} backends)")
+
+    def closed(self, offset: int) -> bool:
+        """Whether a slot's circuit is closed with no failures counted (no lock)."""
+        state, failures, _, _ = _FIELDS.unpack_from(self._map, offset + KEY)
+        return bool(state == State.CLOSED and failures == 0)
+
+    def load(self, offset: int, breaker: Breaker) -> None:
+        """Copy a slot into a breaker."""
+        state, failures, probes, open_until = _FIELDS.unpack_from(self._map, offset + KEY)
+        breaker.state, breaker.failures = State(state), failures
+        breaker.probes, breaker.open_until = probes, open_until
+
+    def save(self, offset: int, breaker: Breaker) -> None:
+        """Copy a breaker into its slot."""
+        fields = (breaker.state.value, breaker.failures, breaker.probes, breaker.open_until)
+        _FIELDS.pack_into(self._map, offset + KEY, *fields)
+
+    def breaker(self, name: str, on_change: OnChange | None) -> Breaker:
+        """A breaker whose state lives on this board."""
+        return SharedBreaker(name, on_change=on_change, board=self, offset=self.slot(name))
+
+    def close(self) -> None:
+        """Unmap the file."""
+        self._map.close()
+        os.close(self._fd)
+
+
+@dataclass(slots=True)
+class SharedBreaker(Breaker):
+    """A `Breaker` that reads and writes its state on the board (the same rules)."""
+
+    board: Board | None = None
+    offset: int = 0
+
+    @contextmanager
+    def _synced(self) -> Iterator[None]:
+        assert self.board is not None
+        with self.board.locked():
+            self.board.load(self.offset, self)
+            yield
+            self.board.save(self.offset, self)
+
+    def _fresh(self) -> Breaker:
+        assert self.board is not None
+        self.board.load(self.offset, self)
+        return self
+
+    def current(self, now: float) -> State:
+        """The shared state as of ``now``."""
+        return Breaker.current(self._fresh(), now)
+
+    def usable(self, now: float, policy: BreakerPolicy = DEFAULT) -> bool:
+        """Whether a request would be admitted now, by any worker's count."""
+        return Breaker.usable(self._fresh(), now, policy)
+
+    def admit(self, now: float, policy: BreakerPolicy = DEFAULT) -> Admit:
+        """As `Breaker.admit`, across workers."""
+        assert self.board is not None
+        if self.board.closed(self.offset):
+            self.state = State.CLOSED
+            return Admit.PASS
+        with self._synced():
+            return Breaker.admit(self, now, policy)
+
+    def success(self, admitted: Admit = Admit.PASS) -> None:
+        """As `Breaker.success`; nothing to write when it is closed already."""
+        assert self.board is not None
+        if admitted is not Admit.PROBE and self.board.closed(self.offset):
+            return
+        with self._synced():
+            Breaker.success(self, admitted)
+
+    def failure(
+        self,
+        now: float | None = None,
+        policy: BreakerPolicy = DEFAULT,
+        admitted: Admit = Admit.PASS,
+    ) -> None:
+        """As `Breaker.failure`, counted for every worker."""
+        with self._synced():
+            Breaker.failure(self, now, policy, admitted)
+
+    def release(self, admitted: Admit) -> None:
+        """As `Breaker.release` (only a probe has anything to give back)."""
+        if admitted is Admit.PROBE:
+            with self._synced():
+                Breaker.release(self, admitted)
+
+    def trip(self, now: float, policy: BreakerPolicy = DEFAULT) -> None:
+        """As `Breaker.trip`."""
+        with self._synced():
+            Breaker.trip(self, now, policy)
+
+    def healthy(self, now: float) -> None:
+        """As `Breaker.healthy`."""
+        with self._synced():
+            Breaker.healthy(self, now)
