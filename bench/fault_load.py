@@ -1,0 +1,183 @@
+"""Faults under load: N clients against a gateway (2 workers) while a backend hangs or fails.
+
+    PYTHONPATH=. .venv/bin/python bench/fault_load.py [--clients 50] [--fault hang|fail500]
+
+A real `gateway serve --workers 2` in front of two scripted upstream lanes, `flaky` (first
+choice) and `steady` (its fallback), both answering after 20 ms. For `--healthy-s` the
+flaky lane answers, then it hangs (or answers 500) for `--fault-s`, then it heals. A
+third of the requests stream. Per phase it reports requests, failures, latency quantiles,
+how many requests reached the flaky lane (during the fault: the probes), and how long after
+healing traffic returned to it. Nothing is asserted; the figures go to docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.conftest import run_gateway
+from tests.support.fault_upstream import FaultUpstream, fault_upstream
+
+POLICY = """
+backends:
+  steady: {{provider: openai, base_url: "{steady}", tier: open}}
+  flaky:
+    provider: openai
+    base_url: "{flaky}"
+    timeout_s: {timeout}
+    breaker: {{failures_to_open: {failures}, open_s: {open_s}, half_open_probes: 1}}
+models:
+  "*": {{to: [flaky, steady]}}
+"""
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@dataclass
+class Result:
+    started: float
+    latency: float
+    backend: str
+    ok: bool
+    detail: str = ""
+
+
+async def _one(http: httpx.AsyncClient, stream: bool) -> tuple[str, bool, str]:
+    if not stream:
+        response = await http.post("/v1/chat/completions", json=BODY)
+        backend = response.headers.get("x-gateway-backend", "-")
+        return backend, response.status_code == 200, response.text[-200:]
+    body = {**BODY, "stream": True}
+    async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        text = (await response.aread()).decode()
+        ok = response.status_code == 200 and text.rstrip().endswith("[DONE]")
+        return response.headers.get("x-gateway-backend", "-"), ok, text[-200:]
+
+
+async def _client(http: httpx.AsyncClient, until: float, n: int, out: list[Result]) -> None:
+    i = n
+    while time.monotonic() < until:
+        started = time.monotonic()
+        try:
+            backend, ok, detail = await _one(http, stream=i % 3 == 0)
+        except httpx.HTTPError as exc:
+            backend, ok, detail = "-", False, repr(exc)
+        out.append(Result(started, time.monotonic() - started, backend, ok, detail))
+        i += 1
+
+
+async def _drive(args: argparse.Namespace, url: str, faults: FaultUpstream) -> list[Result]:
+    out: list[Result] = []
+    # Idle connections are dropped before uvicorn's 5 s keep-alive timeout would: a request
+    # sent on a connection the server is closing fails with a reset, whatever the gateway does.
+    limits = httpx.Limits(
+        max_connections=args.clients, max_keepalive_connections=args.clients, keepalive_expiry=4
+    )
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+        start = time.monotonic()
+        end = start + args.healthy_s + args.fault_s + args.healed_s
+
+        async def script() -> None:
+            await asyncio.sleep(args.healthy_s)
+            faults.script("flaky", mode=args.fault, delay_s=0.02)
+            await asyncio.sleep(args.fault_s)
+            faults.script("flaky", mode="ok", delay_s=0.02)
+
+        await asyncio.gather(script(), *(_client(http, end, n, out) for n in range(args.clients)))
+    for r in out:
+        r.started -= start
+    return out
+
+
+def _q(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def report(args: argparse.Namespace, results: list[Result]) -> None:
+    """One markdown table row per phase."""
+    healthy, faulty = args.healthy_s, args.healthy_s + args.fault_s
+    phases = {
+        "healthy": [r for r in results if r.started < healthy],
+        f"{args.fault}": [r for r in results if healthy <= r.started < faulty],
+        "healed": [r for r in results if r.started >= faulty],
+    }
+    print("| phase | requests | failed | p50 ms | p99 ms | max ms | ≥ 0.9 × timeout | by flaky |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, rows in phases.items():
+        lat = sorted(r.latency * 1000 for r in rows)
+        slow = sum(1 for r in rows if r.latency >= args.timeout * 0.9)
+        flaky = sum(1 for r in rows if r.backend == "flaky")
+        failed = sum(1 for r in rows if not r.ok)
+        print(
+            f"| {name} | {len(rows)} | {failed} | {_q(lat, 50):.0f} | {_q(lat, 99):.0f} | "
+            f"{(lat[-1] if lat else 0):.0f} | {slow} | {flaky} |"
+        )
+    for r in results:
+        if not r.ok:
+            print(f"failed at {r.started:.2f} s after {r.latency:.2f} s: {r.detail}")
+    ends = [r.started + r.latency for r in results if r.backend == "flaky"]
+    back = [end - faulty for end in ends if end >= faulty]
+    if back:
+        print(f"\ntraffic back on flaky {min(back):.2f} s after it healed")
+
+
+def main() -> int:
+    """Run one scenario and print its table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--fault", choices=["hang", "fail500"], default="hang")
+    parser.add_argument("--healthy-s", type=float, default=5.0)
+    parser.add_argument("--fault-s", type=float, default=10.0)
+    parser.add_argument("--healed-s", type=float, default=5.0)
+    parser.add_argument("--timeout", type=float, default=1.0, help="flaky's timeout_s")
+    parser.add_argument("--open-s", type=float, default=2.0, help="flaky's breaker.open_s")
+    parser.add_argument("--no-breaker", action="store_true", help="a circuit that never opens")
+    args = parser.parse_args()
+    with fault_upstream() as faults:
+        faults.script("steady", mode="ok", delay_s=0.02)
+        faults.script("flaky", mode="ok", delay_s=0.02)
+        policy = POLICY.format(
+            steady=faults.base_url("steady"),
+            flaky=faults.base_url("flaky"),
+            timeout=args.timeout,
+            open_s=args.open_s,
+            failures=10**9 if args.no_breaker else 3,
+        )
+        env = {"GATEWAY_WORKERS": "2"}
+        with run_gateway(policy, env) as url:
+            results = asyncio.run(_drive(args, url, faults))
+            scrape = httpx.get(url + "/metrics").text
+    breaker = "no breaker" if args.no_breaker else f"open_s {args.open_s:g}"
+    print(
+        f"{args.clients} clients, flaky {args.fault} for {args.fault_s:g} s "
+        f"(timeout_s {args.timeout:g}, {breaker}, 2 workers; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n"
+    )
+    report(args, results)
+    print()
+    for line in scrape.splitlines():
+        if 'backend="flaky"' in line and line.startswith(_COUNTERS):
+            print(f"    {line}")
+    return 0
+
+
+_COUNTERS = (
+    "gateway_upstream_errors_total",
+    "gateway_breaker_probes_total",
+    "gateway_breaker_transitions_total",
+)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
