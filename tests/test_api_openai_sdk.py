@@ -233,6 +233,18 @@ def test_wrong_method_on_an_inference_route(gateway: str) -> None:
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.headers["x-request-id"]
+
+
+def test_every_route_and_error_carries_a_request_id(gateway: str) -> None:
+    given = {"x-request-id": "req-probe-1"}
+    for method, path in (("GET", "/healthz"), ("GET", "/v1/models"), ("GET", "/nowhere")):
+        response = httpx.request(method, gateway + path, headers=given)
+        assert response.headers["x-request-id"] == "req-probe-1", path
+    unknown = httpx.get(gateway + "/nowhere")
+    assert unknown.status_code == 404 and len(unknown.headers["x-request-id"]) == 32
+    bad = httpx.post(gateway + "/v1/chat/completions", content=b"{", headers=given)
+    assert bad.status_code == 400 and bad.headers["x-request-id"] == "req-probe-1"
 
 
 @pytest.mark.parametrize("stream", [False, True])
