@@ -9,6 +9,7 @@ Errors on both sides go through `gateway.errors.render`, and every answer carrie
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import __version__
+from gateway import __version__, housekeeping, reload
 from gateway.api import admin, models, probes
 from gateway.api.inference import InferenceDoor, internal_error, request_id_for
 from gateway.errors import GatewayError, InvalidRequest, NotFound, for_status, render
@@ -110,6 +111,10 @@ def create_app(settings: Settings | None = None) -> InferenceDoor:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await Services.start(settings, metrics)
+        housekeeping.publish_info(services)
+        if settings.policy_reload_s > 0:
+            services.loops.append(asyncio.create_task(reload.watch(services)))
+        services.loops.append(asyncio.create_task(housekeeping.run(services)))
         app.state.services = door.services = services
         _tune_gc()
         log.info(

@@ -11,7 +11,7 @@ from gateway.wire import Endpoint
 
 if TYPE_CHECKING:
     from gateway.planning import Plan
-    from gateway.reload import PolicyState
+    from gateway.state import PolicyState
 
 
 @dataclass(slots=True)

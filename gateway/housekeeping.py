@@ -1,13 +1,12 @@
-"""Periodic work of a worker: backend gauges, and calibration shared through Redis."""
+"""Exported state of a worker: build info, backend gauges, calibration shared through Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from gateway.services import Services
+from gateway import __version__
+from gateway.services import Services
 
 
 def refresh_gauges(services: Services) -> None:
@@ -36,3 +35,17 @@ async def run(services: Services) -> None:
                     m.cache_errors.labels("calibration_sync").inc()
             m.closed_share.labels(model).set(calibrator.realised_share())
             m.calibrated_threshold.labels(model).set(calibrator.threshold())
+
+
+def publish_info(services: Services) -> None:
+    """Export build info and per-backend state for the current policy."""
+    m = services.metrics
+    # Not clear(): multiprocess mode cannot remove series, so the old one goes to 0.
+    labels = (__version__, services.state.loaded.version, services.classifier.version)
+    if services.info_labels is not None and services.info_labels != labels:
+        m.build_info.labels(*services.info_labels).set(0)
+    m.build_info.labels(*labels).set(1)
+    services.info_labels = labels
+    refresh_gauges(services)
+    for (model, _), calibrator in services.state.calibrators.items():
+        m.closed_share_target.labels(model).set(calibrator.target_share)

@@ -1,16 +1,14 @@
 """The long-lived objects of one worker, built by the app's lifespan.
 
-Policy hot reload lives in `gateway.reload`, the periodic gauges and calibration sync in
-`gateway.housekeeping`; this module only builds, starts and closes.
+This module only builds and closes them; `gateway.reload` (policy hot reload) and
+`gateway.housekeeping` (exported state, calibration sync) work on a built `Services`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
-from gateway import __version__, housekeeping
 from gateway.breakers import Breakers
 from gateway.cache import ResponseCache, build_cache
 from gateway.difficulty import DifficultyClassifier
@@ -19,9 +17,9 @@ from gateway.log import AccessLog
 from gateway.metrics import Metrics
 from gateway.policy import load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
-from gateway.reload import PolicyState, reload, watch
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
+from gateway.state import PolicyState
 from gateway.tasks import Background
 
 
@@ -53,14 +51,15 @@ class Services:
         self.breakers = Breakers()
         self.semantic = SemanticIndex()
         self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics, self.background)
-        self._loops: list[asyncio.Task[None]] = []
-        self._info_labels: tuple[str, str, str] | None = None
+        # Periodic loops (policy watch, housekeeping), started by the app once built.
+        self.loops: list[asyncio.Task[None]] = []
+        self.info_labels: tuple[str, str, str] | None = None
         # One JSON line per request unless access logging is off.
         self.access_log = AccessLog() if settings.access_log else None
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Services:
-        """Load policy and classifier, open clients, start the periodic loops."""
+        """Load policy and classifier, open clients (the app starts the loops)."""
         loaded = load_policy(settings.policy)
         classifier = await asyncio.to_thread(
             DifficultyClassifier.load, settings.classifier_artifact
@@ -76,38 +75,16 @@ class Services:
                 socket_connect_timeout=settings.redis_timeout_ms / 1000,
             )
         state = PolicyState.build(loaded, classifier.artifact.score_prior.tolist())
-        services = cls(settings, state, classifier, client, metrics, redis)
-        services.publish_info()
-        if settings.policy_reload_s > 0:
-            services._loops.append(asyncio.create_task(watch(services)))
-        services._loops.append(asyncio.create_task(housekeeping.run(services)))
-        return services
+        return cls(settings, state, classifier, client, metrics, redis)
 
     async def close(self) -> None:
         """Stop the loops, let background writes finish, close connections."""
-        for task in self._loops:
+        for task in self.loops:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*self.loops, return_exceptions=True)
         await self.background.close()
         await self.client.close()
         if self.access_log is not None:
             self.access_log.close()
         if self.redis is not None:
             await self.redis.aclose()
-
-    def publish_info(self) -> None:
-        """Export build info and per-backend state for the current policy."""
-        m = self.metrics
-        # Not clear(): multiprocess mode cannot remove series, so the old one goes to 0.
-        labels = (__version__, self.state.loaded.version, self.classifier.version)
-        if self._info_labels is not None and self._info_labels != labels:
-            m.build_info.labels(*self._info_labels).set(0)
-        m.build_info.labels(*labels).set(1)
-        self._info_labels = labels
-        housekeeping.refresh_gauges(self)
-        for (model, _), calibrator in self.state.calibrators.items():
-            m.closed_share_target.labels(model).set(calibrator.target_share)
-
-    def reload(self, path: Path | None = None) -> None:
-        """Load the policy file again (see `gateway.reload`)."""
-        reload(self, path)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from gateway.api.deps import ServicesDep
 from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound, PolicyError
+from gateway.reload import reload
 from gateway.services import Services
 
 router = APIRouter(prefix="/admin")
@@ -50,7 +51,7 @@ async def reload_policy(services: ServicesDep, request: Request) -> Response:
     """Reload the policy file now; a bad file keeps the old policy and says why."""
     _require_admin(services, request)
     try:
-        services.reload()
+        reload(services)
     except PolicyError as exc:
         raise InvalidRequest(str(exc), code="invalid_policy") from exc
     body = {"policy_version": services.state.loaded.version}
