@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, housekeeping, reload
-from gateway.api import admin, models, probes
+from gateway.api import admin, feedback, models, probes
 from gateway.api.inference import InferenceDoor, internal_error, request_id_for
 from gateway.errors import GatewayError, InvalidRequest, NotFound, for_status, render
 from gateway.log import setup_logging
@@ -142,6 +142,7 @@ def create_app(settings: Settings | None = None) -> InferenceDoor:
     app.include_router(models.router)
     app.include_router(probes.router)
     app.include_router(admin.router)
+    app.include_router(feedback.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

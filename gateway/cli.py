@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway_tools.cli import main as classify_main
 
         return classify_main(argv[1:])
+    if argv[:1] == ["shadow"]:
+        from gateway_tools.shadow_cli import main as shadow_main
+
+        return shadow_main(argv[1:])
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the gateway")
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p_validate.add_argument("files", nargs="+")
     p_validate.set_defaults(func=validate_policy)
     sub.add_parser("classify", help="difficulty classifier: score, train, eval, explain")
+    sub.add_parser("shadow", help="the routing loop's labels: export")
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -202,6 +202,32 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # The routing loop: shadow calls, judged labels, what they say about the score.
+        self.shadow = Counter(
+            "gateway_shadow_requests_total",
+            "Shadow evaluations by outcome (labelled, failed, dropped_busy, dropped_budget).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.shadow_cost = Counter(
+            "gateway_shadow_cost_usd_total",
+            "USD spent on shadow calls and their judges (not part of gateway_cost_usd_total).",
+            ["backend", "purpose"],
+            registry=r,
+        )
+        self.labels_made = Counter(
+            "gateway_labels_total",
+            "Label records by verdict source (identical, schema, tools, judge, feedback).",
+            ["model", "source"],
+            registry=r,
+        )
+        self.labels_by_decile = Counter(
+            "gateway_label_decile_total",
+            "Judged shadow pairs by difficulty decile of the routed request and outcome "
+            "(open_worse when the label is at least 0.5, else open_ok).",
+            ["decile", "outcome"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "gateway_build_info",
             "Always 1; labels carry the gateway version, policy version and classifier version.",

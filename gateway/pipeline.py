@@ -22,6 +22,7 @@ from gateway.cache import CachedAnswer
 from gateway.call import Call
 from gateway.errors import ClientGone, GatewayError
 from gateway.planning import make_plan, resolve_model
+from gateway.policy import Shadow
 from gateway.protocol import parse_body, validate
 from gateway.services import Services
 from gateway.streaming import Assembler, error_event, replay
@@ -82,14 +83,27 @@ async def _answer(services: Services, call: Call, request: Incoming) -> Answer:
         return _from_cache(services, call, hit)
     _classify(services, call)
     _plan(services, call)
+    opted_out = request.cache_opt_out or "no-store" in request.cache_control
+    shadow = services.shadower.wants(call, opted_out)
     if call.stream:
         opened = await attempt.open_stream(services, call)
-        return Answer(call.headers(), events=_relay(services, call, opened, cache))
+        return Answer(call.headers(), events=_relay(services, call, opened, cache, shadow))
     backend, completion = await attempt.complete(services, call)
     charge(services, call, backend, completion.usage)
     await caching.store(services, call, cache, completion.body, completion.usage)
+    _after(services, call, shadow, completion.body)
     call.status = 200
     return Answer(call.headers(), completion.body)
+
+
+def _after(services: Services, call: Call, shadow: Shadow | None, answer: bytes) -> None:
+    """Off the critical path: a sampled shadow evaluation, the request kept for feedback."""
+    if shadow is not None:
+        services.shadower.consider(call, shadow, answer)
+    if call.tenant is not None and call.state.retains(call.team):
+        record = {"messages": call.body.get("messages"), "model": call.model, "score": call.score}
+        retained = services.shadower.retained
+        services.background.spawn(retained.keep(call.tenant.partition, call.request_id, record))
 
 
 def _classify(services: Services, call: Call, known: float | None = None) -> None:
@@ -116,7 +130,14 @@ def _plan(services: Services, call: Call) -> None:
 
     route = policy.models[call.model]
     call.plan = make_plan(
-        policy, call.model, route, call.endpoint, call.score, threshold, services.breakers
+        policy,
+        call.model,
+        route,
+        call.endpoint,
+        call.score,
+        threshold,
+        services.breakers,
+        closed_allowed=call.team not in state.self_hosted,
     )
     if call.score is not None and calibrators:
         closed = call.plan.targets[0].tier == "closed"
@@ -144,7 +165,11 @@ async def _whole(block: bytes) -> AsyncIterator[bytes]:
 
 
 async def _relay(
-    services: Services, call: Call, opened: attempt.OpenStream, cache: caching.CachePlan
+    services: Services,
+    call: Call,
+    opened: attempt.OpenStream,
+    cache: caching.CachePlan,
+    shadow: Shadow | None,
 ) -> AsyncIterator[bytes]:
     """Forward a stream's blocks; a failure after the first ends it with an error event."""
     backend, events, usage = opened.backend, opened.events, opened.usage
@@ -154,7 +179,7 @@ async def _relay(
     # What a stream's client feels the gateway add is its delay to the first event.
     call.overhead_s = max(to_first - call.upstream_s, 0.0)
     breaker = services.breakers[backend.name]
-    assembler = Assembler() if cache.key is not None else None
+    assembler = Assembler() if cache.key is not None or shadow is not None else None
     call.status = 200
     breaker.in_flight += 1
     try:
@@ -178,4 +203,6 @@ async def _relay(
     if whole is not None:
         # The client may not have asked for usage; the stored answer always has it.
         whole["usage"] = usage.as_json()
-        await caching.store(services, call, cache, orjson.dumps(whole), usage)
+        body = orjson.dumps(whole)
+        await caching.store(services, call, cache, body, usage)
+        _after(services, call, shadow, body)

@@ -19,6 +19,7 @@ from gateway.policy import load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
+from gateway.shadow.runner import Shadower
 from gateway.state import PolicyState
 from gateway.tasks import Background
 
@@ -51,6 +52,9 @@ class Services:
         self.breakers = Breakers()
         self.semantic = SemanticIndex()
         self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics, self.background)
+        self.shadower = Shadower(
+            settings, redis, metrics, self.background, self.providers, classifier
+        )
         # Periodic loops (policy watch, housekeeping), started by the app once built.
         self.loops: list[asyncio.Task[None]] = []
         self.info_labels: tuple[str, str, str] | None = None

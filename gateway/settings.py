@@ -39,3 +39,7 @@ class Settings(BaseSettings):
     classifier_artifact: Path | None = None
     # Closed-share calibration sync period through Redis.
     calibration_sync_s: float = 2.0
+    # The routing loop's label stream (Redis, or an in-process ring) and how long requests
+    # of teams that opted in to prompt retention are kept for feedback.
+    labels_max: int = 100_000
+    retain_s: int = 7 * 86400

@@ -22,6 +22,14 @@ class PolicyState:
     calibrators: dict[tuple[str, int], ShareCalibrator] = field(default_factory=dict)
     # Cache settings per model: the policy-wide ones overridden by the model's own.
     cache: dict[str, CachePolicy] = field(default_factory=dict)
+    # Teams whose data must stay on self-hosted models, and teams that opted in to prompt
+    # retention (labels, feedback).
+    self_hosted: frozenset[str] = frozenset()
+    retaining: frozenset[str] = frozenset()
+
+    def retains(self, team: str) -> bool:
+        """Whether a team's requests are kept for feedback."""
+        return team in self.retaining
 
     @classmethod
     def build(
@@ -55,4 +63,7 @@ class PolicyState:
             if route.cache is not None:
                 merged.update(route.cache.model_dump(exclude_none=True))
             cache[model] = CachePolicy(**merged)
-        return cls(loaded, KeyRing(policy), calibrators, cache)
+        teams = policy.teams.items()
+        self_hosted = frozenset(n for n, t in teams if t.data_residency == "self_hosted")
+        retaining = frozenset(n for n, t in teams if t.retain_prompts and n not in self_hosted)
+        return cls(loaded, KeyRing(policy), calibrators, cache, self_hosted, retaining)

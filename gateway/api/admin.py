@@ -56,3 +56,17 @@ async def reload_policy(services: ServicesDep, request: Request) -> Response:
         raise InvalidRequest(str(exc), code="invalid_policy") from exc
     body = {"policy_version": services.state.loaded.version}
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/labels")
+async def labels(services: ServicesDep, request: Request) -> Response:
+    """Label records as JSON lines (`since` epoch seconds, `team`, `model` filter)."""
+    _require_admin(services, request)
+    query = request.query_params
+    try:
+        since = float(query["since"]) if "since" in query else None
+    except ValueError as exc:
+        raise InvalidRequest("`since` must be epoch seconds.", param="since") from exc
+    records = await services.shadower.labels.read(since, query.get("team"), query.get("model"))
+    body = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    return Response(body, media_type="application/x-ndjson")

@@ -10,6 +10,7 @@ from gateway.policy.schema import (
     Policy,
     Price,
     Rule,
+    Shadow,
     Team,
     Tier,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Policy",
     "Price",
     "Rule",
+    "Shadow",
     "Team",
     "Tier",
     "load_policy",

@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.errors import PolicyError
-from gateway.policy.schema import Policy
+from gateway.policy.schema import Policy, Shadow
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -115,6 +115,20 @@ def _check_references(policy: Policy, source: str, lines: Mapping[PathKey, int])
         for i, model in enumerate(spec.allowed_models or []):
             if model not in policy.models:
                 fail(("teams", team, "allowed_models", i), f"unknown model {model!r}")
+    shadows: list[tuple[PathKey, Shadow | None]] = [(("shadow",), policy.shadow)]
+    shadows += [(("models", name, "shadow"), route.shadow) for name, route in policy.models.items()]
+    for at, shadow in shadows:
+        if shadow is None:
+            continue
+        for key, tier in (("against", "closed"), ("open", "open"), ("judge", None)):
+            name = getattr(shadow, key)
+            if name is None:
+                continue
+            backend = policy.backends.get(name)
+            if backend is None:
+                fail((*at, key), f"unknown backend {name!r}")
+            elif tier is not None and backend.tier != tier:
+                fail((*at, key), f"backend {name!r} is {backend.tier}-tier, not {tier}-tier")
 
 
 def parse_policy(text: str, source: str, env: Mapping[str, str] | None = None) -> LoadedPolicy:
