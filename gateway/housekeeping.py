@@ -49,3 +49,9 @@ def publish_info(services: Services) -> None:
     refresh_gauges(services)
     for (model, _), calibrator in services.state.calibrators.items():
         m.closed_share_target.labels(model).set(calibrator.target_share)
+    policy = services.state.loaded.policy
+    if policy.shadow is not None:
+        m.shadow_cap.labels("*").set(policy.shadow.max_usd_per_day)
+    for name, route in policy.models.items():
+        if route.shadow is not None:
+            m.shadow_cap.labels(name).set(route.shadow.max_usd_per_day)

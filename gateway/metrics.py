@@ -223,10 +223,17 @@ class Metrics:
         )
         self.labels_by_decile = Counter(
             "gateway_label_decile_total",
-            "Judged shadow pairs by difficulty decile of the routed request and outcome "
-            "(open_worse when the label is at least 0.5, else open_ok).",
-            ["decile", "outcome"],
+            "Judged shadow pairs by difficulty decile of the request, the tier it was routed "
+            "to, and outcome (open_worse when the label is at least 0.5, else open_ok).",
+            ["decile", "tier", "outcome"],
             registry=r,
+        )
+        self.shadow_cap = Gauge(
+            "gateway_shadow_cap_usd",
+            "The policy's daily cap on shadow spend, by scope (a model name, or * policy-wide).",
+            ["scope"],
+            registry=r,
+            multiprocess_mode="max",
         )
         self.build_info = Gauge(
             "gateway_build_info",

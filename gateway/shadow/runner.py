@@ -166,7 +166,7 @@ class Shadower:
         if pair.score is not None:
             decile = str(min(int(pair.score * 10), 9))
             outcome = "open_worse" if verdict.label >= 0.5 else "open_ok"
-            m.labels_by_decile.labels(decile, outcome).inc()
+            m.labels_by_decile.labels(decile, pair.routed.tier, outcome).inc()
 
     async def _verdict(self, policy: Policy, shadow: Shadow, pair: Pair) -> tuple[Verdict, Backend]:
         other = _counterpart(policy, shadow, pair)

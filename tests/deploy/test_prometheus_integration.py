@@ -72,7 +72,11 @@ models:
   claude: {{to: [claude]}}
   fallback: {{to: [broken, open]}}
   all-fail: {{to: [broken]}}
+  shadowed:
+    to: [open]
+    shadow: {{sample: 1.0, against: strong, judge: strong, max_usd_per_day: 5}}
 teams:
+  labelled: {{keys: [sk-labelled], retain_prompts: true}}
   search: {{keys: [sk-search]}}
   support: {{keys: [sk-support]}}
   tiny:
@@ -246,6 +250,13 @@ def _drive(stack: Stack, url: str) -> None:
             with pytest.raises(openai.RateLimitError):
                 chat(frugal, "qwen", "One more frugal question")
         assert 1 <= stack.rate_limited <= 2
+
+        # Shadow evaluation: the open answer is compared with `strong` (the same scripted
+        # upstream, so the pair is identical and the label 0), off the critical path.
+        with openai.OpenAI(base_url=url + "/v1", api_key="sk-labelled", max_retries=0) as labelled:
+            for text in ("Shadow me once.", "Shadow me twice."):
+                assert chat(labelled, "shadowed", text)[0] == "open"
+                stack.answers.append(Answer("labelled", "open", CHAT))
 
         # A third consecutive failure of `broken` opens its circuit (FAILURES_TO_OPEN = 3).
         with pytest.raises(openai.InternalServerError):
@@ -432,7 +443,7 @@ def _check_totals(
     stack: Stack, read: Callable[[str, tuple[str, ...]], dict[tuple[str, ...], float]]
 ) -> None:
     totals = expected_totals(stack.answers)
-    assert {t for t, _ in totals["cost"]} == {"search", "support", "tiny", "frugal"}
+    assert {t for t, _ in totals["cost"]} == {"search", "support", "tiny", "frugal", "labelled"}
     got_cost = read("gateway_cost_usd_total", ("team", "tier"))
     got_savings = read("gateway_savings_usd_total", ("team", "tier"))
     got_baseline = read("gateway_baseline_cost_usd_total", ("team",))
@@ -483,7 +494,8 @@ def test_requests_and_decisions_are_counted(stack: Stack) -> None:
     # search: hard ×2 (rule); qwen chat, qwen stream, completions, embeddings, claude (alias);
     # the repeated qwen chat (cache); the fallback. support: six `auto` (calibration/default).
     assert reasons.pop("rule") == 2
-    assert reasons.pop("alias") == 5 + (3 - stack.rate_limited) + 1  # + tiny and frugal
+    # + tiny and frugal, + the two shadowed requests of `labelled`
+    assert reasons.pop("alias") == 5 + (3 - stack.rate_limited) + 1 + 2
     assert reasons.pop("cache") == 1
     assert reasons.pop("fallback") == 1
     assert sum(reasons.values()) == 6 and set(reasons) <= {"calibration", "default"}
