@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -354,14 +353,20 @@ def _wait_for(
 
 
 @pytest.fixture(scope="module")
-def stack(upstreams: Upstreams, tool: Callable[[str, str], str]) -> Iterator[Stack]:
+def stack(
+    upstreams: Upstreams,
+    tool: Callable[[str, str], str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
     prometheus_bin = tool("prometheus", "apt-get install prometheus")
     policy = POLICY.format(oai=upstreams.openai_url, anth=upstreams.anthropic_url)
+    # Nothing listens there: this gateway's Redis calls fail (and never reach a real Redis).
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    workdir = tmp_path_factory.mktemp("prometheus-it")
     with ExitStack() as stack_:
-        workdir = Path(stack_.enter_context(tempfile.TemporaryDirectory(prefix="prom-it-")))
-        gateway = stack_.enter_context(run_gateway(policy))
-        storm = stack_.enter_context(run_gateway(policy, {"GATEWAY_REDIS_URL": dead_redis}))
+        gateway = stack_.enter_context(run_gateway(policy, tmp=workdir))
+        storm_env = {"GATEWAY_REDIS_URL": dead_redis}
+        storm = stack_.enter_context(run_gateway(policy, storm_env, tmp=workdir))
         instance, storm_instance = (u.removeprefix("http://") for u in (gateway, storm))
         prometheus = stack_.enter_context(
             _start_prometheus(prometheus_bin, [instance, storm_instance], workdir)
