@@ -26,8 +26,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.shadow.labels import STREAM
 from tests.conftest import REPO, Upstreams, run_gateway
 from tests.support.fake_upstreams import serve_in_thread
+from tests.support.redis_server import RedisDb
 
 ADMIN = "admin-test-key"
 
@@ -127,9 +129,10 @@ def scripted() -> Iterator[tuple[Scripted, str]]:
         yield state, url
 
 
-def _gateway(upstreams: Upstreams, url: str, cap: float = 10.0) -> Any:
+def _gateway(upstreams: Upstreams, url: str, tmp: Path, cap: float = 10.0, redis: str = "") -> Any:
     policy = POLICY.format(oai=upstreams.openai_url, s=url, cap=cap)
-    return run_gateway(policy, env={"GATEWAY_ADMIN_KEY": ADMIN})
+    env = {"GATEWAY_ADMIN_KEY": ADMIN, "GATEWAY_REDIS_URL": redis}
+    return run_gateway(policy, env=env, tmp=tmp)
 
 
 def _labels(gateway: str, expect: int, timeout_s: float = 20.0) -> list[dict[str, Any]]:
@@ -158,11 +161,11 @@ def _client(gateway: str, key: str) -> openai.OpenAI:
 
 
 def test_labels_have_the_judged_values_and_never_delay_the_client(
-    upstreams: Upstreams, scripted: tuple[Scripted, str]
+    upstreams: Upstreams, scripted: tuple[Scripted, str], tmp_path: Path
 ) -> None:
     state, url = scripted
     state.closed_delay_s = 0.5
-    with _gateway(upstreams, url) as gateway, _client(gateway, "sk-labelled") as client:
+    with _gateway(upstreams, url, tmp_path) as gateway, _client(gateway, "sk-labelled") as client:
         asked, answered = {}, {}
         for prompt in ("HARD: prove it", "easy one", "SAME words"):
             raw = client.chat.completions.with_raw_response.create(
@@ -196,10 +199,10 @@ def test_labels_have_the_judged_values_and_never_delay_the_client(
 
 
 def test_closed_answers_are_shadowed_by_the_open_tier(
-    upstreams: Upstreams, scripted: tuple[Scripted, str]
+    upstreams: Upstreams, scripted: tuple[Scripted, str], tmp_path: Path
 ) -> None:
     _, url = scripted
-    with _gateway(upstreams, url) as gateway, _client(gateway, "sk-labelled") as client:
+    with _gateway(upstreams, url, tmp_path) as gateway, _client(gateway, "sk-labelled") as client:
         raw = client.chat.completions.with_raw_response.create(
             model="to-closed", messages=[{"role": "user", "content": "HARD question"}]
         )
@@ -210,10 +213,10 @@ def test_closed_answers_are_shadowed_by_the_open_tier(
 
 
 def test_streams_are_shadowed_from_the_assembled_answer(
-    upstreams: Upstreams, scripted: tuple[Scripted, str]
+    upstreams: Upstreams, scripted: tuple[Scripted, str], tmp_path: Path
 ) -> None:
     _, url = scripted
-    with _gateway(upstreams, url) as gateway, _client(gateway, "sk-labelled") as client:
+    with _gateway(upstreams, url, tmp_path) as gateway, _client(gateway, "sk-labelled") as client:
         stream = client.chat.completions.create(
             model="auto", messages=[{"role": "user", "content": "HARD stream"}], stream=True
         )
@@ -224,11 +227,14 @@ def test_streams_are_shadowed_from_the_assembled_answer(
 
 
 def test_sampling_rate_concurrency_bound_and_daily_cap(
-    upstreams: Upstreams, scripted: tuple[Scripted, str]
+    upstreams: Upstreams, scripted: tuple[Scripted, str], tmp_path: Path
 ) -> None:
     state, url = scripted
     # One shadow costs 100 × 2 + 50 × 8 = 600 µUSD at gpt's prices (judge calls are free).
-    with _gateway(upstreams, url, cap=0.0009) as gateway, _client(gateway, "sk-labelled") as client:
+    with (
+        _gateway(upstreams, url, tmp_path, cap=0.0009) as gateway,
+        _client(gateway, "sk-labelled") as client,
+    ):
         for i in range(200):
             client.chat.completions.create(
                 model="sampled", messages=[{"role": "user", "content": f"easy {i}"}]
@@ -256,10 +262,10 @@ def test_sampling_rate_concurrency_bound_and_daily_cap(
 
 
 def test_no_labels_without_opt_in_and_never_closed_for_self_hosted_teams(
-    upstreams: Upstreams, scripted: tuple[Scripted, str]
+    upstreams: Upstreams, scripted: tuple[Scripted, str], tmp_path: Path
 ) -> None:
     state, url = scripted
-    with _gateway(upstreams, url) as gateway:
+    with _gateway(upstreams, url, tmp_path) as gateway:
         with _client(gateway, "sk-private") as private:
             private.chat.completions.create(
                 model="auto", messages=[{"role": "user", "content": "HARD private"}]
@@ -278,7 +284,7 @@ def test_feedback_joins_by_request_id_and_export_round_trips(
     upstreams: Upstreams, scripted: tuple[Scripted, str], tmp_path: Path
 ) -> None:
     _, url = scripted
-    with _gateway(upstreams, url) as gateway, _client(gateway, "sk-labelled") as client:
+    with _gateway(upstreams, url, tmp_path) as gateway, _client(gateway, "sk-labelled") as client:
         raw = client.chat.completions.with_raw_response.create(
             model="sampled", messages=[{"role": "user", "content": "rate me"}]
         )
@@ -312,3 +318,35 @@ def test_feedback_joins_by_request_id_and_export_round_trips(
     exported = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert [r["id"] for r in exported] == [r["id"] for r in records]
     assert all({"id", "messages", "label"} <= set(r) for r in exported)
+
+
+def test_labels_and_feedback_go_through_redis(
+    upstreams: Upstreams, scripted: tuple[Scripted, str], tmp_path: Path, redis_db: RedisDb
+) -> None:
+    _, url = scripted
+    with (
+        _gateway(upstreams, url, tmp_path, redis=redis_db.url) as gateway,
+        _client(gateway, "sk-labelled") as client,
+    ):
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "HARD in redis"}]
+        )
+        request_id = raw.headers["x-request-id"]
+        (label,) = _labels(gateway, 1)
+        assert label["id"] == request_id and label["label"] == 1.0
+        post = httpx.post(
+            gateway + "/v1/feedback",
+            json={"request_id": request_id, "label": 0.0},
+            headers={"authorization": "Bearer sk-labelled"},
+        )
+        assert post.status_code == 200, post.text
+    with redis_db.client() as r:
+        assert r.xlen(STREAM) == 2
+        # The retained request is keyed by tenant partition: no clear key, no other tenant.
+        keys = [k.decode() for k in r.scan_iter(match="gateway:retained:*")]
+        assert keys == [f"gateway:retained:v1:team:labelled:{request_id}"]
+    out = tmp_path / "labels.jsonl"
+    command = [sys.executable, "-m", "gateway", "shadow", "export", "--out", str(out)]
+    subprocess.run([*command, "--redis", redis_db.url], check=True, cwd=REPO, capture_output=True)
+    exported = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [(r["source"], r["label"]) for r in exported] == [("judge", 1.0), ("feedback", 0.0)]
