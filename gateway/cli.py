@@ -95,18 +95,28 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def validate_policy(args: argparse.Namespace) -> int:
-    """Check policy files; print each problem with file, line and key."""
-    from gateway.policy import load_policy
+    """Check policy files; print each problem as `file:line: key: message`, one per line."""
+    from gateway.policy import PolicyInvalid, load_policy
 
     status = 0
     for name in args.files:
         try:
             loaded = load_policy(Path(name))
-        except PolicyError as exc:
-            print(f"gateway: {exc}", file=sys.stderr)
+        except PolicyInvalid as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
             status = 1
-        else:
-            policy = loaded.policy
+            continue
+        except PolicyError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+            continue
+        for warning in loaded.warnings:
+            print(warning, file=sys.stderr)
+        if loaded.warnings and args.strict:
+            status = 1
+        policy = loaded.policy
+        if not args.quiet:
             print(
                 f"{name}: ok (version {loaded.version}; {len(policy.backends)} backends, "
                 f"{len(policy.models)} models)"
@@ -138,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     policy_sub = p_policy.add_subparsers(dest="policy_command", required=True)
     p_validate = policy_sub.add_parser("validate", help="validate policy files")
     p_validate.add_argument("files", nargs="+")
+    p_validate.add_argument("--strict", action="store_true", help="warnings fail too")
+    p_validate.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     p_validate.set_defaults(func=validate_policy)
     sub.add_parser("classify", help="difficulty classifier: score, train, eval, explain")
     args = parser.parse_args(argv)
