@@ -4,7 +4,7 @@
 a background thread flushes the queue every `flush_s` to rotating JSONL files and/or a
 bounded Redis stream (`XADD ... MAXLEN ~ N`). Prompts are never part of a record.
 
-Files: `DIR/decisions-<UTC start>-<pid>.jsonl`, one per worker at a time, rotated by
+Files: `DIR/decisions-<UTC start>-<pid>-<n>.jsonl`, one per worker at a time, rotated by
 size and by age; the oldest beyond `keep_files` (or older than `retain_s`) are deleted.
 Redis: one stream entry per record, the record's fields as the entry's fields (strings
 as they are, numbers and lists as JSON, a null score left out).
@@ -121,6 +121,7 @@ class DecisionLog:
         self._file_path: Path | None = None
         self._file_bytes = 0
         self._file_opened = 0.0
+        self._sequence = 0
         self._last_error_log = 0.0
         self._redis: Any = None
         if redis_url:
@@ -213,9 +214,11 @@ class DecisionLog:
             self._file = None
         assert self.directory is not None
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        path = self.directory / f"{FILE_PREFIX}{stamp}-{os.getpid()}.jsonl"
-        if path == self._file_path:  # rotated twice within a second
-            path = path.with_name(f"{path.stem}-{time.monotonic_ns()}.jsonl")
+        while True:  # names sort in time order: the second, then this worker's sequence
+            self._sequence += 1
+            path = self.directory / f"{FILE_PREFIX}{stamp}-{os.getpid()}-{self._sequence:04d}.jsonl"
+            if not path.exists():
+                break
         self._file = handle = path.open("ab")
         self._file_path = path
         self._file_bytes = path.stat().st_size
