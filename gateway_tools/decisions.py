@@ -22,7 +22,7 @@ import orjson
 
 from gateway.decisions import DEFAULT_STREAM, FILE_PREFIX, from_stream_fields
 
-BATCH = 100_000
+BATCH = 50_000
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -171,7 +171,7 @@ def replay(policy: Policy, log: Log, *, keys_as_configured: bool = False) -> Out
     group = np.where(replayed & (route_of >= 0), route_of * n_endpoints + log.endpoint, -1)
     order = np.argsort(group, kind="stable")
     values, starts = np.unique(group[order], return_index=True)
-    ends = [*starts[1:].tolist(), order.size]
+    ends = [*starts[1:].tolist(), order.size][: values.size]
     for value, start, end in zip(values.tolist(), starts.tolist(), ends, strict=True):
         if value < 0:
             continue

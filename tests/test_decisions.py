@@ -109,7 +109,8 @@ def test_rotation_by_size_and_age_and_retention(tmp_path: Path) -> None:
             decisions.flush()
         by_size = sorted(tmp_path.glob("decisions-*.jsonl"))
         assert len(by_size) >= 4  # files just written are never pruned (another worker's?)
-        assert all(p.stat().st_size <= 2_000 for p in by_size)
+        # A file is rotated once it reaches the size: it passes it by at most one batch.
+        assert all(2_000 <= p.stat().st_size < 2_500 for p in by_size[:-1])
         assert [r["request_id"] for r in lines(tmp_path)] == [f"req-{i}" for i in range(40)]
         old = time.time() - 3600
         for path in by_size:

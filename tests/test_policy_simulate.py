@@ -190,6 +190,16 @@ def test_generated_log_with_a_formula_answer(tmp_path: Path) -> None:
     assert result["candidate"]["closed_share"] == len(hard) / n
 
 
+def test_an_empty_log(tmp_path: Path) -> None:
+    result = simulate(write_log(tmp_path / "empty.jsonl", []))
+    assert result == {
+        "records": 0,
+        "changed": 0,
+        "candidate": {"by_backend": {}, "closed_share": 0.0, "cost_usd": 0.0},
+        "baseline": {"by_backend": {}, "closed_share": 0.0, "cost_usd": 0.0},
+    }
+
+
 def test_report_writes_markdown_and_chart(tmp_path: Path, log_file: Path) -> None:
     new = tmp_path / "new.yaml"
     new.write_text(policy_text())
