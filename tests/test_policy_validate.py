@@ -191,7 +191,7 @@ def test_duplicate_keys_are_reported_with_everything_else() -> None:
 @pytest.mark.parametrize(
     ("text", "line"),
     [
-        ('backends:\n  a: {provider: openai, api_key: "sk-live-abcdef\nmodels: {}\n', 4),
+        ('backends:\n  a: {provider: openai, api_key: "sk-live-abcdef\nmodels: {}\n', 2),
         ("backends:\n  a: {provider: openai, api_key: *sk-live-abcdef}\n", 2),
         ("backends:\n  a:\n    api_key: sk-live-abcdef\n   provider: openai\n", 4),
         ("backends: [\n", 2),

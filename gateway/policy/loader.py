@@ -79,9 +79,13 @@ class _Builder:
 
 
 def _syntax_error(exc: yaml.YAMLError, source: str) -> PolicyInvalid:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem, context = getattr(exc, "problem", None), getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None)
+    started = getattr(exc, "context_mark", None)
+    if started is not None and (mark is None or "end of stream" in (problem or "")):
+        mark = started  # an unclosed quote or bracket: where it was opened, not the file's end
     line = mark.line + 1 if mark is not None else 1
-    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    parts = [context, problem]
     text = ": ".join(p for p in parts if p) or type(exc).__name__
     text = _QUOTED.sub("'...'", " ".join(text.split()))
     return PolicyInvalid([Problem(source, line, "invalid YAML", text)])

@@ -102,10 +102,9 @@ def _check_rules(name: str, route: ModelRoute, problems: Problems) -> None:
                     "and takes every request",
                 )
             elif span is not None and span[0] >= span[1]:
+                lower = f"difficulty_at_least {span[0]:g}" if span[0] else "no score"
                 problems.add(
-                    loc,
-                    "rule can never match: difficulty_at_least "
-                    f"{span[0]:g} is not below difficulty_below {span[1]:g}",
+                    loc, f"rule can never match: {lower} is not below difficulty_below {span[1]:g}"
                 )
             elif _covered(span or (0.0, math.inf), taken):
                 problems.add(
