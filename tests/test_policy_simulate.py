@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,19 @@ def test_report_writes_markdown_and_chart(tmp_path: Path, log_file: Path) -> Non
     assert "| `open` | `strong` | 2 |" in page  # one of the moves
     assert "| 1.00 | 5.9 % |" in page  # the sweep's end: 1 of 17 on the closed tier
     assert (report / "cost_vs_closed_share.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_without_matplotlib(
+    tmp_path: Path, log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
+    new = tmp_path / "new.yaml"
+    new.write_text(policy_text())
+    report = tmp_path / "report"
+    argv = ["policy", "simulate", "--policy", str(new), "--log", str(log_file)]
+    assert main([*argv, "--json", "--report", str(report)]) == 0
+    assert "Install matplotlib" in (report / "simulation.md").read_text()
+    assert not (report / "cost_vs_closed_share.png").exists()
 
 
 def test_text_output_and_errors(
