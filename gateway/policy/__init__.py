@@ -1,6 +1,7 @@
 """Routing policies: schema, loading and validation."""
 
 from gateway.policy.loader import LoadedPolicy, load_policy, parse_policy
+from gateway.policy.problems import PolicyInvalid, Problem
 from gateway.policy.schema import (
     Backend,
     CachePolicy,
@@ -23,7 +24,9 @@ __all__ = [
     "LoadedPolicy",
     "ModelRoute",
     "Policy",
+    "PolicyInvalid",
     "Price",
+    "Problem",
     "Rule",
     "Shadow",
     "Team",
