@@ -20,6 +20,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.limits import filled
 from gateway.policy import Backend
 from gateway.providers import Completion, EventStream, Usage
 from gateway.semantic import context_id, embed, split_last_turn
@@ -123,7 +124,7 @@ async def answer(services: Services, call: Call, cache: CachePlan) -> Reply:
     if call.stream:
         return await _stream(services, call, cache)
     backend, completion = await _complete(services, call)
-    _account(services, call, backend, completion.usage)
+    _account(services, call, backend, completion.usage, len(completion.body))
     if cache.store and cache.key is not None:
         usage = completion.usage
         entry = _entry(services, call, completion.body, backend, usage)
@@ -151,6 +152,7 @@ def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Reply:
     services.metrics.decisions.labels(call.model, hit.tier, "cache").inc()
     if backend is not None:
         account(services.metrics, policy, backend, usage, call.team, cache_hit=True)
+    services.limiter.settle(call.admission, 0, 0, 0.0)  # no upstream tokens, no cost
     headers = call.headers(hit.backend, hit.tier)
     finish(services, call, 200, hit.backend, hit.tier)
     if not call.stream:
@@ -164,13 +166,17 @@ def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Reply:
     return Reply(200, headers, media_type=EVENT_STREAM, stream=body())
 
 
-def _account(services: Services, call: Call, backend: Backend, usage: Usage) -> None:
+def _account(
+    services: Services, call: Call, backend: Backend, usage: Usage, answer_bytes: int
+) -> None:
     assert call.plan is not None
     reason = "fallback" if backend is not call.plan.targets[0] else call.plan.reason
     services.metrics.decisions.labels(call.model, backend.tier, reason).inc()
+    if call.admission is not None:  # an answer without usage is charged an estimate
+        sent = answer_bytes if call.endpoint != "embeddings" else 0
+        usage = filled(usage, call.admission.prompt_tokens, sent)
     cost, _ = account(services.metrics, call.state.loaded.policy, backend, usage, call.team)
-    if call.tenant is not None:
-        services.limiter.spend(call.tenant, cost)
+    services.limiter.settle(call.admission, usage.prompt_tokens, usage.completion_tokens, cost)
 
 
 def _retryable(err: GatewayError) -> bool:
@@ -275,6 +281,7 @@ async def _stream(services: Services, call: Call, cache: CachePlan) -> Reply:
 
     async def body() -> AsyncIterator[bytes]:
         status = 200
+        sent = len(first)
         health.in_flight += 1
         try:
             # Each block goes to the client before it is parsed for the cache.
@@ -282,6 +289,7 @@ async def _stream(services: Services, call: Call, cache: CachePlan) -> Reply:
             if assembler is not None:
                 assembler.feed(first)
             async for event in events:
+                sent += len(event)
                 yield event
                 if assembler is not None:
                     assembler.feed(event)
@@ -292,7 +300,7 @@ async def _stream(services: Services, call: Call, cache: CachePlan) -> Reply:
         finally:
             health.in_flight -= 1
             await events.aclose()
-            _account(services, call, backend, usage)
+            _account(services, call, backend, usage, sent)
             finish(services, call, status, backend.name, backend.tier)
         whole = assembler.result() if assembler is not None else None
         if whole is not None and cache.key is not None:

@@ -9,6 +9,7 @@ from typing import Any
 from gateway.asgi import Reply
 from gateway.auth import Tenant
 from gateway.errors import GatewayError, UpstreamStatusError, upstream_error_body
+from gateway.limits import Admission
 from gateway.planner import Plan
 from gateway.policy import Endpoint
 from gateway.services import PolicyState, Services
@@ -32,6 +33,7 @@ class Call:
     upstream_s: float = 0.0
     overhead_s: float | None = None
     cache_result: str = "bypass"
+    admission: Admission | None = None
 
     @property
     def team(self) -> str:
@@ -40,13 +42,16 @@ class Call:
 
     def headers(self, backend: str, tier: str) -> dict[str, str]:
         """The gateway's response headers for an answer from `backend`."""
-        return {
+        headers = {
             "x-request-id": self.request_id,
             "x-gateway-backend": backend,
             "x-gateway-tier": tier,
             "x-gateway-difficulty": "n/a" if self.score is None else f"{self.score:.4f}",
             "x-gateway-cache": self.cache_result,
         }
+        if self.admission is not None:
+            headers.update(self.admission.headers)
+        return headers
 
 
 def classify(services: Services, call: Call, known: float | None = None) -> None:

@@ -15,6 +15,7 @@ from gateway.asgi import Reply, RequestHead, read_body
 from gateway.attempt import answer, cache_plan, from_cache
 from gateway.call import Call, classify, error_response
 from gateway.errors import GatewayError
+from gateway.limits import estimate
 from gateway.planner import Plan, make_plan, resolve_model
 from gateway.policy import Endpoint
 from gateway.protocol import parse_body, validate
@@ -68,13 +69,16 @@ async def handle(
     call = Call(endpoint, request_id_for(head), time.perf_counter(), services.state)
     try:
         call.tenant = call.state.keys.authenticate(head.authorization)
-        await services.limiter.check(call.tenant)
         raw = await read_body(receive, head, services.settings.max_body_bytes)
         call.body = parse_body(raw)
         call.asked = validate(endpoint, call.body)
         call.stream = endpoint != "embeddings" and call.body.get("stream") is True
         allowed = call.tenant.allowed_models
         call.model, _ = resolve_model(call.state.loaded.policy, call.asked, allowed)
+        est = estimate(call.state.loaded.policy, call.model, endpoint, call.body, len(raw))
+        call.admission = await services.limiter.admit(
+            call.tenant, est.prompt_tokens, est.reserve_usd
+        )
         cache = cache_plan(call, head)
         hit = await from_cache(services, call, cache)
         if hit is not None:  # no routing to do; the entry keeps the score
@@ -83,4 +87,5 @@ async def handle(
         plan(services, call)
         return await answer(services, call, cache)
     except GatewayError as err:
+        services.limiter.release(call.admission)
         return error_response(services, call, err)

@@ -96,7 +96,7 @@ class Services:
         self.redis = redis
         self.health = HealthBoard()
         self.semantic = SemanticIndex()
-        self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics)
+        self.limiter = Limiter.from_settings(redis, settings, metrics)
         self._tasks: list[asyncio.Task[None]] = []
         self._info_labels: tuple[str, str, str] | None = None
         # One JSON line per request unless access logging is off.

@@ -39,3 +39,10 @@ class Settings(BaseSettings):
     classifier_artifact: Path | None = None
     # Closed-share calibration sync period through Redis.
     calibration_sync_s: float = 2.0
+    # Gateway processes sharing one Redis (replicas x workers is the divisor of each limit a
+    # process enforces on its own while Redis is slow or down).
+    replicas: int = 1
+    # Limit checks wait this long for Redis before the process enforces its local share.
+    limits_timeout_ms: float = 100.0
+    # A budget reservation not settled within this time is released by Redis itself.
+    limits_lease_s: float = 900.0
