@@ -80,7 +80,9 @@ async def test_holds_then_settles_and_never_lends_more_than_is_left(
     assert 86_400 > int(info.value.headers["retry-after"]) > 3_600
 
 
-async def test_concurrent_requests_cannot_overspend(limiter: Limiter, redis: aioredis.Redis) -> None:
+async def test_concurrent_requests_cannot_overspend(
+    limiter: Limiter, redis: aioredis.Redis
+) -> None:
     """A $0.03 budget, 50 clients at once, each reserving and costing $0.003."""
     t = tenant(budget_usd_per_day=0.03)
 
@@ -146,8 +148,10 @@ async def test_key_budgets_are_their_own(limiter: Limiter) -> None:
 
 POLICY = """
 backends:
-  cheap: {provider: openai, base_url: "http://127.0.0.1:1/v1", price: {input_per_mtok: 1, output_per_mtok: 2}}
-  dear: {provider: openai, base_url: "http://127.0.0.1:1/v1", price: {input_per_mtok: 10, output_per_mtok: 30}}
+  cheap:
+    {provider: openai, base_url: "http://127.0.0.1:1/v1", price: {input_per_mtok: 1, output_per_mtok: 2}}
+  dear:
+    {provider: openai, base_url: "http://127.0.0.1:1/v1", price: {input_per_mtok: 10, output_per_mtok: 30}}
 models:
   auto:
     route:

@@ -40,6 +40,8 @@ log = logging.getLogger("gateway.limits")
 
 # After a Redis failure, decide locally this long before asking Redis again.
 BACKOFF_S = 1.0
+# The first call also connects and loads the script: it may take longer than the rest.
+FIRST_CALL_TIMEOUT_S = 2.0
 JOURNAL_MAX = 100_000
 
 
@@ -63,6 +65,7 @@ class Limiter:
         # Tests inject a clock; otherwise Redis' own clock times the windows.
         self._clock = clock
         self._down_until = 0.0
+        self._connected = False
         # Settlements Redis has not taken yet, each with whether this process decided it.
         self.journal: deque[tuple[Settlement, bool]] = deque()
         self._flushing = False
@@ -141,14 +144,16 @@ class Limiter:
         if self._store is None:
             return self._local.admit(rules, aid, now_ms, weights, reserve, budget_keys), True
         if time.monotonic() >= self._down_until:
+            timeout = self._timeout if self._connected else FIRST_CALL_TIMEOUT_S
             try:
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(timeout):
                     result = await self._store.admit(
                         rules, aid, now_ms if self._clock else 0, now, weights, reserve, budget_keys
                     )
             except Exception as exc:  # slow or down: this process decides alone below
                 self._failed(exc)
             else:
+                self._connected = True
                 if isinstance(result, Admitted):
                     self._local.mirror(rules, aid, result, weights, budget_keys)
                 if self.journal and not self._flushing:
