@@ -149,9 +149,13 @@ async def test_key_budgets_are_their_own(limiter: Limiter) -> None:
 POLICY = """
 backends:
   cheap:
-    {provider: openai, base_url: "http://127.0.0.1:1/v1", price: {input_per_mtok: 1, output_per_mtok: 2}}
+    provider: openai
+    base_url: "http://127.0.0.1:1/v1"
+    price: {input_per_mtok: 1, output_per_mtok: 2}
   dear:
-    {provider: openai, base_url: "http://127.0.0.1:1/v1", price: {input_per_mtok: 10, output_per_mtok: 30}}
+    provider: openai
+    base_url: "http://127.0.0.1:1/v1"
+    price: {input_per_mtok: 10, output_per_mtok: 30}
 models:
   auto:
     route:
