@@ -125,7 +125,15 @@ def parse_policy(text: str, source: str, env: Mapping[str, str] | None = None) -
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        raise PolicyError(f"{source}:{line}: invalid YAML: {exc}") from exc
+        column = f" (column {mark.column + 1})" if mark is not None else ""
+        # Only what is wrong and where: PyYAML's message quotes the line, which may hold a key.
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        context = getattr(exc, "context", None)
+        start = getattr(exc, "context_mark", None)
+        if context and start is not None and start.line + 1 != line:
+            context += f" started on line {start.line + 1}"
+        what = f"{context}, {problem}" if context else problem
+        raise PolicyError(f"{source}:{line}: invalid YAML: {what}{column}") from None
     if node is None:
         raise PolicyError(f"{source}:1: the policy file is empty")
     lines: dict[PathKey, int] = {}
