@@ -43,6 +43,6 @@ class Settings(BaseSettings):
     # process enforces on its own while Redis is slow or down).
     replicas: int = 1
     # Limit checks wait this long for Redis before the process enforces its local share.
-    limits_timeout_ms: float = 100.0
+    limits_timeout_ms: float = 250.0
     # A budget reservation not settled within this time is released by Redis itself.
     limits_lease_s: float = 900.0

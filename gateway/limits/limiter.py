@@ -17,8 +17,8 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from gateway.auth import Tenant
 from gateway.errors import GatewayError
@@ -37,11 +37,15 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.limits")
+T = TypeVar("T")
 
 # After a Redis failure, decide locally this long before asking Redis again.
 BACKOFF_S = 1.0
-# The first call also connects and loads the script: it may take longer than the rest.
-FIRST_CALL_TIMEOUT_S = 2.0
+# A check past its timeout still waits while Redis has answered anyone within ALIVE_S: under
+# CPU pressure the event loop, not Redis, is slow, and deciding alone would admit too much.
+# Nothing waits longer than MAX_WAIT_S (the first call also connects and loads the script).
+ALIVE_S = 1.0
+MAX_WAIT_S = 2.0
 JOURNAL_MAX = 100_000
 
 
@@ -64,8 +68,9 @@ class Limiter:
         self._timeout = timeout_s
         # Tests inject a clock; otherwise Redis' own clock times the windows.
         self._clock = clock
+        self._down = False
         self._down_until = 0.0
-        self._connected = False
+        self._last_reply = -1e9
         # Settlements Redis has not taken yet, each with whether this process decided it.
         self.journal: deque[tuple[Settlement, bool]] = deque()
         self._flushing = False
@@ -143,17 +148,20 @@ class Limiter:
         now_ms = int(now * 1000)
         if self._store is None:
             return self._local.admit(rules, aid, now_ms, weights, reserve, budget_keys), True
-        if time.monotonic() >= self._down_until:
-            timeout = self._timeout if self._connected else FIRST_CALL_TIMEOUT_S
+        mono = time.monotonic()
+        if not self._down or mono >= self._down_until:
+            if self._down:  # this request probes; the others decide locally meanwhile
+                self._down_until = mono + BACKOFF_S
             try:
-                async with asyncio.timeout(timeout):
-                    result = await self._store.admit(
+                result = await self._bounded(
+                    self._store.admit(
                         rules, aid, now_ms if self._clock else 0, now, weights, reserve, budget_keys
                     )
+                )
             except Exception as exc:  # slow or down: this process decides alone below
                 self._failed(exc)
             else:
-                self._connected = True
+                self._down = False
                 if isinstance(result, Admitted):
                     self._local.mirror(rules, aid, result, weights, budget_keys)
                 if self.journal and not self._flushing:
@@ -169,7 +177,31 @@ class Limiter:
         self._metrics.limit_local.labels(rules.team, outcome).inc()
         return local, True
 
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """Await a Redis call: give up after the timeout, unless Redis is visibly answering."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(None) as deadline:
+
+            def check() -> None:
+                now = loop.time()
+                alive = time.monotonic() - self._last_reply < ALIVE_S
+                if alive and now - started < MAX_WAIT_S:
+                    handle[0] = loop.call_later(self._timeout, check)
+                else:
+                    deadline.reschedule(now)
+
+            first = self._timeout if self._last_reply > 0 else MAX_WAIT_S
+            handle = [loop.call_later(first, check)]
+            try:
+                result = await call
+            finally:
+                handle[0].cancel()
+        self._last_reply = time.monotonic()
+        return result
+
     def _failed(self, exc: BaseException) -> None:
+        self._down = True
         self._down_until = time.monotonic() + BACKOFF_S
         self._metrics.cache_errors.labels("limits").inc()
         log.warning(
@@ -236,8 +268,7 @@ class Limiter:
     async def _apply(self, s: Settlement, decided_here: bool, replay: bool = False) -> bool:
         assert self._store is not None
         try:
-            async with asyncio.timeout(self._timeout * 5):
-                totals = await self._store.settle(s)
+            totals = await self._bounded(self._store.settle(s))
         except Exception as exc:
             self._failed(exc)
             if len(self.journal) >= JOURNAL_MAX:
