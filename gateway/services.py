@@ -134,6 +134,7 @@ class Services:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.close()
+        await self.limiter.close()
         if self.access_log is not None:
             self.access_log.close()
         if self.redis is not None:

@@ -76,17 +76,42 @@ class Limiter:
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._rules: dict[int, tuple[Tenant, Rules]] = {}
+        self._own: Any = None
 
     @classmethod
     def from_settings(cls, redis: Any, settings: Settings, metrics: Metrics) -> Limiter:
-        """A limiter for this process: its share is 1 / (replicas × workers)."""
-        return cls(
-            redis,
+        """A limiter for this process: its share is 1 / (replicas × workers).
+
+        It gets its own connections to `redis`'s server: the shared client's socket timeout is
+        the cache's (milliseconds), and under CPU pressure that would fail checks that Redis
+        answered in time; the limiter bounds its waits itself.
+        """
+        own = None
+        if redis is not None:
+            import redis.asyncio as aioredis
+
+            pool = redis.connection_pool
+            wait = MAX_WAIT_S + 1
+            kwargs = {**pool.connection_kwargs, "socket_timeout": wait}
+            kwargs["socket_connect_timeout"] = wait
+            own = aioredis.Redis(
+                connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs)
+            )
+        limiter = cls(
+            own,
             metrics,
             timeout_s=settings.limits_timeout_ms / 1000,
             processes=max(settings.replicas, 1) * max(settings.workers, 1),
             lease_s=settings.limits_lease_s,
         )
+        limiter._own = own
+        return limiter
+
+    async def close(self) -> None:
+        """Finish background settlements; close the connections from `from_settings`."""
+        await self.drain()
+        if self._own is not None:
+            await self._own.aclose()
 
     def rules(self, tenant: Tenant) -> Rules:
         """The limits of a tenant (memoised per tenant object)."""
@@ -206,7 +231,7 @@ class Limiter:
         self._metrics.cache_errors.labels("limits").inc()
         log.warning(
             "limits: Redis unavailable, enforcing the local share",
-            extra={"error": type(exc).__name__},
+            extra={"error": repr(exc)[:200]},
         )
 
     def _refusal(self, rules: Rules, refused: Refused, now: float) -> GatewayError:
