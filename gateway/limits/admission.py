@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from gateway.errors import GatewayError, RateLimited
-from gateway.limits.rules import Rules, WindowRule, duration
+from gateway.limits.rules import Rules, WindowRule, duration, period_end
 
 NANO = 1_000_000_000  # budgets are counted in nano-USD: integers, exact in Redis and Lua
 
@@ -97,3 +97,13 @@ def budget_exceeded(rules: Rules, index: int, retry_s: float) -> BudgetExceeded:
         f"${rule.limit_usd:g}.",
         headers={"retry-after": str(max(math.ceil(retry_s), 1))},
     )
+
+
+def refusal(rules: Rules, budget: bool, index: int, retry_ms: int, now: float) -> GatewayError:
+    """The error for a refusal by window or budget `index` (see store.Refused)."""
+    if not budget:
+        return rate_limited(rules, index, retry_ms)
+    period = rules.budgets[index].period
+    # Used up: until the period ends; only held by requests in flight: soon.
+    retry = period_end(period, now) - now if retry_ms == 1 else 1.0
+    return budget_exceeded(rules, index, retry)

@@ -17,35 +17,30 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from gateway.auth import Tenant
 from gateway.errors import GatewayError
-from gateway.limits.admission import (
-    NANO,
-    Admission,
-    LimitsUnavailable,
-    budget_exceeded,
-    rate_limited,
-    to_nano,
-)
+from gateway.limits.admission import NANO, Admission, LimitsUnavailable, refusal, to_nano
 from gateway.limits.local import LocalLimits
-from gateway.limits.rules import Rules, period_end, rules_for
-from gateway.limits.store import Admitted, RedisStore, Refused, Settlement, settlement
+from gateway.limits.rules import Rules, rules_for
+from gateway.limits.store import (
+    MAX_WAIT_S,
+    Admitted,
+    RedisStore,
+    Refused,
+    Settlement,
+    own_connections,
+    settlement,
+)
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.limits")
-T = TypeVar("T")
 
 # After a Redis failure, decide locally this long before asking Redis again.
 BACKOFF_S = 1.0
-# A check past its timeout still waits while Redis has answered anyone within ALIVE_S: under
-# CPU pressure the event loop, not Redis, is slow, and deciding alone would admit too much.
-# Nothing waits longer than MAX_WAIT_S (the first call also connects and loads the script).
-ALIVE_S = 1.0
-MAX_WAIT_S = 2.0
 JOURNAL_MAX = 100_000
 
 
@@ -62,15 +57,13 @@ class Limiter:
         lease_s: float = 900.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self._store = RedisStore(redis, lease_s) if redis is not None else None
+        self._store = RedisStore(redis, lease_s, timeout_s) if redis is not None else None
         self._local = LocalLimits(processes)
         self._metrics = metrics
-        self._timeout = timeout_s
         # Tests inject a clock; otherwise Redis' own clock times the windows.
         self._clock = clock
         self._down = False
         self._down_until = 0.0
-        self._last_reply = -1e9
         # Settlements Redis has not taken yet, each with whether this process decided it.
         self.journal: deque[tuple[Settlement, bool]] = deque()
         self._flushing = False
@@ -86,17 +79,7 @@ class Limiter:
         the cache's (milliseconds), and under CPU pressure that would fail checks that Redis
         answered in time; the limiter bounds its waits itself.
         """
-        own = None
-        if redis is not None:
-            import redis.asyncio as aioredis
-
-            pool = redis.connection_pool
-            wait = MAX_WAIT_S + 1
-            kwargs = {**pool.connection_kwargs, "socket_timeout": wait}
-            kwargs["socket_connect_timeout"] = wait
-            own = aioredis.Redis(
-                connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs)
-            )
+        own = own_connections(redis, MAX_WAIT_S + 1) if redis is not None else None
         limiter = cls(
             own,
             metrics,
@@ -178,10 +161,8 @@ class Limiter:
             if self._down:  # this request probes; the others decide locally meanwhile
                 self._down_until = mono + BACKOFF_S
             try:
-                result = await self._bounded(
-                    self._store.admit(
-                        rules, aid, now_ms if self._clock else 0, now, weights, reserve, budget_keys
-                    )
+                result = await self._store.admit(
+                    rules, aid, now_ms if self._clock else 0, now, weights, reserve, budget_keys
                 )
             except Exception as exc:  # slow or down: this process decides alone below
                 self._failed(exc)
@@ -202,29 +183,6 @@ class Limiter:
         self._metrics.limit_local.labels(rules.team, outcome).inc()
         return local, True
 
-    async def _bounded(self, call: Awaitable[T]) -> T:
-        """Await a Redis call: give up after the timeout, unless Redis is visibly answering."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        async with asyncio.timeout(None) as deadline:
-
-            def check() -> None:
-                now = loop.time()
-                alive = time.monotonic() - self._last_reply < ALIVE_S
-                if alive and now - started < MAX_WAIT_S:
-                    handle[0] = loop.call_later(self._timeout, check)
-                else:
-                    deadline.reschedule(now)
-
-            first = self._timeout if self._last_reply > 0 else MAX_WAIT_S
-            handle = [loop.call_later(first, check)]
-            try:
-                result = await call
-            finally:
-                handle[0].cancel()
-        self._last_reply = time.monotonic()
-        return result
-
     def _failed(self, exc: BaseException) -> None:
         self._down = True
         self._down_until = time.monotonic() + BACKOFF_S
@@ -235,14 +193,9 @@ class Limiter:
         )
 
     def _refusal(self, rules: Rules, refused: Refused, now: float) -> GatewayError:
-        if not refused.budget:
-            self._metrics.rejections.labels(rules.team, "rate_limit").inc()
-            return rate_limited(rules, refused.index, refused.retry_ms)
-        self._metrics.rejections.labels(rules.team, "budget").inc()
-        budget = rules.budgets[refused.index]
-        # Used up: until the period ends; only held by requests in flight: soon.
-        retry = period_end(budget.period, now) - now if refused.retry_ms == 1 else 1.0
-        return budget_exceeded(rules, refused.index, retry)
+        reason = "budget" if refused.budget else "rate_limit"
+        self._metrics.rejections.labels(rules.team, reason).inc()
+        return refusal(rules, refused.budget, refused.index, refused.retry_ms, now)
 
     def settle(
         self,
@@ -293,7 +246,7 @@ class Limiter:
     async def _apply(self, s: Settlement, decided_here: bool, replay: bool = False) -> bool:
         assert self._store is not None
         try:
-            totals = await self._bounded(self._store.settle(s))
+            totals = await self._store.settle(s)
         except Exception as exc:
             self._failed(exc)
             if len(self.journal) >= JOURNAL_MAX:

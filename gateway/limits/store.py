@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.limits.rules import Rules, budget_ttl_s
 
 SCRIPT = (Path(__file__).with_name("limits.lua")).read_text(encoding="utf-8")
+T = TypeVar("T")
+
+# A check past its timeout still waits while Redis has answered anyone within ALIVE_S: under
+# CPU pressure the event loop, not Redis, is slow, and deciding alone would admit too much.
+# Nothing waits longer than MAX_WAIT_S (the first call also connects and loads the script).
+ALIVE_S = 1.0
+MAX_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +52,50 @@ class Settlement:
     cost_nano: int
 
 
-class RedisStore:
-    """Runs the limits script by EVALSHA (loaded again by the client after a restart)."""
+def own_connections(redis: Any, socket_timeout_s: float) -> Any:
+    """A client of `redis`'s server with its own pool and socket timeouts."""
+    import redis.asyncio as aioredis
 
-    def __init__(self, redis: Any, lease_s: float) -> None:
+    pool = redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": socket_timeout_s}
+    kwargs["socket_connect_timeout"] = socket_timeout_s
+    return aioredis.Redis(
+        connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs)
+    )
+
+
+class RedisStore:
+    """Runs the limits script by EVALSHA (loaded again by the client after a restart); every
+    call is bounded (TimeoutError) as ALIVE_S and MAX_WAIT_S say."""
+
+    def __init__(self, redis: Any, lease_s: float, timeout_s: float) -> None:
         self._script = redis.register_script(SCRIPT)
         self._lease_ms = str(int(lease_s * 1000))
+        self._timeout = timeout_s
+        self._last_reply = -1e9
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """Await a Redis call: give up after the timeout, unless Redis is visibly answering."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(None) as deadline:
+
+            def check() -> None:
+                now = loop.time()
+                alive = time.monotonic() - self._last_reply < ALIVE_S
+                if alive and now - started < MAX_WAIT_S:
+                    handle[0] = loop.call_later(self._timeout, check)
+                else:
+                    deadline.reschedule(now)
+
+            first = self._timeout if self._last_reply > 0 else MAX_WAIT_S
+            handle = [loop.call_later(first, check)]
+            try:
+                result = await call
+            finally:
+                handle[0].cancel()
+        self._last_reply = time.monotonic()
+        return result
 
     async def admit(
         self,
@@ -67,7 +115,7 @@ class RedisStore:
         for budget in rules.budgets:
             limit = int(budget.limit_usd * 1e9)
             args += [str(limit), str(reserve_nano), str(budget_ttl_s(budget.period, now))]
-        out = await self._script(keys=rules.window_keys() + budget_keys, args=args)
+        out = await self._bounded(self._script(keys=rules.window_keys() + budget_keys, args=args))
         status, at = int(out[0]), int(out[1])
         if status != 0:
             return Refused(at, status == 2, int(out[2]), int(out[3]))
@@ -77,7 +125,7 @@ class RedisStore:
 
     async def settle(self, s: Settlement) -> list[int]:
         """Apply a settlement; the spent-plus-held total of each budget after it."""
-        out = await self._script(keys=list(s.keys), args=list(s.args))
+        out = await self._bounded(self._script(keys=list(s.keys), args=list(s.args)))
         return [int(v) for v in out[1:]]
 
 
