@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gateway.limits import filled
 from gateway.metrics import Metrics
 from gateway.policy import Backend, Policy
 from gateway.wire import Usage
@@ -45,14 +46,19 @@ def account(
     return cost, savings
 
 
-def charge(services: Services, call: Call, backend: Backend, usage: Usage) -> None:
-    """Account an answer from a backend: the routing decision, cost, savings, team spend."""
+def charge(
+    services: Services, call: Call, backend: Backend, usage: Usage, answer_bytes: int
+) -> None:
+    """Account an answer from a backend: the routing decision, cost, savings, and settle the
+    budget reservation (an answer without usage is charged an estimate from its size)."""
     assert call.plan is not None
     reason = "fallback" if backend is not call.plan.targets[0] else call.plan.reason
     services.metrics.decisions.labels(call.model, backend.tier, reason).inc()
+    if call.admission is not None:
+        sent = answer_bytes if call.endpoint != "embeddings" else 0
+        usage = filled(usage, call.admission.prompt_tokens, sent)
     cost, _ = account(services.metrics, call.state.loaded.policy, backend, usage, call.team)
-    if call.tenant is not None:
-        services.limiter.spend(call.tenant, cost)
+    services.limiter.settle(call.admission, usage.prompt_tokens, usage.completion_tokens, cost)
 
 
 def charge_hit(services: Services, call: Call, usage: Usage) -> None:
@@ -62,3 +68,4 @@ def charge_hit(services: Services, call: Call, usage: Usage) -> None:
     backend = policy.backends.get(call.backend)
     if backend is not None:
         account(services.metrics, policy, backend, usage, call.team, cache_hit=True)
+    services.limiter.settle(call.admission, 0, 0, 0.0)  # no upstream tokens, no cost

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway.auth import Tenant
+from gateway.limits import Admission
 from gateway.policy import Backend
 from gateway.wire import Endpoint
 
@@ -36,6 +37,8 @@ class Call:
     upstream_s: float = 0.0
     overhead_s: float | None = None
     cache_result: str = "bypass"
+    # The limits this request was admitted under; its headers go on every answer.
+    admission: Admission | None = None
     # What the client got; an exception that escapes the pipeline leaves it at 500.
     status: int = 500
 
@@ -61,4 +64,6 @@ class Call:
             headers["x-gateway-difficulty"] = "n/a"
         if answered or self.cache_result != "bypass":
             headers["x-gateway-cache"] = self.cache_result
+        if self.admission is not None:
+            headers.update(self.admission.headers)
         return headers

@@ -196,6 +196,31 @@ class Metrics:
             ["team", "reason"],
             registry=r,
         )
+        self.limit_local = Counter(
+            "gateway_limit_local_decisions_total",
+            "Limit checks this process decided alone (its share) because Redis was slow or down.",
+            ["team", "result"],
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "gateway_budget_remaining_usd",
+            "What is left of a team's budget for the current period (day or month), in USD.",
+            ["team", "period"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.limit_spend_replayed = Counter(
+            "gateway_limit_spend_replayed_usd_total",
+            "Spend recorded in Redis late: settled while Redis was away, replayed on its return.",
+            ["team"],
+            registry=r,
+        )
+        self.limit_spend_lost = Counter(
+            "gateway_limit_spend_lost_usd_total",
+            "Spend that never reached Redis (the replay journal overflowed).",
+            ["team"],
+            registry=r,
+        )
         self.policy_reloads = Counter(
             "gateway_policy_reloads_total",
             "Policy reload attempts by result (ok, error).",

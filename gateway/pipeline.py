@@ -1,4 +1,4 @@
-"""One request, top to bottom: auth → limits → parse → cache → classify → plan → attempt → account.
+"""One request, top to bottom: auth → parse → limits → cache → classify → plan → attempt → account.
 
 `handle` is the only place that sequences a request. Each step is a function that returns
 data (a tenant, a cache plan, a score, a plan, a completion, an open stream); none of them
@@ -21,6 +21,7 @@ from gateway.accounting import charge, charge_hit
 from gateway.cache import CachedAnswer
 from gateway.call import Call
 from gateway.errors import ClientGone, GatewayError
+from gateway.limits import estimate
 from gateway.planning import make_plan, resolve_model
 from gateway.policy import Shadow
 from gateway.protocol import parse_body, validate
@@ -67,16 +68,21 @@ async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]
         call.status = CLIENT_GONE
         raise
     finally:
+        services.limiter.release(call.admission)  # a no-op once settled
         telemetry.finish(services, call)
 
 
 async def _answer(services: Services, call: Call, request: Incoming) -> Answer:
     call.tenant = call.state.keys.authenticate(request.authorization)
-    await services.limiter.check(call.tenant)
-    call.body = parse_body(await request.read_body())
+    raw = await request.read_body()
+    call.body = parse_body(raw)
     call.asked = validate(call.endpoint, call.body)
     call.stream = call.endpoint != "embeddings" and call.body.get("stream") is True
-    call.model, _ = resolve_model(call.state.loaded.policy, call.asked, call.tenant.allowed_models)
+    policy = call.state.loaded.policy
+    call.model, _ = resolve_model(policy, call.asked, call.tenant.allowed_models)
+    # One Redis round trip: rate windows, tokens, budget reservation (settled in `charge`).
+    est = estimate(policy, call.model, call.endpoint, call.body, len(raw))
+    call.admission = await services.limiter.admit(call.tenant, est.prompt_tokens, est.reserve_usd)
     cache = caching.plan_cache(call, request.cache_control, request.cache_opt_out)
     hit = await caching.lookup(services, call, cache)
     if hit is not None:  # no routing to do; the entry keeps its score
@@ -89,7 +95,7 @@ async def _answer(services: Services, call: Call, request: Incoming) -> Answer:
         opened = await attempt.open_stream(services, call)
         return Answer(call.headers(), events=_relay(services, call, opened, cache, shadow))
     backend, completion = await attempt.complete(services, call)
-    charge(services, call, backend, completion.usage)
+    charge(services, call, backend, completion.usage, len(completion.body))
     await caching.store(services, call, cache, completion.body, completion.usage)
     _after(services, call, shadow, completion.body)
     call.status = 200
@@ -181,6 +187,7 @@ async def _relay(
     breaker = services.breakers[backend.name]
     assembler = Assembler() if cache.key is not None or shadow is not None else None
     call.status = 200
+    sent = len(opened.first)
     breaker.in_flight += 1
     try:
         # Each block goes to the client before it is parsed for the cache.
@@ -188,6 +195,7 @@ async def _relay(
         if assembler is not None:
             assembler.feed(opened.first)
         async for block in events:
+            sent += len(block)
             yield block
             if assembler is not None:
                 assembler.feed(block)
@@ -198,7 +206,7 @@ async def _relay(
     finally:
         breaker.in_flight -= 1
         await events.aclose()
-        charge(services, call, backend, usage)
+        charge(services, call, backend, usage, sent)
     whole = assembler.result() if assembler is not None else None
     if whole is not None:
         # The client may not have asked for usage; the stored answer always has it.

@@ -51,7 +51,7 @@ class Services:
         self.cache: ResponseCache = build_cache(settings, redis, metrics, self.background)
         self.breakers = Breakers()
         self.semantic = SemanticIndex()
-        self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics, self.background)
+        self.limiter = Limiter.from_settings(redis, settings, metrics)
         self.shadower = Shadower(
             settings, redis, metrics, self.background, self.providers, classifier
         )
@@ -88,6 +88,7 @@ class Services:
         await asyncio.gather(*self.loops, return_exceptions=True)
         await self.background.close()
         await self.client.close()
+        await self.limiter.close()
         if self.access_log is not None:
             self.access_log.close()
         if self.redis is not None:

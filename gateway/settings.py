@@ -43,3 +43,10 @@ class Settings(BaseSettings):
     # of teams that opted in to prompt retention are kept for feedback.
     labels_max: int = 100_000
     retain_s: int = 7 * 86400
+    # Gateway processes sharing one Redis (replicas x workers is the divisor of each limit a
+    # process enforces on its own while Redis is slow or down).
+    replicas: int = 1
+    # Limit checks wait this long for Redis before the process enforces its local share.
+    limits_timeout_ms: float = 250.0
+    # A budget reservation not settled within this time is released by Redis itself.
+    limits_lease_s: float = 900.0

@@ -192,10 +192,22 @@ class ModelRoute(Strict):
 
 
 class Limits(Strict):
-    """Per-team limits, enforced across replicas through Redis."""
+    """Per-team (or per-key) limits, enforced across replicas through Redis (gateway/limits).
+
+    Windows slide over the last 60 s; budgets are calendar periods in UTC.
+    """
 
     requests_per_minute: int | None = Field(None, ge=1)
     budget_usd_per_day: float | None = Field(None, gt=0)
+    # Prompt plus completion tokens; the prompt is estimated at admission, settled after.
+    tokens_per_minute: int | None = Field(None, ge=1)
+    budget_usd_per_month: float | None = Field(None, gt=0)
+    # Share of a budget past which admissions say `soft_exceeded` (the planner may then keep
+    # the team on the open tier). Team limits only.
+    soft_budget_share: float | None = Field(None, gt=0, lt=1)
+    # When Redis is slow or down: "open" enforces each replica's share of the limits locally,
+    # "closed" refuses the team's requests (503). Team limits only.
+    fail: Literal["open", "closed"] = "open"
 
 
 class Team(Strict):
@@ -210,6 +222,8 @@ class Team(Strict):
     retain_prompts: bool = False
     # Tools whose calls have side effects: requests offering them are never shadowed.
     side_effect_tools: list[str] = []
+    # The same kinds of limits, applied to each of the team's keys on its own.
+    key_limits: Limits | None = None
 
 
 class Policy(Strict):
