@@ -23,6 +23,8 @@ from gateway.shadow.runner import Shadower
 from gateway.state import PolicyState
 from gateway.tasks import Background
 
+BACKGROUND_REDIS_TIMEOUT_S = 2.0
+
 
 class Services:
     """Shared HTTP client, providers, policy, classifier, cache, limits and metrics."""
@@ -52,8 +54,11 @@ class Services:
         self.breakers = Breakers()
         self.semantic = SemanticIndex()
         self.limiter = Limiter.from_settings(redis, settings, metrics)
+        # Labels, retained requests and shadow spend are written after the answer: their Redis
+        # connections wait longer than the request path's (a busy CPU must not lose labels).
+        self.background_redis = _connect(settings.redis_url, BACKGROUND_REDIS_TIMEOUT_S)
         self.shadower = Shadower(
-            settings, redis, metrics, self.background, self.providers, classifier
+            settings, self.background_redis, metrics, self.background, self.providers, classifier
         )
         # Periodic loops (policy watch, housekeeping), started by the app once built.
         self.loops: list[asyncio.Task[None]] = []
@@ -69,15 +74,7 @@ class Services:
             DifficultyClassifier.load, settings.classifier_artifact
         )
         client = UpstreamClient(settings.upstream_max_connections)
-        redis = None
-        if settings.redis_url:
-            import redis.asyncio as aioredis
-
-            redis = aioredis.from_url(
-                settings.redis_url,
-                socket_timeout=settings.redis_timeout_ms / 1000,
-                socket_connect_timeout=settings.redis_timeout_ms / 1000,
-            )
+        redis = _connect(settings.redis_url, settings.redis_timeout_ms / 1000)
         state = PolicyState.build(loaded, classifier.artifact.score_prior.tolist())
         return cls(settings, state, classifier, client, metrics, redis)
 
@@ -91,5 +88,15 @@ class Services:
         await self.limiter.close()
         if self.access_log is not None:
             self.access_log.close()
-        if self.redis is not None:
-            await self.redis.aclose()
+        for redis in (self.redis, self.background_redis):
+            if redis is not None:
+                await redis.aclose()
+
+
+def _connect(url: str, timeout_s: float) -> Any:
+    """An asyncio Redis client (no I/O yet), or None without a URL."""
+    if not url:
+        return None
+    import redis.asyncio as aioredis
+
+    return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)

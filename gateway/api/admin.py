@@ -9,9 +9,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.api.deps import ServicesDep
-from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound, PolicyError
+from gateway.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    PolicyError,
+)
 from gateway.reload import reload
 from gateway.services import Services
+from gateway.shadow.labels import store_unavailable
 
 router = APIRouter(prefix="/admin")
 
@@ -67,6 +73,9 @@ async def labels(services: ServicesDep, request: Request) -> Response:
         since = float(query["since"]) if "since" in query else None
     except ValueError as exc:
         raise InvalidRequest("`since` must be epoch seconds.", param="since") from exc
-    records = await services.shadower.labels.read(since, query.get("team"), query.get("model"))
+    try:
+        records = await services.shadower.labels.read(since, query.get("team"), query.get("model"))
+    except Exception as exc:  # Redis trouble: say so, never a 500
+        raise store_unavailable() from exc
     body = b"".join(orjson.dumps(r) + b"\n" for r in records)
     return Response(body, media_type="application/x-ndjson")

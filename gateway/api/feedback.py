@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from gateway.api.deps import ServicesDep
 from gateway.errors import InvalidRequest, NotFound
+from gateway.shadow.labels import store_unavailable
 
 router = APIRouter()
 
@@ -36,7 +37,10 @@ async def feedback(services: ServicesDep, request: Request) -> Response:
         raise InvalidRequest("`label` must be a number in [0, 1].", param="label")
     assert isinstance(label, int | float)
     shadower = services.shadower
-    kept = await shadower.retained.find(tenant.partition, request_id)
+    try:
+        kept = await shadower.retained.find(tenant.partition, request_id)
+    except Exception as exc:  # Redis trouble: say so, never a 500
+        raise store_unavailable() from exc
     if kept is None:
         raise NotFound(
             f"No retained request `{request_id}` for this key (unknown, expired, or its team "
@@ -53,7 +57,10 @@ async def feedback(services: ServicesDep, request: Request) -> Response:
         "score": kept.get("score"),
         "ts": time.time(),
     }
-    await shadower.labels.add(record)
+    try:
+        await shadower.labels.add(record)
+    except Exception as exc:
+        raise store_unavailable() from exc
     services.metrics.labels_made.labels(str(kept.get("model")), "feedback").inc()
     return Response(
         orjson.dumps({"id": request_id, "recorded": True}), media_type="application/json"

@@ -15,9 +15,16 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import UpstreamUnavailable
+
 STREAM = "gateway:labels:v1"
 RETAINED = "gateway:retained:v1"
 _LOCAL_MAX = 10_000
+
+
+def store_unavailable() -> UpstreamUnavailable:
+    """The 503 for a label or feedback request while Redis cannot be reached."""
+    return UpstreamUnavailable("The label store is unavailable.", code="labels_unavailable")
 
 
 class LabelStore:
@@ -79,7 +86,7 @@ class Retained:
             while len(self._local) > _LOCAL_MAX:
                 self._local.popitem(last=False)
             return
-        async with asyncio.timeout(self._timeout * 5):
+        async with asyncio.timeout(self._timeout):
             await self._redis.set(key, orjson.dumps(record), ex=self._ttl)
 
     async def find(self, partition: str, request_id: str) -> dict[str, Any] | None:
@@ -90,6 +97,6 @@ class Retained:
             if found is None or found[0] < time.monotonic():
                 return None
             return found[1]
-        async with asyncio.timeout(self._timeout * 5):
+        async with asyncio.timeout(self._timeout):
             raw = await self._redis.get(key)
         return orjson.loads(raw) if raw else None

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.shadow")
 SPEND_KEY = "gateway:shadow:spend"
+# Label writes and feedback lookups wait this long for Redis (never on the request path).
+BACKGROUND_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,7 @@ class Shadower:
         self._background = background
         self._providers = providers
         self._classifier = classifier
-        timeout_s = settings.redis_timeout_ms / 1000
+        timeout_s = BACKGROUND_TIMEOUT_S
         self.labels = LabelStore(redis, timeout_s, settings.labels_max)
         self.retained = Retained(redis, timeout_s, settings.retain_s)
         self.in_flight = 0
