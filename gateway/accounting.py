@@ -57,7 +57,8 @@ def charge(
     if call.admission is not None:
         sent = answer_bytes if call.endpoint != "embeddings" else 0
         usage = filled(usage, call.admission.prompt_tokens, sent)
-    cost, _ = account(services.metrics, call.state.loaded.policy, backend, usage, call.team)
+    cost, savings = account(services.metrics, call.state.loaded.policy, backend, usage, call.team)
+    _record(call, usage, cost, cost + savings)
     services.limiter.settle(call.admission, usage.prompt_tokens, usage.completion_tokens, cost)
 
 
@@ -67,5 +68,11 @@ def charge_hit(services: Services, call: Call, usage: Usage) -> None:
     policy = call.state.loaded.policy
     backend = policy.backends.get(call.backend)
     if backend is not None:
-        account(services.metrics, policy, backend, usage, call.team, cache_hit=True)
+        _, savings = account(services.metrics, policy, backend, usage, call.team, cache_hit=True)
+        _record(call, usage, 0.0, savings)
     services.limiter.settle(call.admission, 0, 0, 0.0)  # no upstream tokens, no cost
+
+
+def _record(call: Call, usage: Usage, cost: float, reference: float) -> None:
+    call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+    call.cost_usd, call.reference_cost_usd = cost, reference

@@ -86,6 +86,7 @@ async def _walk(
             breaker.failure()
             if i + 1 < len(targets):
                 m.fallbacks.labels(backend.name, targets[i + 1].name, kind).inc()
+                call.fallbacks.append(backend.name)
             last = err
             continue
         finally:

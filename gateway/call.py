@@ -41,6 +41,12 @@ class Call:
     admission: Admission | None = None
     # What the client got; an exception that escapes the pipeline leaves it at 500.
     status: int = 500
+    # For the decision record: backends that failed before the answer, tokens, cost.
+    fallbacks: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    reference_cost_usd: float = 0.0
 
     @property
     def team(self) -> str:

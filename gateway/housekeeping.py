@@ -22,11 +22,17 @@ def refresh_gauges(services: Services) -> None:
 
 
 async def run(services: Services) -> None:
-    """Every `calibration_sync_s`: gauges, then each calibrator synced and exported."""
+    """Every `calibration_sync_s`: gauges, lost decision records, each calibrator synced."""
     m = services.metrics
+    lost = {"dropped": 0, "failed": 0}
     while True:
         await asyncio.sleep(services.settings.calibration_sync_s)
         refresh_gauges(services)
+        log = services.decisions
+        if log is not None:
+            for reason, now in (("dropped", log.dropped), ("failed", log.errors)):
+                m.decisions_lost.labels(reason).inc(max(now - lost[reason], 0))
+                lost[reason] = now
         for (model, rule), calibrator in list(services.state.calibrators.items()):
             if services.redis is not None:
                 try:

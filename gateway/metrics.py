@@ -260,6 +260,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.decisions_lost = Counter(
+            "gateway_decision_records_lost_total",
+            "Decision records not written: dropped (buffer full) or failed (file or Redis error).",
+            ["reason"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "gateway_build_info",
             "Always 1; labels carry the gateway version, policy version and classifier version.",

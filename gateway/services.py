@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.breakers import Breakers
 from gateway.cache import ResponseCache, build_cache
+from gateway.decisions import DecisionLog
 from gateway.difficulty import DifficultyClassifier
 from gateway.limits import Limiter
 from gateway.log import AccessLog
@@ -65,6 +66,7 @@ class Services:
         self.info_labels: tuple[str, str, str] | None = None
         # One JSON line per request unless access logging is off.
         self.access_log = AccessLog() if settings.access_log else None
+        self.decisions = _decision_log(settings)
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Services:
@@ -88,6 +90,8 @@ class Services:
         await self.limiter.close()
         if self.access_log is not None:
             self.access_log.close()
+        if self.decisions is not None:
+            await asyncio.to_thread(self.decisions.close)
         for redis in (self.redis, self.background_redis):
             if redis is not None:
                 await redis.aclose()
@@ -100,3 +104,11 @@ def _connect(url: str, timeout_s: float) -> Any:
     import redis.asyncio as aioredis
 
     return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+def _decision_log(settings: Settings) -> DecisionLog | None:
+    """Decision records to files and/or Redis, as configured; None when neither is."""
+    redis_url = settings.redis_url if settings.decision_log_redis else ""
+    if settings.decision_log_dir is None and not redis_url:
+        return None
+    return DecisionLog(settings.decision_log_dir, redis_url=redis_url or None)

@@ -50,3 +50,7 @@ class Settings(BaseSettings):
     limits_timeout_ms: float = 250.0
     # A budget reservation not settled within this time is released by Redis itself.
     limits_lease_s: float = 900.0
+    # Decision records (one per request): rotating JSONL files here, and/or a bounded Redis
+    # stream when Redis is configured; neither without a directory and Redis.
+    decision_log_dir: Path | None = None
+    decision_log_redis: bool = True
