@@ -24,11 +24,11 @@ def _export(source: str, out: Path, expect: int) -> list[dict[str, object]]:
     deadline = time.monotonic() + 20
     while True:
         command = [sys.executable, "-m", "gateway", "decisions", "export", "--out", str(out)]
-        done = subprocess.run([*command, "--from", source], cwd=REPO, capture_output=True)
+        command += ["--from", source]
+        done = subprocess.run(command, check=False, cwd=REPO, capture_output=True)
         # Before the first flush there may be no record file yet: export says so and fails.
-        records = (
-            [orjson.loads(line) for line in out.read_bytes().splitlines()] if out.exists() else []
-        )
+        lines = out.read_bytes().splitlines() if out.exists() else []
+        records = [orjson.loads(line) for line in lines]
         if len(records) >= expect or time.monotonic() > deadline:
             assert done.returncode == 0, done.stderr
             return records
