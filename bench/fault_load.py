@@ -17,6 +17,7 @@ import asyncio
 import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +156,7 @@ def main() -> int:
             failures=10**9 if args.no_breaker else 3,
         )
         env = {"GATEWAY_WORKERS": "2"}
-        with run_gateway(policy, env) as url:
+        with run_gateway(policy, env, tmp=Path(tempfile.mkdtemp(prefix="fault-load-"))) as url:
             results = asyncio.run(_drive(args, url, faults))
             scrape = httpx.get(url + "/metrics").text
     breaker = "no breaker" if args.no_breaker else f"open_s {args.open_s:g}"

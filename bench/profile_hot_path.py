@@ -12,7 +12,7 @@ https://www.speedscope.app or flamegraph.pl).
     bench/profile_hot_path.py                                 # passthrough, c=16, 10 s
     bench/profile_hot_path.py --policy bench/policies/cached-hit.yaml     # cache hits
     bench/profile_hot_path.py --stream --concurrency 16
-    bench/profile_hot_path.py --env GATEWAY_REDIS_URL=redis://127.0.0.1:6379/12 \
+    bench/profile_hot_path.py --env GATEWAY_REDIS_URL=redis://127.0.0.1:$YOUR_REDIS_PORT/0 \
         --policy bench/policies/cached-hit.yaml
 
 Needs: nginx + lua module and wrk (run $SHARED_BENCH/setup.sh), and py-spy

@@ -13,7 +13,8 @@
 #   GATEWAY_BIN    the gateway executable                        [<repo>/.venv/bin/gateway]
 #   GATEWAY_PORT   port the gateway listens on                   [8000]
 #   SYSTEMS        comparison systems (run.sh --systems)         [direct,litellm,fastapi,starlette-aio]
-#   REDIS_URL      Redis for the cached-redis variant            [redis://127.0.0.1:6379/12]
+#   REDIS_URL      Redis for the cached-redis variant            [a redis-server this script
+#                  starts on a free port and stops at the end; never the machine's own]
 #   WAIT_IDLE      run.sh --wait-idle seconds (0 = off)          [60]
 #   RESULTS_COPY   also copy each report.txt here (empty = no)   [<repo>/bench/results]
 #
@@ -35,7 +36,19 @@ SHARED_BENCH="${SHARED_BENCH:-$REPO/../shared/bench}"
 GATEWAY_BIN="${GATEWAY_BIN:-$REPO/.venv/bin/gateway}"
 GATEWAY_PORT="${GATEWAY_PORT:-8000}"
 SYSTEMS="${SYSTEMS:-direct,litellm,fastapi,starlette-aio}"
-REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/12}"
+REDIS_URL="${REDIS_URL:-}"
+own_redis() {
+  # A private redis-server for the cached-redis variant: a Redis on this machine may hold
+  # someone else's data, and the benchmark writes cache entries.
+  local port dir
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  dir=$(mktemp -d /tmp/bench-redis.XXXXXX)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+  trap 'kill "$(cat '"$dir"'/redis.pid)" 2>/dev/null; rm -rf '"$dir" EXIT
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  REDIS_URL="redis://127.0.0.1:$port/0"
+}
 WAIT_IDLE="${WAIT_IDLE:-60}"
 RESULTS_COPY="${RESULTS_COPY-$REPO/bench/results}"
 BENCH_WORK="${BENCH_WORK:-/tmp/bench}"
@@ -58,6 +71,10 @@ extra=("$@")   # passed through to run.sh, e.g. --quick or --rounds 5
 [[ -x "$GATEWAY_BIN" ]] || { echo "no gateway at GATEWAY_BIN=$GATEWAY_BIN" >&2; exit 2; }
 
 "$SHARED_BENCH/setup.sh"   # idempotent; run.sh gets --no-setup below
+
+if [[ -z $REDIS_URL && " ${variants[*]} " == *" cached-redis "* ]]; then
+  own_redis
+fi
 
 BENCH_TEAM_KEY="sk-bench-$(date +%s)"
 for v in "${variants[@]}"; do

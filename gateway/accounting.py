@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gateway.limits import filled
 from gateway.metrics import Metrics
 from gateway.policy import Backend, Policy
 from gateway.wire import Usage
@@ -45,14 +46,20 @@ def account(
     return cost, savings
 
 
-def charge(services: Services, call: Call, backend: Backend, usage: Usage) -> None:
-    """Account an answer from a backend: the routing decision, cost, savings, team spend."""
+def charge(
+    services: Services, call: Call, backend: Backend, usage: Usage, answer_bytes: int
+) -> None:
+    """Account an answer from a backend: the routing decision, cost, savings, and settle the
+    budget reservation (an answer without usage is charged an estimate from its size)."""
     assert call.plan is not None
     reason = "fallback" if backend is not call.plan.targets[0] else call.plan.reason
     services.metrics.decisions.labels(call.model, backend.tier, reason).inc()
-    cost, _ = account(services.metrics, call.state.loaded.policy, backend, usage, call.team)
-    if call.tenant is not None:
-        services.limiter.spend(call.tenant, cost)
+    if call.admission is not None:
+        sent = answer_bytes if call.endpoint != "embeddings" else 0
+        usage = filled(usage, call.admission.prompt_tokens, sent)
+    cost, savings = account(services.metrics, call.state.loaded.policy, backend, usage, call.team)
+    _record(call, usage, cost, cost + savings)
+    services.limiter.settle(call.admission, usage.prompt_tokens, usage.completion_tokens, cost)
 
 
 def charge_hit(services: Services, call: Call, usage: Usage) -> None:
@@ -61,4 +68,11 @@ def charge_hit(services: Services, call: Call, usage: Usage) -> None:
     policy = call.state.loaded.policy
     backend = policy.backends.get(call.backend)
     if backend is not None:
-        account(services.metrics, policy, backend, usage, call.team, cache_hit=True)
+        _, savings = account(services.metrics, policy, backend, usage, call.team, cache_hit=True)
+        _record(call, usage, 0.0, savings)
+    services.limiter.settle(call.admission, 0, 0, 0.0)  # no upstream tokens, no cost
+
+
+def _record(call: Call, usage: Usage, cost: float, reference: float) -> None:
+    call.prompt_tokens, call.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+    call.cost_usd, call.reference_cost_usd = cost, reference

@@ -9,6 +9,7 @@ Errors on both sides go through `gateway.errors.render`, and every answer carrie
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -21,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import __version__
-from gateway.api import admin, models, probes
+from gateway import __version__, health, housekeeping, reload
+from gateway.api import admin, feedback, models, probes
 from gateway.api.inference import InferenceDoor, internal_error, request_id_for
 from gateway.errors import GatewayError, InvalidRequest, NotFound, for_status, render
 from gateway.log import setup_logging
@@ -116,6 +117,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await Services.start(settings, metrics)
+        housekeeping.publish_info(services)
+        if settings.policy_reload_s > 0:
+            services.loops.append(asyncio.create_task(reload.watch(services)))
+        services.loops.append(asyncio.create_task(housekeeping.run(services)))
+        services.loops.append(asyncio.create_task(health.run(services)))
         app.state.services = door.services = services
         if drain_on_sigterm:
             services.drain.install(settings.drain_delay_s)
@@ -145,6 +151,7 @@ def create_app(
     app.include_router(models.router)
     app.include_router(probes.router)
     app.include_router(admin.router)
+    app.include_router(feedback.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -137,6 +137,7 @@ async def _walk(
                 m.breaker_probes.labels(backend.name, "failure").inc()
             if i + 1 < len(targets):
                 m.fallbacks.labels(backend.name, targets[i + 1].name, kind).inc()
+                call.fallbacks.append(backend.name)
             last = err
             continue
         except BaseException:  # cancelled: the client left, or the drain ran out

@@ -14,12 +14,18 @@ DEFAULT_TEAM = "default"
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
-    """Who is calling: the team (a metrics label) and the cache partition."""
+    """Who is calling: the team (a metrics label), the cache partition and the limits.
+
+    `key_id` names the caller's key without revealing it (a digest prefix); `key_limits`
+    apply to that key alone, `limits` to the whole team.
+    """
 
     team: str
     partition: str
     allowed_models: frozenset[str] | None = None
     limits: Limits | None = None
+    key_id: str = ""
+    key_limits: Limits | None = None
 
 
 def _digest(token: str) -> str:
@@ -35,8 +41,11 @@ class KeyRing:
         for team, spec in policy.teams.items():
             allowed = frozenset(spec.allowed_models) if spec.allowed_models is not None else None
             for key in spec.keys:
-                tenant = Tenant(team, "team:" + team, allowed, spec.limits)
-                self._by_digest[_digest(key)] = tenant
+                digest = _digest(key)
+                tenant = Tenant(
+                    team, "team:" + team, allowed, spec.limits, digest[:16], spec.key_limits
+                )
+                self._by_digest[digest] = tenant
         self._anonymous: dict[str, Tenant] = {}
 
     def authenticate(self, authorization: str | None) -> Tenant:

@@ -22,8 +22,9 @@ from enum import IntEnum
 from gateway.policy.schema import BreakerPolicy
 
 DEFAULT = BreakerPolicy()
-# Kept for readers of the old constants (tests, docs).
+# Kept for readers of the old constants (tests, tools).
 FAILURES_TO_OPEN = DEFAULT.failures_to_open
+COOLDOWN_S = DEFAULT.open_s
 
 
 class State(IntEnum):

@@ -23,7 +23,7 @@ from gateway.tasks import Background
 
 log = logging.getLogger("gateway.cache")
 
-PREFIX = "gateway:cache:v1"
+PREFIX = "gateway:cache:v2"
 # Request fields that do not change the answer's content.
 _NOT_IN_KEY = frozenset({"stream", "stream_options", "user", "metadata", "store", "service_tier"})
 
@@ -65,12 +65,21 @@ class CachedAnswer:
 def cache_key(
     partition: str, model: str, policy_version: str, endpoint: str, body: dict[str, Any]
 ) -> str:
-    """The key of a request: tenant and model in clear (for purges), the rest hashed."""
+    """The key of a request: tenant and model readable (for purges), the rest hashed.
+
+    Tenant and model are escaped so that neither can contain the `:` that separates them:
+    team `a:b` asking for `c` and team `a` asking for `b:c` never share a key.
+    """
     relevant = {k: v for k, v in body.items() if k not in _NOT_IN_KEY}
     digest = hashlib.sha256(
         orjson.dumps([policy_version, endpoint, relevant], option=orjson.OPT_SORT_KEYS)
     ).hexdigest()
-    return f"{PREFIX}:{partition}:{model}:{digest}"
+    return f"{PREFIX}:{_component(partition)}:{_component(model)}:{digest}"
+
+
+def _component(value: str) -> str:
+    """A key component without `:` (percent-escaped, reversibly)."""
+    return value.replace("%", "%25").replace(":", "%3A")
 
 
 class ResponseCache(Protocol):
@@ -135,10 +144,10 @@ class MemoryCache:
 
 
 def _matches(key: str, partition: str | None, model: str | None) -> bool:
-    rest = key[len(PREFIX) + 1 :]
-    part, _, rest = rest.partition(":")
-    key_model = rest.rpartition(":")[0]
-    return (partition is None or part == partition) and (model is None or key_model == model)
+    part, key_model, _ = key[len(PREFIX) + 1 :].split(":")
+    return (partition is None or part == _component(partition)) and (
+        model is None or key_model == _component(model)
+    )
 
 
 class RedisCache:
@@ -193,7 +202,7 @@ class RedisCache:
 def _glob(value: str | None) -> str:
     if value is None:
         return "*"
-    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in value)
+    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in _component(value))
 
 
 def build_cache(

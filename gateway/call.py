@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway.auth import Tenant
+from gateway.limits import Admission
 from gateway.policy import Backend
 from gateway.wire import Endpoint
 
 if TYPE_CHECKING:
     from gateway.planning import Plan
-    from gateway.reload import PolicyState
+    from gateway.state import PolicyState
 
 
 @dataclass(slots=True)
@@ -38,8 +39,16 @@ class Call:
     deadline: float = float("inf")
     overhead_s: float | None = None
     cache_result: str = "bypass"
+    # The limits this request was admitted under; its headers go on every answer.
+    admission: Admission | None = None
     # What the client got; an exception that escapes the pipeline leaves it at 500.
     status: int = 500
+    # For the decision record: backends that failed before the answer, tokens, cost.
+    fallbacks: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    reference_cost_usd: float = 0.0
 
     @property
     def team(self) -> str:
@@ -63,4 +72,6 @@ class Call:
             headers["x-gateway-difficulty"] = "n/a"
         if answered or self.cache_result != "bypass":
             headers["x-gateway-cache"] = self.cache_result
+        if self.admission is not None:
+            headers.update(self.admission.headers)
         return headers

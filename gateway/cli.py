@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, policy validate, classify."""
+"""The `gateway` command: serve, policy (validate, explain, simulate), decisions, classify."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from gateway.errors import PolicyError
 
 EMBEDDED_PORT = 8081
+DECISION_STREAM = "gateway:decisions"  # gateway.decisions.DEFAULT_STREAM, without the import
 
 
 def _die_with_parent() -> None:
@@ -103,23 +104,92 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def validate_policy(args: argparse.Namespace) -> int:
-    """Check policy files; print each problem with file, line and key."""
-    from gateway.policy import load_policy
+    """Check policy files; print each problem as `file:line: key: message`, one per line."""
+    from gateway.policy import PolicyInvalid, load_policy
 
     status = 0
     for name in args.files:
         try:
             loaded = load_policy(Path(name))
-        except PolicyError as exc:
-            print(f"gateway: {exc}", file=sys.stderr)
+        except PolicyInvalid as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
             status = 1
-        else:
-            policy = loaded.policy
+            continue
+        except PolicyError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+            continue
+        for warning in loaded.warnings:
+            print(warning, file=sys.stderr)
+        if loaded.warnings and args.strict:
+            status = 1
+        policy = loaded.policy
+        if not args.quiet:
             print(
                 f"{name}: ok (version {loaded.version}; {len(policy.backends)} backends, "
                 f"{len(policy.models)} models)"
             )
     return status
+
+
+def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, help="the candidate policy file")
+    parser.add_argument("--baseline", help="the current policy (default: the log as recorded)")
+    parser.add_argument(
+        "--log", required=True, help="decision records: JSONL file, log directory or redis:// URL"
+    )
+    parser.add_argument("--stream", default=DECISION_STREAM, help="Redis stream key")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--report", metavar="DIR", help="write a markdown report and a chart")
+    parser.add_argument(
+        "--respect-keys",
+        action="store_true",
+        help="plan backends without an API key here as disabled (default: assume keys are set)",
+    )
+
+
+def _explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="policy file")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt", help="one user message")
+    given.add_argument("--request", metavar="FILE", help="a request body as JSON ('-' for stdin)")
+    parser.add_argument("--model", help="the model asked for (default: the request's, or auto)")
+    parser.add_argument("--endpoint", choices=["chat", "completions", "embeddings"], default="chat")
+    parser.add_argument("--team", help="the caller's team (for allowed_models)")
+    parser.add_argument("--artifact", help="a classifier artifact (default: the shipped one)")
+    parser.add_argument("--gateway", metavar="URL", help="read live backend state from /readyz")
+    parser.add_argument("--top", type=int, default=8, help="how many signals to show")
+    parser.add_argument("--json", action="store_true", help="print the explanation as JSON")
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output JSONL file ('-' for stdout)")
+    parser.add_argument("--since", help="15m, 2h, 7d, ISO 8601 (with zone) or epoch seconds")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        help="log directory, JSONL file or redis:// URL (default: $GATEWAY_DECISION_LOG_DIR)",
+    )
+    parser.add_argument("--stream", default=DECISION_STREAM, help="Redis stream key")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from gateway_tools.simulate_cli import simulate_command
+
+    return simulate_command(args)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from gateway_tools.explain_cli import explain_command
+
+    return explain_command(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from gateway_tools.decisions import export_command
+
+    return export_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway_tools.cli import main as classify_main
 
         return classify_main(argv[1:])
+    if argv[:1] == ["shadow"]:
+        from gateway_tools.shadow_cli import main as shadow_main
+
+        return shadow_main(argv[1:])
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the gateway")
@@ -146,8 +220,26 @@ def main(argv: list[str] | None = None) -> int:
     policy_sub = p_policy.add_subparsers(dest="policy_command", required=True)
     p_validate = policy_sub.add_parser("validate", help="validate policy files")
     p_validate.add_argument("files", nargs="+")
+    p_validate.add_argument("--strict", action="store_true", help="warnings fail too")
+    p_validate.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     p_validate.set_defaults(func=validate_policy)
     sub.add_parser("classify", help="difficulty classifier: score, train, eval, explain")
+    sub.add_parser("shadow", help="the routing loop's labels: export")
+    p_simulate = policy_sub.add_parser(
+        "simulate", help="replay decision records through a policy: backends, cost, changes"
+    )
+    p_simulate.set_defaults(func=_simulate)
+    p_explain = policy_sub.add_parser(
+        "explain", help="why a request would go where: score, signals, rule, targets"
+    )
+    p_explain.set_defaults(func=_explain)
+    p_decisions = sub.add_parser("decisions", help="decision records")
+    decisions_sub = p_decisions.add_subparsers(dest="decisions_command", required=True)
+    p_export = decisions_sub.add_parser("export", help="write decision records as JSONL")
+    p_export.set_defaults(func=_export)
+    _simulate_arguments(p_simulate)
+    _explain_arguments(p_explain)
+    _export_arguments(p_export)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

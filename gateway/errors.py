@@ -9,6 +9,8 @@
     ├── NotFound                       404 not_found_error
     │   └── ModelNotFound              404 not_found_error        (code model_not_found)
     ├── RateLimited                    429 rate_limit_error
+    │   └── BudgetExceeded             429 rate_limit_error       (code insufficient_quota)
+    ├── LimitsUnavailable              503 api_error              (a fail-closed team, Redis away)
     ├── UpstreamError                  502 api_error              (a backend answered badly)
     │   ├── UpstreamStatusError        upstream's 4xx passed on; 5xx, 401, 403 as 502
     │   ├── UpstreamTimeout            504 api_error
@@ -111,6 +113,19 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(RateLimited):
+    """A team's or key's budget for the period is used up."""
+
+    default_code = "insufficient_quota"
+
+
+class LimitsUnavailable(GatewayError):
+    """A team that fails closed, and its limits cannot be checked right now."""
+
+    status = 503
+    default_code = "limits_unavailable"
 
 
 class UpstreamError(GatewayError):

@@ -1,13 +1,12 @@
-"""Periodic work of a worker: backend gauges, and calibration shared through Redis."""
+"""Exported state of a worker: build info, backend gauges, calibration shared through Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from gateway.services import Services
+from gateway import __version__
+from gateway.services import Services
 
 
 def refresh_gauges(services: Services) -> None:
@@ -24,11 +23,17 @@ def refresh_gauges(services: Services) -> None:
 
 
 async def run(services: Services) -> None:
-    """Every `calibration_sync_s`: gauges, then each calibrator synced and exported."""
+    """Every `calibration_sync_s`: gauges, lost decision records, each calibrator synced."""
     m = services.metrics
+    lost = {"dropped": 0, "failed": 0}
     while True:
         await asyncio.sleep(services.settings.calibration_sync_s)
         refresh_gauges(services)
+        log = services.decisions
+        if log is not None:
+            for reason, now in (("dropped", log.dropped), ("failed", log.errors)):
+                m.decisions_lost.labels(reason).inc(max(now - lost[reason], 0))
+                lost[reason] = now
         for (model, rule), calibrator in list(services.state.calibrators.items()):
             if services.redis is not None:
                 try:
@@ -37,3 +42,23 @@ async def run(services: Services) -> None:
                     m.cache_errors.labels("calibration_sync").inc()
             m.closed_share.labels(model).set(calibrator.realised_share())
             m.calibrated_threshold.labels(model).set(calibrator.threshold())
+
+
+def publish_info(services: Services) -> None:
+    """Export build info and per-backend state for the current policy."""
+    m = services.metrics
+    # Not clear(): multiprocess mode cannot remove series, so the old one goes to 0.
+    labels = (__version__, services.state.loaded.version, services.classifier.version)
+    if services.info_labels is not None and services.info_labels != labels:
+        m.build_info.labels(*services.info_labels).set(0)
+    m.build_info.labels(*labels).set(1)
+    services.info_labels = labels
+    refresh_gauges(services)
+    for (model, _), calibrator in services.state.calibrators.items():
+        m.closed_share_target.labels(model).set(calibrator.target_share)
+    policy = services.state.loaded.policy
+    if policy.shadow is not None:
+        m.shadow_cap.labels("*").set(policy.shadow.max_usd_per_day)
+    for name, route in policy.models.items():
+        if route.shadow is not None:
+            m.shadow_cap.labels(name).set(route.shadow.max_usd_per_day)

@@ -234,10 +234,74 @@ class Metrics:
             ["team", "reason"],
             registry=r,
         )
+        self.limit_local = Counter(
+            "gateway_limit_local_decisions_total",
+            "Limit checks this process decided alone (its share) because Redis was slow or down.",
+            ["team", "result"],
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "gateway_budget_remaining_usd",
+            "What is left of a team's budget for the current period (day or month), in USD.",
+            ["team", "period"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.limit_spend_replayed = Counter(
+            "gateway_limit_spend_replayed_usd_total",
+            "Spend recorded in Redis late: settled while Redis was away, replayed on its return.",
+            ["team"],
+            registry=r,
+        )
+        self.limit_spend_lost = Counter(
+            "gateway_limit_spend_lost_usd_total",
+            "Spend that never reached Redis (the replay journal overflowed).",
+            ["team"],
+            registry=r,
+        )
         self.policy_reloads = Counter(
             "gateway_policy_reloads_total",
             "Policy reload attempts by result (ok, error).",
             ["result"],
+            registry=r,
+        )
+        # The routing loop: shadow calls, judged labels, what they say about the score.
+        self.shadow = Counter(
+            "gateway_shadow_requests_total",
+            "Shadow evaluations by outcome (labelled, failed, dropped_busy, dropped_budget).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.shadow_cost = Counter(
+            "gateway_shadow_cost_usd_total",
+            "USD spent on shadow calls and their judges (not part of gateway_cost_usd_total).",
+            ["backend", "purpose"],
+            registry=r,
+        )
+        self.labels_made = Counter(
+            "gateway_labels_total",
+            "Label records by verdict source (identical, schema, tools, judge, feedback).",
+            ["model", "source"],
+            registry=r,
+        )
+        self.labels_by_decile = Counter(
+            "gateway_label_decile_total",
+            "Judged shadow pairs by difficulty decile of the request, the tier it was routed "
+            "to, and outcome (open_worse when the label is at least 0.5, else open_ok).",
+            ["decile", "tier", "outcome"],
+            registry=r,
+        )
+        self.shadow_cap = Gauge(
+            "gateway_shadow_cap_usd",
+            "The policy's daily cap on shadow spend, by scope (a model name, or * policy-wide).",
+            ["scope"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.decisions_lost = Counter(
+            "gateway_decision_records_lost_total",
+            "Decision records not written: dropped (buffer full) or failed (file or Redis error).",
+            ["reason"],
             registry=r,
         )
         self.build_info = Gauge(

@@ -1,4 +1,4 @@
-"""One request, top to bottom: auth → limits → parse → cache → classify → plan → attempt → account.
+"""One request, top to bottom: auth → parse → limits → cache → classify → plan → attempt → account.
 
 `handle` is the only place that sequences a request. Each step is a function that returns
 data (a tenant, a cache plan, a score, a plan, a completion, an open stream); none of them
@@ -23,8 +23,9 @@ from gateway.cache import CachedAnswer
 from gateway.call import Call
 from gateway.cancellation import Reason, Watch, shutting_down
 from gateway.errors import ClientGone, GatewayError, UpstreamTimeout
+from gateway.limits import estimate
 from gateway.planning import make_plan, resolve_model
-from gateway.policy import Backend
+from gateway.policy import Backend, Shadow
 from gateway.protocol import parse_body, validate
 from gateway.services import Services
 from gateway.streaming import Assembler, error_event, replay
@@ -82,6 +83,7 @@ async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]
         raise
     finally:
         watch.close()
+        services.limiter.release(call.admission)  # a no-op once settled
         telemetry.finish(services, call)
 
 
@@ -93,25 +95,43 @@ def _timeout(server_s: float, client_s: float | None) -> float:
 
 async def _answer(services: Services, call: Call, request: Incoming, watch: Watch) -> Answer:
     call.tenant = call.state.keys.authenticate(request.authorization)
-    await services.limiter.check(call.tenant)
-    call.body = parse_body(await request.read_body())
+    raw = await request.read_body()
+    call.body = parse_body(raw)
     call.asked = validate(call.endpoint, call.body)
     call.stream = call.endpoint != "embeddings" and call.body.get("stream") is True
-    call.model, _ = resolve_model(call.state.loaded.policy, call.asked, call.tenant.allowed_models)
+    policy = call.state.loaded.policy
+    call.model, _ = resolve_model(policy, call.asked, call.tenant.allowed_models)
+    # One Redis round trip: rate windows, tokens, budget reservation (settled in `charge`).
+    est = estimate(policy, call.model, call.endpoint, call.body, len(raw))
+    call.admission = await services.limiter.admit(call.tenant, est.prompt_tokens, est.reserve_usd)
     cache = caching.plan_cache(call, request.cache_control, request.cache_opt_out)
     hit = await caching.lookup(services, call, cache)
     if hit is not None:  # no routing to do; the entry keeps its score
         return _from_cache(services, call, hit)
     _classify(services, call)
     _plan(services, call)
+    opted_out = request.cache_opt_out or "no-store" in request.cache_control
+    shadow = services.shadower.wants(call, opted_out)
     if call.stream:
         opened = await attempt.open_stream(services, call)
-        return Answer(call.headers(), events=_relay(services, call, opened, cache, watch))
+        events = _relay(services, call, opened, cache, shadow, watch)
+        return Answer(call.headers(), events=events)
     backend, completion = await attempt.complete(services, call)
-    charge(services, call, backend, completion.usage)
+    charge(services, call, backend, completion.usage, len(completion.body))
     await caching.store(services, call, cache, completion.body, completion.usage)
+    _after(services, call, shadow, completion.body)
     call.status = 200
     return Answer(call.headers(), completion.body)
+
+
+def _after(services: Services, call: Call, shadow: Shadow | None, answer: bytes) -> None:
+    """Off the critical path: a sampled shadow evaluation, the request kept for feedback."""
+    if shadow is not None:
+        services.shadower.consider(call, shadow, answer)
+    if call.tenant is not None and call.state.retains(call.team):
+        record = {"messages": call.body.get("messages"), "model": call.model, "score": call.score}
+        retained = services.shadower.retained
+        services.background.spawn(retained.keep(call.tenant.partition, call.request_id, record))
 
 
 def _classify(services: Services, call: Call, known: float | None = None) -> None:
@@ -138,7 +158,14 @@ def _plan(services: Services, call: Call) -> None:
 
     route = policy.models[call.model]
     call.plan = make_plan(
-        policy, call.model, route, call.endpoint, call.score, threshold, services.breakers
+        policy,
+        call.model,
+        route,
+        call.endpoint,
+        call.score,
+        threshold,
+        services.breakers,
+        closed_allowed=call.team not in state.self_hosted,
     )
     if call.score is not None and calibrators:
         closed = call.plan.targets[0].tier == "closed"
@@ -170,6 +197,7 @@ async def _relay(
     call: Call,
     opened: attempt.OpenStream,
     cache: caching.CachePlan,
+    shadow: Shadow | None,
     watch: Watch,
 ) -> AsyncIterator[bytes]:
     """Forward a stream's blocks; a failure after the first ends it with an error event.
@@ -184,8 +212,9 @@ async def _relay(
     # What a stream's client feels the gateway add is its delay to the first event.
     call.overhead_s = max(to_first - call.upstream_s, 0.0)
     breaker = services.breakers[backend.name]
-    assembler = Assembler() if cache.key is not None else None
+    assembler = Assembler() if cache.key is not None or shadow is not None else None
     call.status = 200
+    sent = len(opened.first)
     breaker.in_flight += 1
     watch.watch_stream(backend.upstream.idle_timeout_s, call.deadline - time.perf_counter())
     try:
@@ -197,6 +226,7 @@ async def _relay(
             assembler.feed(opened.first)
         async for block in events:
             watch.sending()
+            sent += len(block)
             yield block
             watch.waiting()
             if assembler is not None:
@@ -217,12 +247,14 @@ async def _relay(
     finally:
         breaker.in_flight -= 1
         await events.aclose()
-        charge(services, call, backend, usage)
+        charge(services, call, backend, usage, sent)
     whole = assembler.result() if assembler is not None else None
     if whole is not None:
         # The client may not have asked for usage; the stored answer always has it.
         whole["usage"] = usage.as_json()
-        await caching.store(services, call, cache, orjson.dumps(whole), usage)
+        body = orjson.dumps(whole)
+        await caching.store(services, call, cache, body, usage)
+        _after(services, call, shadow, body)
 
 
 def _broke(services: Services, call: Call, backend: Backend, err: GatewayError) -> None:

@@ -79,12 +79,15 @@ def make_plan(
     score: float | None,
     threshold: Callable[[int], float],
     breakers: Breakers,
+    *,
+    closed_allowed: bool = True,
 ) -> Plan:
     """Order the chosen rule's targets, then the default rule's, as fallbacks.
 
-    Disabled backends (no API key) and backends that cannot serve the endpoint are left out;
-    open circuits and saturated backends go last rather than nowhere. When the rule's first
-    choice is saturated and another target is ready, the plan is a spill-over.
+    Disabled backends (no API key), backends that cannot serve the endpoint and, without
+    ``closed_allowed``, closed-tier ones are left out; open circuits and saturated backends
+    go last rather than nowhere. When the rule's first choice is saturated and another
+    target is ready, the plan is a spill-over.
     """
     rules = route.rules
     index, reason = choose_rule(route, score, threshold)
@@ -100,6 +103,8 @@ def make_plan(
         backend = policy.backends[name]
         if not backend.enabled or not backend.serves(endpoint):
             continue
+        if not closed_allowed and backend.tier == "closed":
+            continue  # a team whose data must stay on self-hosted models
         state = breakers[name]
         saturated = (
             backend.max_concurrency is not None and state.in_flight >= backend.max_concurrency

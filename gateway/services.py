@@ -1,32 +1,33 @@
 """The long-lived objects of one worker, built by the app's lifespan.
 
-Policy hot reload lives in `gateway.reload`, the periodic gauges and calibration sync in
-`gateway.housekeeping`; this module only builds, starts and closes.
+This module only builds and closes them; `gateway.reload` (policy hot reload) and
+`gateway.housekeeping` (exported state, calibration sync) work on a built `Services`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
-from gateway import __version__, health, housekeeping
 from gateway.breaker_board import Board
 from gateway.breakers import Breakers, State
 from gateway.cache import ResponseCache, build_cache
 from gateway.cancellation import Drain
+from gateway.decisions import DecisionLog
 from gateway.difficulty import DifficultyClassifier
 from gateway.limits import Limiter
 from gateway.log import AccessLog
 from gateway.metrics import Metrics
 from gateway.policy import load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
-from gateway.reload import PolicyState, reload, watch
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
+from gateway.shadow.runner import Shadower
+from gateway.state import PolicyState
 from gateway.tasks import Background
 
+BACKGROUND_REDIS_TIMEOUT_S = 2.0
 log = logging.getLogger("gateway.breakers")
 
 
@@ -60,11 +61,19 @@ class Services:
         self.breakers = Breakers(self._breaker_moved, make)
         self.drain = Drain(settings.drain_grace_s)
         self.semantic = SemanticIndex()
-        self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics, self.background)
-        self._loops: list[asyncio.Task[None]] = []
-        self._info_labels: tuple[str, str, str] | None = None
+        self.limiter = Limiter.from_settings(redis, settings, metrics)
+        # Labels, retained requests and shadow spend are written after the answer: their Redis
+        # connections wait longer than the request path's (a busy CPU must not lose labels).
+        self.background_redis = _connect(settings.redis_url, BACKGROUND_REDIS_TIMEOUT_S)
+        self.shadower = Shadower(
+            settings, self.background_redis, metrics, self.background, self.providers, classifier
+        )
+        # Periodic loops (policy watch, housekeeping), started by the app once built.
+        self.loops: list[asyncio.Task[None]] = []
+        self.info_labels: tuple[str, str, str] | None = None
         # One JSON line per request unless access logging is off.
         self.access_log = AccessLog() if settings.access_log else None
+        self.decisions = _decision_log(settings)
 
     def _breaker_moved(self, backend: str, state: State) -> None:
         self.metrics.breaker_state.labels(backend).set(state.value)
@@ -73,57 +82,47 @@ class Services:
 
     @classmethod
     async def start(cls, settings: Settings, metrics: Metrics) -> Services:
-        """Load policy and classifier, open clients, start the periodic loops."""
+        """Load policy and classifier, open clients (the app starts the loops)."""
         loaded = load_policy(settings.policy)
         classifier = await asyncio.to_thread(
             DifficultyClassifier.load, settings.classifier_artifact
         )
         client = UpstreamClient(settings.upstream_max_connections)
-        redis = None
-        if settings.redis_url:
-            import redis.asyncio as aioredis
-
-            redis = aioredis.from_url(
-                settings.redis_url,
-                socket_timeout=settings.redis_timeout_ms / 1000,
-                socket_connect_timeout=settings.redis_timeout_ms / 1000,
-            )
+        redis = _connect(settings.redis_url, settings.redis_timeout_ms / 1000)
         state = PolicyState.build(loaded, classifier.artifact.score_prior.tolist())
-        services = cls(settings, state, classifier, client, metrics, redis)
-        services.publish_info()
-        if settings.policy_reload_s > 0:
-            services._loops.append(asyncio.create_task(watch(services)))
-        services._loops.append(asyncio.create_task(housekeeping.run(services)))
-        services._loops.append(asyncio.create_task(health.run(services)))
-        return services
+        return cls(settings, state, classifier, client, metrics, redis)
 
     async def close(self) -> None:
         """Stop the loops, let background writes finish, close connections."""
-        for task in self._loops:
+        for task in self.loops:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*self.loops, return_exceptions=True)
         await self.background.close()
         await self.client.close()
+        await self.limiter.close()
         if self.access_log is not None:
             self.access_log.close()
-        if self.redis is not None:
-            await self.redis.aclose()
+        if self.decisions is not None:
+            await asyncio.to_thread(self.decisions.close)
+        for redis in (self.redis, self.background_redis):
+            if redis is not None:
+                await redis.aclose()
         if self.board is not None:
             self.board.close()
 
-    def publish_info(self) -> None:
-        """Export build info and per-backend state for the current policy."""
-        m = self.metrics
-        # Not clear(): multiprocess mode cannot remove series, so the old one goes to 0.
-        labels = (__version__, self.state.loaded.version, self.classifier.version)
-        if self._info_labels is not None and self._info_labels != labels:
-            m.build_info.labels(*self._info_labels).set(0)
-        m.build_info.labels(*labels).set(1)
-        self._info_labels = labels
-        housekeeping.refresh_gauges(self)
-        for (model, _), calibrator in self.state.calibrators.items():
-            m.closed_share_target.labels(model).set(calibrator.target_share)
 
-    def reload(self, path: Path | None = None) -> None:
-        """Load the policy file again (see `gateway.reload`)."""
-        reload(self, path)
+def _connect(url: str, timeout_s: float) -> Any:
+    """An asyncio Redis client (no I/O yet), or None without a URL."""
+    if not url:
+        return None
+    import redis.asyncio as aioredis
+
+    return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+def _decision_log(settings: Settings) -> DecisionLog | None:
+    """Decision records to files and/or Redis, as configured; None when neither is."""
+    redis_url = settings.redis_url if settings.decision_log_redis else ""
+    if settings.decision_log_dir is None and not redis_url:
+        return None
+    return DecisionLog(settings.decision_log_dir, redis_url=redis_url or None)

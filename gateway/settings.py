@@ -48,3 +48,18 @@ class Settings(BaseSettings):
     drain_delay_s: float = 0.0
     # Breaker state shared by this replica's workers (set by `gateway serve --workers N`).
     breaker_file: Path | None = None
+    # The routing loop's label stream (Redis, or an in-process ring) and how long requests
+    # of teams that opted in to prompt retention are kept for feedback.
+    labels_max: int = 100_000
+    retain_s: int = 7 * 86400
+    # Gateway processes sharing one Redis (replicas x workers is the divisor of each limit a
+    # process enforces on its own while Redis is slow or down).
+    replicas: int = 1
+    # Limit checks wait this long for Redis before the process enforces its local share.
+    limits_timeout_ms: float = 250.0
+    # A budget reservation not settled within this time is released by Redis itself.
+    limits_lease_s: float = 900.0
+    # Decision records (one per request): rotating JSONL files here, and/or a bounded Redis
+    # stream when Redis is configured; neither without a directory and Redis.
+    decision_log_dir: Path | None = None
+    decision_log_redis: bool = True

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from gateway.call import Call
+from gateway.decisions import DecisionRecord
 from gateway.services import Services
 
 
@@ -26,6 +27,8 @@ def finish(services: Services, call: Call) -> None:
         m.rejections.labels(call.team, "auth").inc()
     elif call.plan is None and status in (400, 404, 413):
         m.rejections.labels(call.team, "invalid").inc()
+    if services.decisions is not None:
+        services.decisions.write(_decision(services, call, elapsed))
     access = services.access_log
     if access is None:
         return
@@ -46,3 +49,37 @@ def finish(services: Services, call: Call) -> None:
     if services.settings.log_prompts:
         entry["body"] = call.body
     access.write(entry)
+
+
+def _decision(services: Services, call: Call, elapsed: float) -> DecisionRecord:
+    """The request's decision record (the DESIGN.md contract); never its prompt."""
+    plan = call.plan
+    if call.cache_result == "hit":
+        reason = "cache"
+    elif plan is None:
+        reason = "-"
+    elif call.fallbacks and call.status < 400:
+        reason = "fallback"
+    else:
+        reason = plan.reason
+    return DecisionRecord(
+        ts=time.time() - elapsed,
+        request_id=call.request_id,
+        team=call.team,
+        model=call.asked or call.model,
+        endpoint=call.endpoint,
+        score=call.score,
+        backend=call.backend,
+        tier=call.tier,
+        reason=reason,
+        fallbacks=tuple(call.fallbacks),
+        prompt_tokens=call.prompt_tokens,
+        completion_tokens=call.completion_tokens,
+        cost_usd=call.cost_usd,
+        reference_cost_usd=call.reference_cost_usd,
+        cache=call.cache_result,
+        status=call.status,
+        latency_ms=round(elapsed * 1000, 3),
+        policy_version=call.state.loaded.version,
+        classifier_version=services.classifier.version,
+    )

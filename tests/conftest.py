@@ -1,4 +1,4 @@
-"""Fixtures: scripted upstreams, and the gateway started as a real server process."""
+"""Fixtures: scripted upstreams, a test-started Redis, and the gateway as a real process."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 import openai
@@ -18,6 +19,7 @@ import pytest
 
 from tests.support.fake_upstreams import FakeUpstream, anthropic_app, openai_app, serve_in_thread
 from tests.support.model_servers import free_port
+from tests.support.redis_server import RedisDb, RedisServer, run_redis_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,9 +163,12 @@ GATEWAY_PROCS: dict[str, subprocess.Popen[bytes]] = {}
 
 
 @contextmanager
-def run_gateway(policy_text: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start `gateway serve` as a real uvicorn server process; yield its base URL."""
-    workdir = Path(tempfile.mkdtemp(prefix="gateway-test-"))
+def run_gateway(policy_text: str, env: dict[str, str] | None = None, *, tmp: Path) -> Iterator[str]:
+    """Start `gateway serve` as a real uvicorn server process; yield its base URL.
+
+    Its policy and log go in a new folder inside `tmp` (a pytest temporary folder).
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-", dir=tmp))
     policy = workdir / "policy.yaml"
     policy.write_text(policy_text)
     port = free_port()
@@ -189,6 +194,7 @@ def run_gateway(policy_text: str, env: dict[str, str] | None = None) -> Iterator
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        GATEWAY_LOGS.pop(url, None)
 
 
 @pytest.fixture(scope="session")
@@ -203,11 +209,48 @@ def test_policy(upstreams: Upstreams) -> str:
 
 
 @pytest.fixture(scope="session")
-def gateway(test_policy: str) -> Iterator[str]:
-    with run_gateway(test_policy) as url:
+def gateway(test_policy: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with run_gateway(test_policy, tmp=tmp_path_factory.mktemp("gateway")) as url:
         yield url
 
 
 @pytest.fixture
-def client(gateway: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway + "/v1", api_key="sk-test-tenant", max_retries=0)
+def client(gateway: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway + "/v1", api_key="sk-test-tenant", max_retries=0) as c:
+        yield c
+
+
+class Connect(Protocol):
+    """`connect(gateway_url, api_key, **options)`: an OpenAI client closed after the test."""
+
+    def __call__(self, gateway: str, api_key: str = "k", **options: Any) -> openai.OpenAI: ...
+
+
+@pytest.fixture
+def connect() -> Iterator[Connect]:
+    """OpenAI clients for a gateway, every one closed when the test ends (no leaked sockets)."""
+    clients: list[openai.OpenAI] = []
+
+    def make(gateway: str, api_key: str = "k", **options: Any) -> openai.OpenAI:
+        options.setdefault("max_retries", 0)
+        made = openai.OpenAI(base_url=gateway + "/v1", api_key=api_key, **options)
+        clients.append(made)
+        return made
+
+    yield make
+    for made in clients:
+        made.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server the tests started (never the machine's); skips without `redis-server`."""
+    with run_redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_db(redis_server: RedisServer) -> Iterator[RedisDb]:
+    """A database of the test Redis for this test alone, emptied before and after."""
+    with redis_server.lease() as db:
+        yield db

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Upstreams, run_gateway
+from tests.conftest import Connect, Upstreams, run_gateway
 
 # Valid Unicode only: lone surrogates cannot be sent as UTF-8 JSON at all.
-UNICODE = st.characters(blacklist_categories=("Cs",))
+UNICODE = st.characters(exclude_categories=["Cs"])
 
 
 def _assert_error(response: httpx.Response, status: int, error_type: str) -> dict[str, Any]:
@@ -92,13 +92,14 @@ models:
 
 
 @pytest.fixture(scope="module")
-def strict_gateway(upstreams: Upstreams) -> Iterator[str]:
-    with run_gateway(STRICT_POLICY.format(oai=upstreams.openai_url)) as url:
+def strict_gateway(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    policy = STRICT_POLICY.format(oai=upstreams.openai_url)
+    with run_gateway(policy, tmp=tmp_path_factory.mktemp("strict-gateway")) as url:
         yield url
 
 
-def test_unknown_model(strict_gateway: str) -> None:
-    client = openai.OpenAI(base_url=strict_gateway + "/v1", api_key="k", max_retries=0)
+def test_unknown_model(strict_gateway: str, connect: Connect) -> None:
+    client = connect(strict_gateway)
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
     assert info.value.code == "model_not_found"

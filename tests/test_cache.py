@@ -1,23 +1,27 @@
-"""Response cache against a real Redis: tenants, streaming replay, TTL, opt-outs, outages."""
+"""Response cache against a real Redis: tenants, streaming replay, TTL, opt-outs, outages.
+
+The Redis is one the tests start themselves (see tests/support/redis_server.py). Writes to
+the cache happen off the reply path, so tests wait for an entry to reach Redis, not a while.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 import redis
+from openai.types.chat import ChatCompletionMessageParam
 
-from tests.conftest import Upstreams, run_gateway
-from tests.support.model_servers import free_port
+from tests.conftest import Connect, Upstreams, run_gateway
+from tests.support.redis_server import RedisDb, RedisServer, run_redis_server
 
 POLICY = """
 backends:
@@ -38,72 +42,91 @@ cache: {{enabled: true, ttl_s: 600}}
 """
 
 
-def _redis_cli(*args: str, port: int = 6379) -> str:
-    return subprocess.run(
-        ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True
-    ).stdout
+@pytest.fixture(scope="module")
+def cache_db(redis_server: RedisServer) -> Iterator[RedisDb]:
+    """The database this module's shared gateway uses (of the Redis the tests started)."""
+    with redis_server.lease() as db:
+        yield db
 
 
 @pytest.fixture(scope="module")
-def redis_db() -> Iterator[int]:
-    if shutil.which("redis-cli") is None:
-        pytest.fail("redis-cli not found: install redis-server (.ci/run does)")
-    db = 11
-    _redis_cli("-n", str(db), "flushdb")
-    yield db
-    _redis_cli("-n", str(db), "flushdb")
+def store(cache_db: RedisDb) -> Iterator[redis.Redis]:
+    with cache_db.client() as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def cached_gateway(
-    upstreams: Upstreams, redis_db: int, tmp_path_factory: pytest.TempPathFactory
+    upstreams: Upstreams, cache_db: RedisDb, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    env = {"GATEWAY_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "GATEWAY_ADMIN_KEY": "admin"}
-    with run_gateway(POLICY.format(oai=upstreams.openai_url), env) as url:
+    env = {"GATEWAY_REDIS_URL": cache_db.url, "GATEWAY_ADMIN_KEY": "admin"}
+    policy = POLICY.format(oai=upstreams.openai_url)
+    with run_gateway(policy, env, tmp=tmp_path_factory.mktemp("cached-gateway")) as url:
         yield url
 
 
-def _client(url: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+def _wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Poll `condition` until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(0.01)
 
 
-def _ask(client: openai.OpenAI, prompt: str, model: str = "m", **kwargs: object) -> tuple[str, str]:
+def _stored(store: redis.Redis, text: str) -> list[bytes]:
+    """The keys of the cache entries whose stored answer contains `text`."""
+    needle = text.encode()
+    return [k for k in store.scan_iter("gateway:cache:*") if needle in (store.get(k) or b"")]
+
+
+def _wait_stored(store: redis.Redis, text: str, count: int = 1) -> list[bytes]:
+    """Wait until `count` entries with `text` are in Redis; return their keys."""
+    _wait_until(lambda: len(_stored(store, text)) >= count, f"{count} entries with {text!r}")
+    keys = _stored(store, text)
+    assert len(keys) == count, keys
+    return keys
+
+
+def _ask(client: openai.OpenAI, prompt: str, model: str = "m", **kwargs: Any) -> tuple[str, str]:
     raw = client.chat.completions.with_raw_response.create(
-        model=model,
-        messages=[{"role": "user", "content": prompt}],
-        **kwargs,  # type: ignore[arg-type]
+        model=model, messages=[{"role": "user", "content": prompt}], **kwargs
     )
     return raw.headers["x-gateway-cache"], raw.parse().choices[0].message.content or ""
 
 
-def test_hit_after_miss_and_upstream_not_called(cached_gateway: str, upstreams: Upstreams) -> None:
-    client = _client(cached_gateway, "tenant-a")
+def test_hit_after_miss_and_upstream_not_called(
+    cached_gateway: str, store: redis.Redis, upstreams: Upstreams, connect: Connect
+) -> None:
+    client = connect(cached_gateway, "tenant-a")
     prompt = f"cache me {uuid.uuid4()}"
     assert _ask(client, prompt) == ("miss", f"echo: {prompt}")
     before = upstreams.openai_state.count
-    time.sleep(0.1)  # the write is off the response path
+    _wait_stored(store, f"echo: {prompt}")
     assert _ask(client, prompt) == ("hit", f"echo: {prompt}")
     assert upstreams.openai_state.count == before
 
 
-def test_a_hit_carries_the_score_stored_with_the_answer(cached_gateway: str, redis_db: int) -> None:
+def test_a_hit_carries_the_score_stored_with_the_answer(
+    cached_gateway: str, store: redis.Redis, connect: Connect
+) -> None:
     from gateway.cache import CachedAnswer
 
-    client = _client(cached_gateway, "tenant-score")
+    client = connect(cached_gateway, "tenant-score")
     tag = str(uuid.uuid4())
-    messages = [{"role": "user", "content": f"Prove Fermat's little theorem {tag}"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": f"Prove Fermat's little theorem {tag}"}
+    ]
     raw = client.chat.completions.with_raw_response.create(model="m", messages=messages)
     assert raw.headers["x-gateway-cache"] == "miss"
     assert raw.headers["x-gateway-difficulty"] != "0.1234"
-    time.sleep(0.1)  # the write is off the response path
     # Give the stored entry a score the classifier would not compute for this prompt: the
     # hit must report it, not a fresh score of the same body.
-    store = redis.Redis(port=6379, db=redis_db)
-    keys = [k for k in store.scan_iter("gateway:cache:*") if tag.encode() in (store.get(k) or b"")]
-    assert len(keys) == 1
-    entry = CachedAnswer.loads(store.get(keys[0]) or b"")
+    [key] = _wait_stored(store, tag)
+    raw_entry = store.get(key)
+    assert isinstance(raw_entry, bytes)
+    entry = CachedAnswer.loads(raw_entry)
     assert entry is not None and entry.score is not None and entry.scorer
-    store.set(keys[0], dataclasses.replace(entry, score=0.1234).dumps(), keepttl=True)
+    store.set(key, dataclasses.replace(entry, score=0.1234).dumps(), keepttl=True)
     raw = client.chat.completions.with_raw_response.create(model="m", messages=messages)
     assert raw.headers["x-gateway-cache"] == "hit"
     assert raw.headers["x-gateway-difficulty"] == "0.1234"
@@ -119,17 +142,22 @@ def test_entries_without_a_score_still_load() -> None:
     assert CachedAnswer.loads(b'["open","open",3]\n{}') is None
 
 
-def test_tenants_never_share_entries(cached_gateway: str) -> None:
+def test_tenants_never_share_entries(
+    cached_gateway: str, store: redis.Redis, connect: Connect
+) -> None:
     prompt = f"same prompt {uuid.uuid4()}"
-    assert _ask(_client(cached_gateway, "team-one"), prompt)[0] == "miss"
-    time.sleep(0.1)
-    assert _ask(_client(cached_gateway, "team-two"), prompt)[0] == "miss"
-    time.sleep(0.1)
-    assert _ask(_client(cached_gateway, "team-one"), prompt)[0] == "hit"
+    one, two = connect(cached_gateway, "team-one"), connect(cached_gateway, "team-two")
+    assert _ask(one, prompt)[0] == "miss"
+    _wait_stored(store, f"echo: {prompt}")
+    assert _ask(two, prompt)[0] == "miss"
+    _wait_stored(store, f"echo: {prompt}", count=2)  # one entry per tenant
+    assert _ask(one, prompt)[0] == "hit"
 
 
-def test_streaming_replay_and_store(cached_gateway: str) -> None:
-    client = _client(cached_gateway, "tenant-s")
+def test_streaming_replay_and_store(
+    cached_gateway: str, store: redis.Redis, connect: Connect
+) -> None:
+    client = connect(cached_gateway, "tenant-s")
     prompt = f"stream cache {uuid.uuid4()}"
     # A streamed answer is stored once complete ...
     with client.chat.completions.with_streaming_response.create(
@@ -138,7 +166,7 @@ def test_streaming_replay_and_store(cached_gateway: str) -> None:
         assert response.headers["x-gateway-cache"] == "miss"
         text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
     assert text == f"echo: {prompt}"
-    time.sleep(0.1)
+    _wait_stored(store, prompt)
     # ... served whole to a non-streaming client ...
     assert _ask(client, prompt) == ("hit", f"echo: {prompt}")
     # ... and replayed as a valid SSE stream with usage, parsed by the SDK.
@@ -155,35 +183,40 @@ def test_streaming_replay_and_store(cached_gateway: str) -> None:
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
 
-def test_ttl_expiry(cached_gateway: str) -> None:
-    client = _client(cached_gateway, "tenant-t")
+def test_ttl_expiry(cached_gateway: str, store: redis.Redis, connect: Connect) -> None:
+    client = connect(cached_gateway, "tenant-t")
     prompt = f"ttl {uuid.uuid4()}"
     assert _ask(client, prompt, model="short-lived")[0] == "miss"
-    time.sleep(0.1)
+    [key] = _wait_stored(store, f"echo: {prompt}")
+    assert 0 < store.pttl(key) <= 1000  # the model's ttl_s: 1, not the policy's 600
     assert _ask(client, prompt, model="short-lived")[0] == "hit"
-    time.sleep(1.5)
+    _wait_until(lambda: not store.exists(key), "the entry to expire", timeout=5)
     assert _ask(client, prompt, model="short-lived")[0] == "miss"
 
 
-def test_opt_outs(cached_gateway: str) -> None:
-    client = _client(cached_gateway, "tenant-o")
+def test_opt_outs(cached_gateway: str, store: redis.Redis, connect: Connect) -> None:
+    client = connect(cached_gateway, "tenant-o")
     prompt = f"opt out {uuid.uuid4()}"
     assert _ask(client, prompt, extra_headers={"x-gateway-cache": "bypass"})[0] == "bypass"
     assert _ask(client, prompt, extra_headers={"cache-control": "no-store"})[0] == "bypass"
-    time.sleep(0.1)
-    assert _ask(client, prompt)[0] == "miss"  # nothing was stored by the opt-outs
-    time.sleep(0.1)
+    # A cacheable request after them, once stored, shows their writes would have landed too.
+    barrier = f"barrier {uuid.uuid4()}"
+    assert _ask(client, barrier)[0] == "miss"
+    _wait_stored(store, f"echo: {barrier}")
+    assert _stored(store, f"echo: {prompt}") == []  # nothing was stored by the opt-outs
+    assert _ask(client, prompt)[0] == "miss"
+    _wait_stored(store, f"echo: {prompt}")
     assert _ask(client, prompt, extra_headers={"cache-control": "no-cache"})[0] == "miss"
     assert _ask(client, prompt, temperature=0.9)[0] == "bypass"  # sampled: not deterministic
     assert _ask(client, prompt, model="uncached")[0] == "bypass"
     assert _ask(client, prompt)[0] == "hit"
 
 
-def test_admin_purge_by_tenant(cached_gateway: str) -> None:
-    client = _client(cached_gateway, "tenant-p")
+def test_admin_purge_by_tenant(cached_gateway: str, store: redis.Redis, connect: Connect) -> None:
+    client = connect(cached_gateway, "tenant-p")
     prompt = f"purge {uuid.uuid4()}"
     _ask(client, prompt)
-    time.sleep(0.1)
+    _wait_stored(store, f"echo: {prompt}")
     assert _ask(client, prompt)[0] == "hit"
     denied = httpx.post(cached_gateway + "/admin/cache/purge", json={"model": "*"})
     assert denied.status_code == 401
@@ -194,79 +227,53 @@ def test_admin_purge_by_tenant(cached_gateway: str) -> None:
         headers={"authorization": "Bearer admin"},
     )
     assert response.status_code == 200 and response.json()["deleted"] >= 1
+    assert _stored(store, f"echo: {prompt}") == []
     assert _ask(client, prompt)[0] == "miss"
 
 
-def test_policy_change_invalidates(upstreams: Upstreams, redis_db: int, tmp_path: Path) -> None:
-    env = {"GATEWAY_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}"}
+def test_policy_change_invalidates(
+    upstreams: Upstreams, redis_db: RedisDb, tmp_path: Path, connect: Connect
+) -> None:
     text = POLICY.format(oai=upstreams.openai_url)
-    with run_gateway(text, env) as url:
-        client = _client(url, "tenant-v")
+    with (
+        redis_db.client() as store,
+        run_gateway(text, {"GATEWAY_REDIS_URL": redis_db.url}, tmp=tmp_path) as url,
+    ):
+        client = connect(url, "tenant-v")
         prompt = f"policy {uuid.uuid4()}"
         _ask(client, prompt)
-        time.sleep(0.1)
+        _wait_stored(store, f"echo: {prompt}")
         assert _ask(client, prompt)[0] == "hit"
         policy_file = Path(httpx.get(url + "/readyz").json()["policy_file"])
         policy_file.write_text(text.replace("ttl_s: 600", "ttl_s: 300"))
-        deadline = time.monotonic() + 10
-        while _ask(client, prompt)[0] == "hit":
-            assert time.monotonic() < deadline, "the policy change was not picked up"
-            time.sleep(0.3)
+        _wait_until(lambda: _ask(client, prompt)[0] != "hit", "the policy change", timeout=10)
 
 
-def test_redis_outage_loses_no_request(upstreams: Upstreams, tmp_path: Path) -> None:
-    port = free_port()
-    server = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    redis = subprocess.Popen(server, stdout=subprocess.DEVNULL, cwd=tmp_path)
-    try:
-        _wait_redis(port)
-        env = {"GATEWAY_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-        with run_gateway(POLICY.format(oai=upstreams.openai_url), env) as url:
-            client = _client(url, "tenant-r")
+def test_redis_outage_loses_no_request(
+    upstreams: Upstreams, tmp_path: Path, connect: Connect
+) -> None:
+    # A server of its own: this test kills it.
+    with run_redis_server(tmp_path) as server, server.db().client() as store:
+        env = {"GATEWAY_REDIS_URL": server.db().url}
+        policy = POLICY.format(oai=upstreams.openai_url)
+        with run_gateway(policy, env, tmp=tmp_path) as url:
+            client = connect(url, "tenant-r")
             prompt = f"outage {uuid.uuid4()}"
             assert _ask(client, prompt)[0] == "miss"
-            time.sleep(0.1)
+            _wait_stored(store, f"echo: {prompt}")
             assert _ask(client, prompt)[0] == "hit"
-            redis.kill()
-            redis.wait()
+            server.kill()
             for i in range(30):  # every request still answered while Redis is gone
                 state, content = _ask(client, f"{prompt} {i}")
                 assert content == f"echo: {prompt} {i}" and state == "miss"
             errors = httpx.get(url + "/metrics").text
             assert 'gateway_cache_errors_total{operation="get"}' in errors
-            redis = subprocess.Popen(server, stdout=subprocess.DEVNULL, cwd=tmp_path)
-            _wait_redis(port)
-            deadline = time.monotonic() + 10
+            server.start()
             again = f"{prompt} after"
             _ask(client, again)
-            while _ask(client, again)[0] != "hit":
-                assert time.monotonic() < deadline, "the cache did not resume after Redis returned"
-                time.sleep(0.2)
-    finally:
-        redis.kill()
-        redis.wait()
-
-
-def _wait_redis(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if _redis_cli("ping", port=port).strip() == "PONG":
-                return
-        except subprocess.CalledProcessError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
+            _wait_until(
+                lambda: _ask(client, again)[0] == "hit", "the cache to resume after Redis returned"
+            )
 
 
 def _ask_with_system(client: openai.OpenAI, system: str, prompt: str) -> tuple[str, str]:
@@ -277,13 +284,16 @@ def _ask_with_system(client: openai.OpenAI, system: str, prompt: str) -> tuple[s
     return raw.headers["x-gateway-cache"], raw.parse().choices[0].message.content or ""
 
 
-def test_semantic_hits_stay_within_context_and_tenant(cached_gateway: str) -> None:
+def test_semantic_hits_stay_within_context_and_tenant(
+    cached_gateway: str, store: redis.Redis, connect: Connect
+) -> None:
     tag = uuid.uuid4().hex[:8]
-    client = _client(cached_gateway, "tenant-sem")
+    client = connect(cached_gateway, "tenant-sem")
     system = f"You answer geography questions. {tag}"
     original = "What is the capital city of France?"
     assert _ask_with_system(client, system, original)[0] == "miss"
-    time.sleep(0.1)
+    # The index entry is added with the write; the answer it points at must be in Redis.
+    _wait_stored(store, f"echo: {original}")  # this module's database: no other test's entry
     # A re-cased, re-punctuated turn in the same context is answered from the cache.
     assert _ask_with_system(client, system, "  what is the capital city of france") == (
         "hit",
@@ -292,23 +302,22 @@ def test_semantic_hits_stay_within_context_and_tenant(cached_gateway: str) -> No
     # A different question, a different system prompt or another tenant never hits.
     assert _ask_with_system(client, system, "What is the capital city of Germany?")[0] == "miss"
     assert _ask_with_system(client, system + " Be terse.", original)[0] == "miss"
-    other = _client(cached_gateway, "tenant-sem-other")
+    other = connect(cached_gateway, "tenant-sem-other")
     assert _ask_with_system(other, system, "  what is the capital city of france")[0] == "miss"
     metrics = httpx.get(cached_gateway + "/metrics").text
     assert 'gateway_cache_requests_total{kind="semantic",model="semantic",result="hit"}' in metrics
 
 
-def test_redis_stopped_and_restarted_under_load(upstreams: Upstreams, tmp_path: Path) -> None:
+def test_redis_stopped_and_restarted_under_load(
+    upstreams: Upstreams, tmp_path: Path, connect: Connect
+) -> None:
     """Eight clients keep asking (half repeats, half new) while Redis dies and comes back."""
-    port = free_port()
-    server = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    redis = subprocess.Popen(server, stdout=subprocess.DEVNULL, cwd=tmp_path)
     stop = threading.Event()
     results: list[tuple[str, str, str]] = []
     failures: list[BaseException] = []
 
     def load(worker: int, url: str) -> None:
-        client = _client(url, f"tenant-load-{worker % 2}")
+        client = connect(url, f"tenant-load-{worker % 2}")
         i = 0
         while not stop.is_set():
             prompt = f"load {worker} {i % 5 if i % 2 else i}"
@@ -320,29 +329,29 @@ def test_redis_stopped_and_restarted_under_load(upstreams: Upstreams, tmp_path: 
             results.append((prompt, state, content))
             i += 1
 
-    try:
-        _wait_redis(port)
-        env = {"GATEWAY_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-        with run_gateway(POLICY.format(oai=upstreams.openai_url), env) as url:
+    def hits_since(start: int) -> bool:
+        return bool(failures) or any(state == "hit" for _, state, _ in results[start:])
+
+    def answered_since(start: int, count: int) -> bool:
+        return bool(failures) or len(results) >= start + count
+
+    with run_redis_server(tmp_path) as server:
+        env = {"GATEWAY_REDIS_URL": server.db().url}
+        with run_gateway(POLICY.format(oai=upstreams.openai_url), env, tmp=tmp_path) as url:
             threads = [threading.Thread(target=load, args=(w, url)) for w in range(8)]
             for thread in threads:
                 thread.start()
-            time.sleep(1.5)
-            redis.kill()
-            redis.wait()
-            time.sleep(1.5)
-            redis = subprocess.Popen(server, stdout=subprocess.DEVNULL, cwd=tmp_path)
-            _wait_redis(port)
-            time.sleep(1.5)
-            stop.set()
-            for thread in threads:
-                thread.join(30)
-    finally:
-        stop.set()
-        redis.kill()
-        redis.wait()
+            try:
+                _wait_until(lambda: hits_since(0), "hits while Redis is up", timeout=20)
+                server.kill()
+                down = len(results)
+                _wait_until(lambda: answered_since(down, 50), "answers while Redis is down", 20)
+                server.start()
+                up = len(results)
+                _wait_until(lambda: hits_since(up), "hits after Redis returned", timeout=20)
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join(30)
     assert not failures, failures[:3]
-    assert len(results) > 50
     assert all(content == f"echo: {prompt}" for prompt, _, content in results)
-    states = [state for _, state, _ in results]
-    assert "hit" in states[: len(states) // 3] and "hit" in states[-len(states) // 4 :]

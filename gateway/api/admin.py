@@ -9,8 +9,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.api.deps import ServicesDep
-from gateway.errors import AuthenticationFailed, InvalidRequest, NotFound, PolicyError
+from gateway.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    PolicyError,
+)
+from gateway.reload import reload
 from gateway.services import Services
+from gateway.shadow.labels import store_unavailable
 
 router = APIRouter(prefix="/admin")
 
@@ -50,8 +57,25 @@ async def reload_policy(services: ServicesDep, request: Request) -> Response:
     """Reload the policy file now; a bad file keeps the old policy and says why."""
     _require_admin(services, request)
     try:
-        services.reload()
+        reload(services)
     except PolicyError as exc:
         raise InvalidRequest(str(exc), code="invalid_policy") from exc
     body = {"policy_version": services.state.loaded.version}
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/labels")
+async def labels(services: ServicesDep, request: Request) -> Response:
+    """Label records as JSON lines (`since` epoch seconds, `team`, `model` filter)."""
+    _require_admin(services, request)
+    query = request.query_params
+    try:
+        since = float(query["since"]) if "since" in query else None
+    except ValueError as exc:
+        raise InvalidRequest("`since` must be epoch seconds.", param="since") from exc
+    try:
+        records = await services.shadower.labels.read(since, query.get("team"), query.get("model"))
+    except Exception as exc:  # Redis trouble: say so, never a 500
+        raise store_unavailable() from exc
+    body = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    return Response(body, media_type="application/x-ndjson")

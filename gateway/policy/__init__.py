@@ -1,6 +1,7 @@
 """Routing policies: schema, loading and validation."""
 
 from gateway.policy.loader import LoadedPolicy, load_policy, parse_policy
+from gateway.policy.problems import PolicyInvalid, Problem
 from gateway.policy.schema import (
     Backend,
     CachePolicy,
@@ -10,6 +11,7 @@ from gateway.policy.schema import (
     Policy,
     Price,
     Rule,
+    Shadow,
     Team,
     Tier,
 )
@@ -22,8 +24,11 @@ __all__ = [
     "LoadedPolicy",
     "ModelRoute",
     "Policy",
+    "PolicyInvalid",
     "Price",
+    "Problem",
     "Rule",
+    "Shadow",
     "Team",
     "Tier",
     "load_policy",

@@ -1,4 +1,10 @@
-"""Read a policy file: `${ENV}` interpolation, schema validation, errors with file:line and key."""
+"""Read a policy file: YAML, `${ENV}` interpolation, schema, semantic checks.
+
+Every problem found is reported, each as `file:line: dotted.key: message` (see
+`problems.py`); a file with any error raises `PolicyInvalid` and nothing is loaded.
+A YAML syntax error stops at once and is reported on one line, without the source line
+the parser would quote (it may hold a secret).
+"""
 
 from __future__ import annotations
 
@@ -14,11 +20,14 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.errors import PolicyError
+from gateway.policy.env import interpolate
+from gateway.policy.problems import PathKey, PolicyInvalid, Problem, Problems, ordered
 from gateway.policy.schema import Policy
+from gateway.policy.validate import check_policy
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-PathKey = tuple[str | int, ...]
+_STR = "tag:yaml.org,2002:str"
+# Quoted text in a parser message longer than a character or two is source text: drop it.
+_QUOTED = re.compile(r"'(?!<)[^']{3,}'")
 
 
 @dataclass(frozen=True)
@@ -30,119 +39,95 @@ class LoadedPolicy:
     version: str
     mtime: float = 0.0
     lines: Mapping[PathKey, int] = field(default_factory=dict)
+    # Suspicious but loadable (a closed backend without a price, an unused backend, ...).
+    warnings: tuple[Problem, ...] = ()
 
 
-def _interpolate(text: str, source: str, line: int, path: PathKey, env: Mapping[str, str]) -> str:
-    def sub(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = env.get(name)
-        if value:
-            return value
-        if default is not None:
-            return default
-        raise PolicyError(
-            f"{source}:{line}: {_dotted(path)}: environment variable {name} is not set "
-            f"(write ${{{name}:-default}} to make it optional)"
-        )
+class _Builder:
+    """Turns a YAML node tree into Python data, recording the line of every key and item."""
 
-    return _ENV_REF.sub(sub, text)
+    def __init__(self, problems: Problems, lines: dict[PathKey, int], env: Mapping[str, str]):
+        self.problems = problems
+        self.lines = lines
+        self.env = env
+        self.loader = yaml.SafeLoader("")
 
-
-def _dotted(path: PathKey) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _build(
-    node: yaml.Node, path: PathKey, source: str, env: Mapping[str, str], lines: dict[PathKey, int]
-) -> Any:
-    """Turn a YAML node into Python data, recording the line of every key and item."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in out:
+    def build(self, node: yaml.Node, path: PathKey) -> Any:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
                 line = key_node.start_mark.line + 1
-                raise PolicyError(f"{source}:{line}: {_dotted((*path, key))}: duplicate key")
-            out[key] = _build(value_node, (*path, key), source, env, lines)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), source, env, lines) for i, item in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
-    value = yaml.SafeLoader.construct_scalar(yaml.SafeLoader(""), node)
-    if node.tag == "tag:yaml.org,2002:str" or node.style in ("'", '"'):
-        return _interpolate(str(value), source, lines[path], path, env)
-    # Let YAML resolve plain scalars (numbers, booleans, null) after interpolation.
-    text = _interpolate(str(node.value), source, lines[path], path, env)
-    return yaml.safe_load(text) if text else None
+                if key in out:
+                    self.problems.add((*path, key), "duplicate key", line=line)
+                    continue
+                out[key] = self.build(value_node, (*path, key))
+                self.lines[(*path, key)] = line
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        text, errors = interpolate(str(node.value), self.env)
+        for message in errors:
+            self.problems.add(path, message)
+        if node.tag == _STR or node.style in ("'", '"'):
+            return text
+        # Plain scalars resolve (number, boolean, null, string) after interpolation.
+        tag = self.loader.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+        return self.loader.construct_object(yaml.ScalarNode(tag, text))
 
 
-def _line_for(loc: PathKey, lines: Mapping[PathKey, int]) -> int:
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return 1
+def _syntax_error(exc: yaml.YAMLError, source: str) -> PolicyInvalid:
+    problem, context = getattr(exc, "problem", None), getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None)
+    started = getattr(exc, "context_mark", None)
+    if started is not None and (mark is None or "end of stream" in (problem or "")):
+        mark = started  # an unclosed quote or bracket: where it was opened, not the file's end
+    line = mark.line + 1 if mark is not None else 1
+    parts = [context, problem]
+    text = ": ".join(p for p in parts if p) or type(exc).__name__
+    text = _QUOTED.sub("'...'", " ".join(text.split()))
+    return PolicyInvalid([Problem(source, line, "invalid YAML", text)])
 
 
-def _check_references(policy: Policy, source: str, lines: Mapping[PathKey, int]) -> None:
-    def fail(loc: PathKey, message: str) -> None:
-        raise PolicyError(f"{source}:{_line_for(loc, lines)}: {_dotted(loc)}: {message}")
-
-    for name, route in policy.models.items():
-        form = "route" if route.route is not None else "to"
-        for i, rule in enumerate(route.rules):
-            for j, target in enumerate(rule.to):
-                if target not in policy.backends:
-                    loc: PathKey = (
-                        ("models", name, "route", i, "to", j)
-                        if form == "route"
-                        else ("models", name, "to", j)
-                    )
-                    known = ", ".join(sorted(policy.backends))
-                    fail(loc, f"unknown backend {target!r} (known: {known})")
-    if policy.savings_reference is not None and policy.savings_reference not in policy.backends:
-        fail(("savings_reference",), f"unknown backend {policy.savings_reference!r}")
-    seen: dict[str, str] = {}
-    for team, spec in policy.teams.items():
-        for i, key in enumerate(spec.keys):
-            if key in seen:
-                fail(("teams", team, "keys", i), f"key already belongs to team {seen[key]!r}")
-            seen[key] = team
-        for i, model in enumerate(spec.allowed_models or []):
-            if model not in policy.models:
-                fail(("teams", team, "allowed_models", i), f"unknown model {model!r}")
+def _schema_problems(exc: ValidationError, problems: Problems) -> None:
+    for err in exc.errors():
+        # pydantic adds tagged-union and function names ("function-after[...]") to loc.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        problems.add(loc, err["msg"])
 
 
 def parse_policy(text: str, source: str, env: Mapping[str, str] | None = None) -> LoadedPolicy:
-    """Validate policy text; raise PolicyError naming file, line and key on any problem."""
+    """Validate policy text; raise `PolicyInvalid` listing every problem, with file and line."""
     env = os.environ if env is None else env
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        raise PolicyError(f"{source}:{line}: invalid YAML: {exc}") from exc
+        raise _syntax_error(exc, source) from None
     if node is None:
-        raise PolicyError(f"{source}:1: the policy file is empty")
+        raise PolicyInvalid([Problem(source, 1, "(top level)", "the policy file is empty")])
     lines: dict[PathKey, int] = {}
-    data = _build(node, (), source, env, lines)
+    problems = Problems(source, lines)
+    data = _Builder(problems, lines, env).build(node, ())
     if not isinstance(data, dict):
-        raise PolicyError(f"{source}:1: a policy must be a mapping with backends and models")
+        raise PolicyInvalid(
+            [Problem(source, 1, "(top level)", "a policy must be a mapping with backends, models")]
+        )
+    policy: Policy | None = None
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-            problems.append(f"{source}:{_line_for(loc, lines)}: {_dotted(loc)}: {err['msg']}")
-        raise PolicyError("invalid policy:\n  " + "\n  ".join(problems)) from exc
-    _check_references(policy, source, lines)
+        _schema_problems(exc, problems)
+    if policy is not None:
+        check_policy(policy, problems)
+    found = ordered(problems.found)
+    errors = [p for p in found if p.severity == "error"]
+    if errors or policy is None:
+        raise PolicyInvalid(errors)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return LoadedPolicy(policy, source, policy.version or digest, lines=lines)
+    warnings = tuple(p for p in found if p.severity == "warning")
+    return LoadedPolicy(policy, source, policy.version or digest, lines=lines, warnings=warnings)
 
 
 def load_policy(path: Path, env: Mapping[str, str] | None = None) -> LoadedPolicy:
@@ -155,4 +140,6 @@ def load_policy(path: Path, env: Mapping[str, str] | None = None) -> LoadedPolic
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{path}: policy file is not UTF-8") from exc
     loaded = parse_policy(text, str(path), env)
-    return LoadedPolicy(loaded.policy, loaded.source, loaded.version, mtime, loaded.lines)
+    return LoadedPolicy(
+        loaded.policy, loaded.source, loaded.version, mtime, loaded.lines, loaded.warnings
+    )

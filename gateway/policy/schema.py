@@ -170,12 +170,34 @@ class CachePolicy(Strict):
     shared_across_tenants: bool | None = None
 
 
+class Shadow(Strict):
+    """Shadow evaluation: a sampled share of answers is also asked of the other tier and judged.
+
+    The routed answer goes to the client first; the shadow call, the judge and the label
+    happen afterwards, off the critical path, within a daily spend cap and a concurrency bound.
+    """
+
+    sample: float = Field(0.0, ge=0, le=1)
+    # The closed-tier backend asked when the open tier answered.
+    against: str
+    # The open-tier backend asked when the closed tier answered (default: the first open
+    # target of the model's default rule).
+    open: str | None = None
+    # The backend that judges a pair (an LLM judge, asked both ways round).
+    judge: str
+    max_usd_per_day: float = Field(10.0, ge=0)
+    max_in_flight: int = Field(4, ge=1)
+    # Requests of anonymous callers (policies without teams) may be shadowed and labelled.
+    include_anonymous: bool = False
+
+
 class ModelRoute(Strict):
     """A model name applications ask for: a plain alias (`to`) or ordered rules (`route`)."""
 
     to: list[str] | None = Field(None, min_length=1)
     route: list[Rule] | None = Field(None, min_length=1)
     cache: CachePolicy | None = None
+    shadow: Shadow | None = None
     description: str | None = None
 
     @model_validator(mode="after")
@@ -199,10 +221,22 @@ class ModelRoute(Strict):
 
 
 class Limits(Strict):
-    """Per-team limits, enforced across replicas through Redis."""
+    """Per-team (or per-key) limits, enforced across replicas through Redis (gateway/limits).
+
+    Windows slide over the last 60 s; budgets are calendar periods in UTC.
+    """
 
     requests_per_minute: int | None = Field(None, ge=1)
     budget_usd_per_day: float | None = Field(None, gt=0)
+    # Prompt plus completion tokens; the prompt is estimated at admission, settled after.
+    tokens_per_minute: int | None = Field(None, ge=1)
+    budget_usd_per_month: float | None = Field(None, gt=0)
+    # Share of a budget past which admissions say `soft_exceeded` (the planner may then keep
+    # the team on the open tier). Team limits only.
+    soft_budget_share: float | None = Field(None, gt=0, lt=1)
+    # When Redis is slow or down: "open" enforces each replica's share of the limits locally,
+    # "closed" refuses the team's requests (503). Team limits only.
+    fail: Literal["open", "closed"] = "open"
 
 
 class Team(Strict):
@@ -211,6 +245,14 @@ class Team(Strict):
     keys: list[str] = Field(min_length=1, repr=False)
     allowed_models: list[str] | None = None
     limits: Limits | None = None
+    # self_hosted: never routed to, shadowed on, or judged by a closed-tier backend.
+    data_residency: Literal["any", "self_hosted"] = "any"
+    # Opt-in: the team's prompts may be kept in label records (shadow labels, feedback).
+    retain_prompts: bool = False
+    # Tools whose calls have side effects: requests offering them are never shadowed.
+    side_effect_tools: list[str] = []
+    # The same kinds of limits, applied to each of the team's keys on its own.
+    key_limits: Limits | None = None
 
 
 class Policy(Strict):
@@ -221,6 +263,7 @@ class Policy(Strict):
     models: dict[str, ModelRoute] = Field(min_length=1)
     savings_reference: str | None = None
     cache: CachePolicy = CachePolicy()
+    shadow: Shadow | None = None
     teams: dict[str, Team] = {}
 
     @model_validator(mode="after")

@@ -86,9 +86,9 @@ def test_provisioning_points_at_the_dashboards() -> None:
 DASHBOARDS = promql.load_dashboards()
 
 
-def test_both_dashboards_exist() -> None:
+def test_the_dashboards_exist() -> None:
     titles = {d["title"] for d in DASHBOARDS.values()}
-    assert titles == {"Gateway / Overview", "Gateway / Cost & routing"}
+    assert titles == {"Gateway / Overview", "Gateway / Cost & routing", "Gateway / Routing quality"}
     uids = [d["uid"] for d in DASHBOARDS.values()]
     assert len(set(uids)) == len(uids)
 
@@ -130,6 +130,7 @@ def test_dashboard_structure(name: str) -> None:
     [
         ("overview.json", {"model", "backend"}),
         ("cost-routing.json", {"team", "model", "backend"}),
+        ("routing-quality.json", {"model"}),
     ],
 )
 def test_template_variables(name: str, variables: set[str]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -72,7 +71,11 @@ models:
   claude: {{to: [claude]}}
   fallback: {{to: [broken, open]}}
   all-fail: {{to: [broken]}}
+  shadowed:
+    to: [open]
+    shadow: {{sample: 1.0, against: strong, judge: strong, max_usd_per_day: 5}}
 teams:
+  labelled: {{keys: [sk-labelled], retain_prompts: true}}
   search: {{keys: [sk-search]}}
   support: {{keys: [sk-support]}}
   tiny:
@@ -247,6 +250,13 @@ def _drive(stack: Stack, url: str) -> None:
                 chat(frugal, "qwen", "One more frugal question")
         assert 1 <= stack.rate_limited <= 2
 
+        # Shadow evaluation: the open answer is compared with `strong` (the same scripted
+        # upstream, so the pair is identical and the label 0), off the critical path.
+        with openai.OpenAI(base_url=url + "/v1", api_key="sk-labelled", max_retries=0) as labelled:
+            for text in ("Shadow me once.", "Shadow me twice."):
+                assert chat(labelled, "shadowed", text)[0] == "open"
+                stack.answers.append(Answer("labelled", "open", CHAT))
+
         # A third consecutive failure of `broken` opens its circuit (FAILURES_TO_OPEN = 3).
         with pytest.raises(openai.InternalServerError):
             chat(search, "all-fail", "This will fail too.")
@@ -343,14 +353,20 @@ def _wait_for(
 
 
 @pytest.fixture(scope="module")
-def stack(upstreams: Upstreams, tool: Callable[[str, str], str]) -> Iterator[Stack]:
+def stack(
+    upstreams: Upstreams,
+    tool: Callable[[str, str], str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
     prometheus_bin = tool("prometheus", "apt-get install prometheus")
     policy = POLICY.format(oai=upstreams.openai_url, anth=upstreams.anthropic_url)
+    # Nothing listens there: this gateway's Redis calls fail (and never reach a real Redis).
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    workdir = tmp_path_factory.mktemp("prometheus-it")
     with ExitStack() as stack_:
-        workdir = Path(stack_.enter_context(tempfile.TemporaryDirectory(prefix="prom-it-")))
-        gateway = stack_.enter_context(run_gateway(policy))
-        storm = stack_.enter_context(run_gateway(policy, {"GATEWAY_REDIS_URL": dead_redis}))
+        gateway = stack_.enter_context(run_gateway(policy, tmp=workdir))
+        storm_env = {"GATEWAY_REDIS_URL": dead_redis}
+        storm = stack_.enter_context(run_gateway(policy, storm_env, tmp=workdir))
         instance, storm_instance = (u.removeprefix("http://") for u in (gateway, storm))
         prometheus = stack_.enter_context(
             _start_prometheus(prometheus_bin, [instance, storm_instance], workdir)
@@ -432,7 +448,7 @@ def _check_totals(
     stack: Stack, read: Callable[[str, tuple[str, ...]], dict[tuple[str, ...], float]]
 ) -> None:
     totals = expected_totals(stack.answers)
-    assert {t for t, _ in totals["cost"]} == {"search", "support", "tiny", "frugal"}
+    assert {t for t, _ in totals["cost"]} == {"search", "support", "tiny", "frugal", "labelled"}
     got_cost = read("gateway_cost_usd_total", ("team", "tier"))
     got_savings = read("gateway_savings_usd_total", ("team", "tier"))
     got_baseline = read("gateway_baseline_cost_usd_total", ("team",))
@@ -483,7 +499,8 @@ def test_requests_and_decisions_are_counted(stack: Stack) -> None:
     # search: hard ×2 (rule); qwen chat, qwen stream, completions, embeddings, claude (alias);
     # the repeated qwen chat (cache); the fallback. support: six `auto` (calibration/default).
     assert reasons.pop("rule") == 2
-    assert reasons.pop("alias") == 5 + (3 - stack.rate_limited) + 1  # + tiny and frugal
+    # + tiny and frugal, + the two shadowed requests of `labelled`
+    assert reasons.pop("alias") == 5 + (3 - stack.rate_limited) + 1 + 2
     assert reasons.pop("cache") == 1
     assert reasons.pop("fallback") == 1
     assert sum(reasons.values()) == 6 and set(reasons) <= {"calibration", "default"}

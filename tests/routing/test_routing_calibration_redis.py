@@ -1,8 +1,10 @@
-"""Calibrators on two replicas share one score distribution through a real Redis."""
+"""Calibrators on two replicas share one score distribution through a real Redis.
+
+The Redis is one the tests started (the `redis_db` fixture): a database for each test.
+"""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,8 +14,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.difficulty import ShareCalibrator
+from tests.support.redis_server import RedisDb
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+KEY = "test:routing:calib"
 
 
 class FrozenClock:
@@ -25,15 +28,11 @@ class FrozenClock:
 
 
 @pytest.fixture
-async def redis_key() -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    prefix = f"test:routing:calib:{uuid.uuid4().hex}"
+async def redis_key(redis_db: RedisDb) -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    client = aioredis.Redis.from_url(redis_db.url)
     try:
-        yield client, prefix
+        yield client, KEY
     finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
         await client.aclose()
 
 

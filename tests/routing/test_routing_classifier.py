@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.difficulty import DifficultyClassifier
 from gateway.difficulty.artifact import DEFAULT_ARTIFACT, Artifact
+from gateway.difficulty.features import DENSE_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -173,7 +175,16 @@ def test_odd_bodies_score_within_bounds(
 ) -> None:
     score = classifier.score(body)
     assert 0.0 <= score <= 1.0
-    assert classifier.explain(body, top=3) is not None
+    # Every signal of the score, largest first: one per prompt statistic at least, each a
+    # named finite contribution, and together with the bias they are the score's logit.
+    signals = classifier.explain(body, top=10_000)
+    assert len(signals) >= len(DENSE_NAMES)
+    assert all(isinstance(name, str) and name and math.isfinite(v) for name, v in signals)
+    magnitudes = [abs(v) for _, v in signals]
+    assert magnitudes == sorted(magnitudes, reverse=True)
+    logit = classifier.artifact.bias + math.fsum(v for _, v in signals)
+    assert logit == pytest.approx(classifier.logit(body), abs=1e-9)
+    assert classifier.explain(body, top=3) == signals[:3]
 
 
 @settings(max_examples=100, deadline=None)

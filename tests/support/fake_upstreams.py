@@ -145,12 +145,15 @@ def openai_app(state: FakeUpstream) -> Starlette:
                 for i in range(n)
             ]
             out = {**base, "object": "chat.completion", "choices": choices, "usage": usage}
+            if _mode(request) == "nousage":  # an upstream that never reports usage
+                del out["usage"]
             response = Response(orjson.dumps(out), media_type="application/json")
             if _mode(request) == "cookie":
                 response.set_cookie("upstream-session", f"caller-{state.count}")
             return response
         cut = _mode(request) == "cut"
         include_usage = (body.get("stream_options") or {}).get("include_usage")
+        include_usage = include_usage and _mode(request) != "nousage"
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
             c = {
@@ -241,7 +244,8 @@ def openai_app(state: FakeUpstream) -> Starlette:
         return Response(orjson.dumps(seen))
 
     routes = [Route("/_last", last)]
-    for prefix in ("", "/fail500", "/slow", "/cut", "/garbage", "/ratelimited", "/cookie"):
+    prefixes = ("", "/fail500", "/slow", "/cut", "/garbage", "/ratelimited", "/cookie", "/nousage")
+    for prefix in prefixes:
         routes += [
             Route(prefix + "/v1/chat/completions", chat, methods=["POST"]),
             Route(prefix + "/v1/completions", completions, methods=["POST"]),

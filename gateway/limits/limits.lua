@@ -1,0 +1,157 @@
+-- Every limit of one request in one round trip: sliding windows and budget reservations.
+--
+-- KEYS: per window a sorted set (member "<id>:<weight>", score = admission time in ms) and
+--       its running weight sum; then per budget a hash {spent, held} (nano-USD) and a sorted
+--       set of holds (member "<id>:<nano-USD>", score = lease expiry in ms).
+-- ARGV: op ("admit" | "settle"), now_ms (0 = Redis' own clock), id, #windows, #budgets,
+--       lease_ms, then per window and per budget:
+--   admit:  window  limit, window_ms, weight          budget  limit, reserve, ttl_s
+--   settle: window  window_ms, old, new, admitted_ms  budget  hold, cost, ttl_s
+-- admit returns {0, now, per window: remaining, reset_ms, per budget: remaining, hold}
+--            or {1, now, window index, retry_ms (-1: larger than the limit itself)}
+--            or {2, now, budget index, 1 if spent alone is at the limit else 0}
+-- settle returns {now, per budget: spent + held}
+
+local function int(x) return string.format('%.0f', x) end
+
+local function weight_of(member)
+  return tonumber(string.match(member, ':(%-?%d+)$')) or 0
+end
+
+local function now_ms()
+  local given = tonumber(ARGV[2])
+  if given > 0 then return given end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Drop the entries scored at or before `cutoff`, keeping the sum right; the sum left.
+local function purge(zset, sum, cutoff)
+  local old = redis.call('ZRANGEBYSCORE', zset, '-inf', cutoff)
+  if #old > 0 then
+    local gone = 0
+    for _, m in ipairs(old) do gone = gone + weight_of(m) end
+    redis.call('ZREMRANGEBYSCORE', zset, '-inf', cutoff)
+    if redis.call('ZCARD', zset) == 0 then
+      redis.call('DEL', sum)
+      return 0
+    end
+    return redis.call('INCRBY', sum, int(-gone))
+  end
+  return tonumber(redis.call('GET', sum) or '0')
+end
+
+-- When enough of the oldest entries leave the window for `weight` to fit.
+local function retry_ms(zset, total, weight, limit, window, now)
+  if weight > limit then return -1 end
+  local need, freed, start = total + weight - limit, 0, 0
+  while true do
+    local batch = redis.call('ZRANGE', zset, start, start + 99, 'WITHSCORES')
+    if #batch == 0 then return window end
+    for i = 1, #batch, 2 do
+      freed = freed + weight_of(batch[i])
+      if freed >= need then return tonumber(batch[i + 1]) + window - now end
+    end
+    start = start + 100
+  end
+end
+
+local function budget_totals(totals, holds, now)
+  local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
+  if #expired > 0 then
+    local gone = 0
+    for _, m in ipairs(expired) do gone = gone + weight_of(m) end
+    redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+    redis.call('HINCRBY', totals, 'held', int(-gone))
+  end
+  local v = redis.call('HMGET', totals, 'spent', 'held')
+  return tonumber(v[1] or '0'), tonumber(v[2] or '0')
+end
+
+local now = now_ms()
+local id, nw, nb, lease = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local bk = 2 * nw  -- budget keys start after the window keys
+
+if ARGV[1] == 'admit' then
+  local sums = {}
+  for i = 0, nw - 1 do
+    local a = 7 + 3 * i
+    local limit, window, weight = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
+    local total = purge(zset, sum, now - window)
+    if total + weight > limit then
+      return {1, now, i, retry_ms(zset, total, weight, limit, window, now)}
+    end
+    sums[i] = total
+  end
+  local free = {}
+  for j = 0, nb - 1 do
+    local limit = tonumber(ARGV[7 + 3 * nw + 3 * j])
+    local spent, held = budget_totals(KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2], now)
+    if spent + held >= limit then return {2, now, j, spent >= limit and 1 or 0} end
+    free[j] = limit - spent - held
+  end
+  -- Everything fits: count the request in each window, hold its cost in each budget.
+  local out = {0, now}
+  for i = 0, nw - 1 do
+    local a = 7 + 3 * i
+    local limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
+    redis.call('ZADD', zset, now, id .. ':' .. ARGV[a + 2])
+    local total = redis.call('INCRBY', sum, ARGV[a + 2])
+    redis.call('PEXPIRE', zset, window + 1000)
+    redis.call('PEXPIRE', sum, window + 1000)
+    local oldest = redis.call('ZRANGE', zset, 0, 0, 'WITHSCORES')
+    out[#out + 1] = limit - total
+    out[#out + 1] = tonumber(oldest[2]) + window - now
+  end
+  for j = 0, nb - 1 do
+    local a = 7 + 3 * nw + 3 * j
+    local totals, holds = KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2]
+    local hold = math.min(tonumber(ARGV[a + 1]), free[j])
+    if hold > 0 then
+      redis.call('ZADD', holds, now + lease, id .. ':' .. int(hold))
+      redis.call('HINCRBY', totals, 'held', int(hold))
+    end
+    redis.call('EXPIRE', totals, ARGV[a + 2])
+    redis.call('EXPIRE', holds, ARGV[a + 2])
+    out[#out + 1] = free[j] - hold
+    out[#out + 1] = hold
+  end
+  return out
+end
+
+-- settle: put the real weight in place of the estimate (or add an entry admitted elsewhere,
+-- e.g. locally while Redis was away, if it is still in its window); turn holds into spend.
+for i = 0, nw - 1 do
+  local a = 7 + 4 * i
+  local window, old, new, at = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local score = redis.call('ZSCORE', zset, id .. ':' .. old)
+  if score then
+    if new ~= old then
+      redis.call('ZREM', zset, id .. ':' .. old)
+      redis.call('ZADD', zset, score, id .. ':' .. new)
+      redis.call('INCRBY', sum, int(tonumber(new) - tonumber(old)))
+    end
+  elseif at > now - window and tonumber(new) > 0 then
+    redis.call('ZADD', zset, at, id .. ':' .. new)
+    redis.call('INCRBY', sum, new)
+    redis.call('PEXPIRE', zset, at + window - now + 1000)
+    redis.call('PEXPIRE', sum, at + window - now + 1000)
+  end
+end
+local out = {now}
+for j = 0, nb - 1 do
+  local a = 7 + 4 * nw + 3 * j
+  local totals, holds = KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2]
+  if tonumber(ARGV[a]) > 0 and redis.call('ZREM', holds, id .. ':' .. ARGV[a]) == 1 then
+    redis.call('HINCRBY', totals, 'held', '-' .. ARGV[a])
+  end
+  if tonumber(ARGV[a + 1]) > 0 then redis.call('HINCRBY', totals, 'spent', ARGV[a + 1]) end
+  redis.call('EXPIRE', totals, ARGV[a + 2])
+  redis.call('EXPIRE', holds, ARGV[a + 2])
+  local v = redis.call('HMGET', totals, 'spent', 'held')
+  out[#out + 1] = tonumber(v[1] or '0') + tonumber(v[2] or '0')
+end
+return out

@@ -1,0 +1,182 @@
+"""The same limits in one process: without Redis, and as each process's share while Redis is
+slow or down.
+
+Every admission of this process is mirrored here, however it was decided, so the local share
+(limit ÷ processes) counts what the process already let through when it has to decide alone.
+A budget's local allowance is what Redis last said was left, divided the same way.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from gateway.limits.rules import Rules
+from gateway.limits.store import Admitted, Refused
+
+_MAX_STATES = 10_000
+
+
+@dataclass(slots=True)
+class _Window:
+    entries: deque[list[int | str]] = field(default_factory=deque)  # [at_ms, id, weight]
+    by_id: dict[str, list[int | str]] = field(default_factory=dict)
+    total: int = 0
+
+    def purge(self, cutoff: int) -> None:
+        while self.entries and int(self.entries[0][0]) <= cutoff:
+            _, key, weight = self.entries.popleft()
+            self.by_id.pop(str(key), None)
+            self.total -= int(weight)
+
+
+@dataclass(slots=True)
+class _Budget:
+    spent: int = 0  # spend decided here and not yet replayed to Redis (nano-USD)
+    holds: dict[str, int] = field(default_factory=dict)
+    held: int = 0
+
+
+class LocalLimits:
+    """In-process sliding windows and budgets, each limit divided by `divisor`."""
+
+    def __init__(self, divisor: int) -> None:
+        self.divisor = max(divisor, 1)
+        self._windows: dict[str, _Window] = {}
+        self._budgets: dict[str, _Budget] = {}
+        # What Redis last said was left in each budget (nano-USD), by totals key.
+        self.seen_left: dict[str, int] = {}
+
+    def _window(self, key: str) -> _Window:
+        w = self._windows.get(key)
+        if w is None:
+            if len(self._windows) > _MAX_STATES:
+                self._windows.clear()
+            w = self._windows[key] = _Window()
+        return w
+
+    def _budget(self, key: str) -> _Budget:
+        b = self._budgets.get(key)
+        if b is None:
+            if len(self._budgets) > _MAX_STATES:
+                self._budgets = {k: v for k, v in self._budgets.items() if v.holds}
+            b = self._budgets[key] = _Budget()
+        return b
+
+    def share(self, limit: int) -> int:
+        """This process's part of a limit (at least 1)."""
+        return max(limit // self.divisor, 1)
+
+    def admit(
+        self,
+        rules: Rules,
+        admission_id: str,
+        now_ms: int,
+        weights: tuple[int, ...],
+        reserve_nano: int,
+        budget_keys: list[str],
+    ) -> Admitted | Refused:
+        """Decide alone with this process's share of each limit; count and hold if all fit."""
+        window_keys = rules.window_keys()
+        windows = []
+        for i, (rule, weight) in enumerate(zip(rules.windows, weights, strict=True)):
+            w = self._window(window_keys[2 * i])
+            w.purge(now_ms - rule.window_ms)
+            limit = self.share(rule.limit)
+            if w.total + weight > limit:
+                return Refused(
+                    now_ms, False, i, self._retry_ms(w, weight, limit, rule.window_ms, now_ms)
+                )
+            windows.append(w)
+        free = []
+        for j, budget in enumerate(rules.budgets):
+            key = budget_keys[2 * j]
+            b = self._budget(key)
+            limit = int(budget.limit_usd * 1e9)
+            allowance = self.seen_left.get(key, limit) // self.divisor
+            if b.spent + b.held >= allowance:
+                return Refused(now_ms, True, j, 1 if b.spent >= allowance else 0)
+            free.append(allowance - b.spent - b.held)
+        remaining, resets = [], []
+        for w, rule, weight in zip(windows, rules.windows, weights, strict=True):
+            self._add(w, admission_id, now_ms, weight)
+            remaining.append(self.share(rule.limit) - w.total)
+            resets.append(int(w.entries[0][0]) + rule.window_ms - now_ms)
+        holds, left = [], []
+        for j, room in enumerate(free):
+            hold = min(reserve_nano, room)
+            b = self._budget(budget_keys[2 * j])
+            b.holds[admission_id] = hold
+            b.held += hold
+            holds.append(hold)
+            left.append(room - hold)
+        return Admitted(now_ms, tuple(remaining), tuple(resets), tuple(left), tuple(holds))
+
+    @staticmethod
+    def _retry_ms(w: _Window, weight: int, limit: int, window_ms: int, now_ms: int) -> int:
+        if weight > limit:
+            return -1
+        need, freed = w.total + weight - limit, 0
+        for at, _, wt in w.entries:
+            freed += int(wt)
+            if freed >= need:
+                return int(at) + window_ms - now_ms
+        return window_ms
+
+    @staticmethod
+    def _add(w: _Window, admission_id: str, at_ms: int, weight: int) -> None:
+        entry: list[int | str] = [at_ms, admission_id, weight]
+        # Entries arrive in time order except when clocks disagree; keep the deque sorted.
+        if w.entries and int(w.entries[-1][0]) > at_ms:
+            entry[0] = int(w.entries[-1][0])
+        w.entries.append(entry)
+        w.by_id[admission_id] = entry
+        w.total += weight
+
+    def mirror(
+        self,
+        rules: Rules,
+        admission_id: str,
+        admitted: Admitted,
+        weights: tuple[int, ...],
+        budget_keys: list[str],
+    ) -> None:
+        """Record an admission Redis decided, and what Redis says is left in each budget."""
+        window_keys = rules.window_keys()
+        for i, (rule, weight) in enumerate(zip(rules.windows, weights, strict=True)):
+            w = self._window(window_keys[2 * i])
+            w.purge(admitted.now_ms - rule.window_ms)
+            self._add(w, admission_id, admitted.now_ms, weight)
+        for j, left in enumerate(admitted.budget_left):
+            self.seen_left[budget_keys[2 * j]] = left
+
+    def settle(
+        self,
+        window_keys: tuple[str, ...],
+        budget_keys: tuple[str, ...],
+        admission_id: str,
+        new: tuple[int, ...],
+        cost_nano: int,
+        decided_here: bool,
+    ) -> None:
+        """Real weights in place of estimates; a local hold becomes unreplayed local spend."""
+        for i, weight in enumerate(new):
+            w = self._windows.get(window_keys[2 * i])
+            entry = w.by_id.get(admission_id) if w is not None else None
+            if w is not None and entry is not None:
+                w.total += weight - int(entry[2])
+                entry[2] = weight
+        for j in range(len(budget_keys) // 2):
+            b = self._budgets.get(budget_keys[2 * j])
+            if b is None:
+                continue
+            b.held -= b.holds.pop(admission_id, 0)
+            if decided_here:
+                b.spent += cost_nano
+
+    def replayed(self, budget_keys: tuple[str, ...], cost_nano: int) -> None:
+        """Spend decided here has reached Redis: it no longer counts against the local share."""
+        for j in range(len(budget_keys) // 2):
+            b = self._budgets.get(budget_keys[2 * j])
+            if b is not None:
+                b.spent = max(b.spent - cost_nano, 0)

@@ -1,0 +1,155 @@
+"""The Redis side: one script call admits a request, one settles it (limits.lua)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.limits.rules import Rules, budget_ttl_s
+
+SCRIPT = (Path(__file__).with_name("limits.lua")).read_text(encoding="utf-8")
+T = TypeVar("T")
+
+# A check past its timeout still waits while Redis has answered anyone within ALIVE_S: under
+# CPU pressure the event loop, not Redis, is slow, and deciding alone would admit too much.
+# Nothing waits longer than MAX_WAIT_S (the first call also connects and loads the script).
+ALIVE_S = 1.0
+MAX_WAIT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The script said yes: the time it used, and what is left in each window and budget."""
+
+    now_ms: int
+    remaining: tuple[int, ...]
+    reset_ms: tuple[int, ...]
+    budget_left: tuple[int, ...]  # nano-USD, after this request's hold
+    holds: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The script said no: which window (`budget` False) or budget, and a retry hint."""
+
+    now_ms: int
+    budget: bool
+    index: int
+    retry_ms: int  # windows: ms until it fits (-1 never); budgets: 1 when spent is at limit
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One settlement or release, as replayable data: keys and script arguments."""
+
+    team: str
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    cost_nano: int
+
+
+def own_connections(redis: Any, socket_timeout_s: float) -> Any:
+    """A client of `redis`'s server with its own pool and socket timeouts."""
+    import redis.asyncio as aioredis
+
+    pool = redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": socket_timeout_s}
+    kwargs["socket_connect_timeout"] = socket_timeout_s
+    return aioredis.Redis(
+        connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs)
+    )
+
+
+class RedisStore:
+    """Runs the limits script by EVALSHA (loaded again by the client after a restart); every
+    call is bounded (TimeoutError) as ALIVE_S and MAX_WAIT_S say."""
+
+    def __init__(self, redis: Any, lease_s: float, timeout_s: float) -> None:
+        self._script = redis.register_script(SCRIPT)
+        self._lease_ms = str(int(lease_s * 1000))
+        self._timeout = timeout_s
+        self._last_reply = -1e9
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """Await a Redis call: give up after the timeout, unless Redis is visibly answering."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(None) as deadline:
+
+            def check() -> None:
+                now = loop.time()
+                alive = time.monotonic() - self._last_reply < ALIVE_S
+                if alive and now - started < MAX_WAIT_S:
+                    handle[0] = loop.call_later(self._timeout, check)
+                else:
+                    deadline.reschedule(now)
+
+            first = self._timeout if self._last_reply > 0 else MAX_WAIT_S
+            handle = [loop.call_later(first, check)]
+            try:
+                result = await call
+            finally:
+                handle[0].cancel()
+        self._last_reply = time.monotonic()
+        return result
+
+    async def admit(
+        self,
+        rules: Rules,
+        admission_id: str,
+        now_ms: int,
+        now: float,
+        weights: tuple[int, ...],
+        reserve_nano: int,
+        budget_keys: list[str],
+    ) -> Admitted | Refused:
+        """Check every window and budget of `rules`; count and hold only if all fit."""
+        nw, nb = len(rules.windows), len(rules.budgets)
+        args = ["admit", str(now_ms), admission_id, str(nw), str(nb), self._lease_ms]
+        for rule, weight in zip(rules.windows, weights, strict=True):
+            args += [str(rule.limit), str(rule.window_ms), str(weight)]
+        for budget in rules.budgets:
+            limit = int(budget.limit_usd * 1e9)
+            args += [str(limit), str(reserve_nano), str(budget_ttl_s(budget.period, now))]
+        out = await self._bounded(self._script(keys=rules.window_keys() + budget_keys, args=args))
+        status, at = int(out[0]), int(out[1])
+        if status != 0:
+            return Refused(at, status == 2, int(out[2]), int(out[3]))
+        values = [int(v) for v in out[2:]]
+        w, b = values[: 2 * nw], values[2 * nw :]
+        return Admitted(at, tuple(w[0::2]), tuple(w[1::2]), tuple(b[0::2]), tuple(b[1::2]))
+
+    async def settle(self, s: Settlement) -> list[int]:
+        """Apply a settlement; the spent-plus-held total of each budget after it."""
+        out = await self._bounded(self._script(keys=list(s.keys), args=list(s.args)))
+        return [int(v) for v in out[1:]]
+
+
+def settlement(
+    rules: Rules,
+    admission_id: str,
+    window_keys: tuple[str, ...],
+    budget_keys: tuple[str, ...],
+    at_ms: int,
+    old: tuple[int, ...],
+    new: tuple[int, ...],
+    holds: tuple[int, ...],
+    cost_nano: int,
+    now: float,
+    now_ms: int,
+) -> Settlement:
+    """The script call that replaces estimates by real counts and holds by spend.
+
+    `now_ms` 0 lets Redis use its own clock.
+    """
+    nw, nb = len(rules.windows), len(rules.budgets)
+    args = ["settle", str(now_ms), admission_id, str(nw), str(nb), "0"]
+    for rule, o, n in zip(rules.windows, old, new, strict=True):
+        args += [str(rule.window_ms), str(o), str(n), str(at_ms)]
+    for budget, hold in zip(rules.budgets, holds, strict=True):
+        args += [str(hold), str(cost_nano), str(budget_ttl_s(budget.period, now))]
+    return Settlement(rules.team, (*window_keys, *budget_keys), tuple(args), cost_nano)

@@ -1,0 +1,141 @@
+"""Redis slow, killed, restarted: the local share holds, fail-closed refuses, spend comes back."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.errors import RateLimited
+from gateway.limits import Limiter, LimitsUnavailable
+from gateway.limits import limiter as limiter_module
+from gateway.metrics import Metrics
+from tests.support.limits import Clock, tenant
+from tests.support.redis_process import RedisServer
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    s = RedisServer(tmp_path / "redis")
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+async def client(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    c = aioredis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every check asks Redis again, so the test sees the moment it is back.
+    monkeypatch.setattr(limiter_module, "BACKOFF_S", 0.0)
+
+
+def _local(metrics: Metrics, team: str, result: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "gateway_limit_local_decisions_total", {"team": team, "result": result}
+    )
+    return value or 0.0
+
+
+async def _admitted(limiter: Limiter, t: object, n: int) -> int:
+    count = 0
+    for _ in range(n):
+        try:
+            await limiter.admit(t, 1, 0.0)  # type: ignore[arg-type]
+        except RateLimited:
+            continue
+        count += 1
+    return count
+
+
+async def test_killed_redis_local_share_then_spend_replayed(
+    server: RedisServer, client: aioredis.Redis
+) -> None:
+    clock, metrics = Clock(), Metrics()
+    limiter = Limiter(client, metrics, timeout_s=0.5, processes=2, clock=clock)
+    t = tenant(requests_per_minute=10, budget_usd_per_day=1.0)
+    for _ in range(2):
+        limiter.settle(await limiter.admit(t, 1, 0.1), 1, 1, 0.1)
+    await limiter.drain()
+    in_flight = await limiter.admit(t, 1, 0.1)
+
+    server.stop()
+    # This process's share is 10 // 2 = 5, and it already let 3 through.
+    local = []
+    for _ in range(5):
+        with contextlib.suppress(RateLimited):
+            local.append(await limiter.admit(t, 1, 0.1))
+    assert len(local) == 2
+    assert all(a.local for a in local)
+    assert (_local(metrics, t.team, "admitted"), _local(metrics, t.team, "refused")) == (2, 3)
+    for a in local:
+        limiter.settle(a, 1, 1, 0.05)
+    limiter.settle(in_flight, 1, 1, 0.1)
+    await limiter.drain()
+    assert len(limiter.journal) == 3
+
+    server.start()  # a Redis without persistence comes back empty
+    clock.advance(1)
+    back = await limiter.admit(t, 1, 0.0)
+    assert not back.local
+    await limiter.drain()
+    assert not limiter.journal
+    keys = [k async for k in client.scan_iter(f"*{{{t.team}}}:team:usd:*:h")]
+    spent = int(await client.hget(keys[0], "spent") or 0) / 1e9
+    assert spent == pytest.approx(0.2)  # what was spent while Redis was away
+    replayed = metrics.registry.get_sample_value(
+        "gateway_limit_spend_replayed_usd_total", {"team": t.team}
+    )
+    assert replayed == pytest.approx(0.2)
+    # The requests it admitted alone are in Redis' window too (in flight, 2 local, this one).
+    assert back.headers["x-ratelimit-remaining-requests"] == "9"
+    window = [k async for k in client.scan_iter(f"*{{{t.team}}}:team:requests:z")]
+    assert await client.zcard(window[0]) == 4
+
+
+async def test_a_hung_redis_times_out_into_the_local_share_not_unlimited(
+    server: RedisServer, client: aioredis.Redis
+) -> None:
+    metrics = Metrics()
+    limiter = Limiter(client, metrics, timeout_s=0.05, processes=4, clock=Clock())
+    t = tenant(requests_per_minute=8)
+    server.pause()
+    try:
+        assert await _admitted(limiter, t, 10) == 2  # 8 // 4
+    finally:
+        server.resume()
+    assert _local(metrics, t.team, "refused") == 8
+
+
+async def test_fail_closed_refuses_while_redis_is_down(
+    server: RedisServer, client: aioredis.Redis
+) -> None:
+    limiter = Limiter(client, Metrics(), timeout_s=0.5, clock=Clock())
+    t = tenant(requests_per_minute=100, fail="closed")
+    await limiter.admit(t, 1, 0.0)
+    server.stop()
+    with pytest.raises(LimitsUnavailable) as info:
+        await limiter.admit(t, 1, 0.0)
+    assert info.value.http_status == 503
+    assert info.value.headers["retry-after"] == "1"
+
+
+async def test_without_redis_each_process_enforces_its_share_exactly() -> None:
+    clock = Clock()
+    limiter = Limiter(None, Metrics(), processes=3, clock=clock)
+    t = tenant(requests_per_minute=9, budget_usd_per_day=0.3)
+    assert await _admitted(limiter, t, 5) == 3
+    clock.advance(60)
+    a = await limiter.admit(t, 1, 0.05)
+    limiter.settle(a, 1, 1, 0.1)  # the day's share (0.1) is used up
+    with pytest.raises(RateLimited) as info:
+        await limiter.admit(t, 1, 0.01)
+    assert info.value.code == "insufficient_quota"

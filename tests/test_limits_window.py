@@ -1,0 +1,167 @@
+"""Sliding windows in Redis: exact counts under a controlled clock, tokens, headers, races."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.errors import RateLimited
+from gateway.limits import Limiter
+from gateway.metrics import Metrics
+from gateway.policy import Limits
+from tests.support.limits import T0, Clock, same_team, tenant
+from tests.support.redis_process import running_redis
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_redis(Path(tmp_path_factory.mktemp("redis"))) as url:
+        yield url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def limiter(redis: aioredis.Redis, clock: Clock) -> Limiter:
+    return Limiter(redis, Metrics(), timeout_s=2.0, clock=clock)
+
+
+async def test_window_slides_instead_of_resetting_each_minute(
+    limiter: Limiter, clock: Clock
+) -> None:
+    t = tenant(requests_per_minute=5)
+    for _ in range(5):
+        await limiter.admit(t, 10, 0.0)
+        clock.advance(1)
+    clock.now = T0 + 10
+    with pytest.raises(RateLimited) as info:
+        await limiter.admit(t, 10, 0.0)
+    assert info.value.code == "rate_limit_exceeded"
+    assert info.value.headers["retry-after"] == "50"  # the first request leaves at T0 + 60
+    assert info.value.headers["x-ratelimit-remaining-requests"] == "0"
+    clock.now = T0 + 59.999
+    with pytest.raises(RateLimited):
+        await limiter.admit(t, 10, 0.0)
+    clock.now = T0 + 60
+    await limiter.admit(t, 10, 0.0)
+    with pytest.raises(RateLimited):  # the second leaves at T0 + 61
+        await limiter.admit(t, 10, 0.0)
+
+
+async def test_no_sixty_second_span_ever_holds_more_than_the_limit(
+    limiter: Limiter, clock: Clock
+) -> None:
+    """A request every 250 ms for 3 minutes, across minute boundaries."""
+    t = tenant(requests_per_minute=7)
+    admitted: list[float] = []
+    for i in range(720):
+        clock.now = T0 + i * 0.25
+        try:
+            await limiter.admit(t, 1, 0.0)
+        except RateLimited:
+            continue
+        admitted.append(clock.now)
+    for start in admitted:
+        assert sum(1 for a in admitted if start <= a < start + 60) <= 7
+    assert len(admitted) == 7 * 3  # and the limit is used in full: 7 a minute
+
+
+async def test_headers_report_the_tightest_window(limiter: Limiter, clock: Clock) -> None:
+    t = tenant(Limits(requests_per_minute=3), requests_per_minute=10, tokens_per_minute=1000)
+    first = await limiter.admit(t, 100, 0.0)
+    assert first.headers == {
+        "x-ratelimit-limit-requests": "3",  # the key's own limit is tighter than the team's
+        "x-ratelimit-remaining-requests": "2",
+        "x-ratelimit-reset-requests": "1m0s",
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "900",
+        "x-ratelimit-reset-tokens": "1m0s",
+    }
+    clock.advance(20.5)
+    second = await limiter.admit(t, 100, 0.0)
+    assert second.headers["x-ratelimit-remaining-requests"] == "1"
+    assert second.headers["x-ratelimit-reset-requests"] == "39.5s"  # when the first leaves
+
+
+async def test_tokens_settle_with_real_usage(limiter: Limiter, clock: Clock) -> None:
+    t = tenant(tokens_per_minute=100)
+    a = await limiter.admit(t, 40, 0.0)
+    limiter.settle(a, 30, 40, 0.0)  # 70 tokens really used
+    await limiter.drain()
+    clock.advance(5)
+    with pytest.raises(RateLimited) as info:
+        await limiter.admit(t, 40, 0.0)
+    assert info.value.headers["retry-after"] == "55"
+    b = await limiter.admit(t, 30, 0.0)
+    assert b.headers["x-ratelimit-remaining-tokens"] == "0"
+    limiter.release(b)  # failed: its estimate is given back
+    await limiter.drain()
+    c = await limiter.admit(t, 20, 0.0)
+    assert c.headers["x-ratelimit-remaining-tokens"] == "10"
+
+
+async def test_a_request_larger_than_the_limit_is_refused_outright(limiter: Limiter) -> None:
+    t = tenant(tokens_per_minute=100)
+    with pytest.raises(RateLimited, match="this request alone"):
+        await limiter.admit(t, 101, 0.0)
+
+
+async def test_key_limits_and_team_limits_both_hold(limiter: Limiter) -> None:
+    key_limits = Limits(requests_per_minute=2)
+    a = tenant(key_limits, "ka", requests_per_minute=3)
+    b = same_team(a, "kb", key_limits)
+    await limiter.admit(a, 1, 0.0)
+    await limiter.admit(a, 1, 0.0)
+    with pytest.raises(RateLimited, match="This API key"):
+        await limiter.admit(a, 1, 0.0)
+    await limiter.admit(b, 1, 0.0)
+    with pytest.raises(RateLimited, match="Team"):  # the team's third
+        await limiter.admit(b, 1, 0.0)
+
+
+async def test_concurrent_admits_across_processes_never_pass_the_limit(
+    redis_url: str, clock: Clock
+) -> None:
+    """Four limiters with their own connections, as four gateway processes would be."""
+    clients = [aioredis.from_url(redis_url) for _ in range(4)]
+    limiters = [Limiter(c, Metrics(), timeout_s=5.0, clock=clock) for c in clients]
+    t = tenant(requests_per_minute=50, tokens_per_minute=10_000)
+
+    async def one(i: int) -> bool:
+        try:
+            await limiters[i % 4].admit(t, 10, 0.0)
+        except RateLimited:
+            return False
+        return True
+
+    try:
+        results = await asyncio.gather(*(one(i) for i in range(400)))
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert sum(results) == 50
+
+
+async def test_redis_clock_is_used_without_an_injected_one(redis: aioredis.Redis) -> None:
+    limiter = Limiter(redis, Metrics(), timeout_s=2.0)
+    t = tenant(requests_per_minute=1)
+    await limiter.admit(t, 1, 0.0)
+    with pytest.raises(RateLimited) as info:
+        await limiter.admit(t, 1, 0.0)
+    assert 59 <= int(info.value.headers["retry-after"]) <= 60
+    keys = [k.decode() async for k in redis.scan_iter(f"*{{{t.team}}}*")]
+    assert keys and all(f"{{{t.team}}}" in k for k in keys)  # one hash tag: one slot
