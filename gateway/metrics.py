@@ -16,6 +16,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 
+from gateway.metrics_resilience import ResilienceMetrics
+
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 )  # fmt: skip
@@ -47,7 +49,7 @@ def _cache_children(metric: Any) -> None:
     metric.labels = labels
 
 
-class Metrics:
+class Metrics(ResilienceMetrics):
     """Every instrument the gateway updates, registered on one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -190,44 +192,6 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        self.breaker_state = Gauge(
-            "gateway_breaker_state",
-            "Circuit state per backend: 0 closed, 1 half-open, 2 open.",
-            ["backend"],
-            registry=r,
-            # Workers share breaker state: the last write is the current state.
-            multiprocess_mode="mostrecent",
-        )
-        self.breaker_transitions = Counter(
-            "gateway_breaker_transitions_total",
-            "Circuit state changes per backend, by the state entered.",
-            ["backend", "state"],
-            registry=r,
-        )
-        self.breaker_probes = Counter(
-            "gateway_breaker_probes_total",
-            "Requests admitted to a half-open circuit as probes, by result.",
-            ["backend", "result"],
-            registry=r,
-        )
-        self.health_checks = Counter(
-            "gateway_health_checks_total",
-            "Active health checks per backend, by result (ok, failed).",
-            ["backend", "result"],
-            registry=r,
-        )
-        self.spillovers = Counter(
-            "gateway_spillovers_total",
-            "Requests whose preferred backend was saturated, answered by another.",
-            ["from_backend", "to_backend"],
-            registry=r,
-        )
-        self.cancellations = Counter(
-            "gateway_cancellations_total",
-            "Requests ended by the gateway before their answer was complete, by reason.",
-            ["reason"],
-            registry=r,
-        )
         self.rejections = Counter(
             "gateway_rejections_total",
             "Requests refused before routing, by reason (auth, rate_limit, budget, invalid).",
@@ -311,6 +275,7 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self._resilience(r)
         for metric in vars(self).values():
             if metric is not self.registry:
                 _cache_children(metric)
