@@ -156,8 +156,10 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise RuntimeError(f"gateway did not start:\n{log.read_text()[-4000:]}")
 
 
-# Gateway base URL -> its log file, for tests that read what it logged.
+# Gateway base URL -> its log file (its policy file is `policy.yaml` beside it), and its
+# process, for tests that read what it logged, edit its policy or signal it.
 GATEWAY_LOGS: dict[str, Path] = {}
+GATEWAY_PROCS: dict[str, subprocess.Popen[bytes]] = {}
 
 
 @contextmanager
@@ -181,6 +183,7 @@ def run_gateway(policy_text: str, env: dict[str, str] | None = None, *, tmp: Pat
         )
     url = f"http://127.0.0.1:{port}"
     GATEWAY_LOGS[url] = log
+    GATEWAY_PROCS[url] = proc
     try:
         _wait_ready(url, proc, log)
         yield url
@@ -192,6 +195,7 @@ def run_gateway(policy_text: str, env: dict[str, str] | None = None, *, tmp: Pat
             proc.kill()
             proc.wait()
         GATEWAY_LOGS.pop(url, None)
+        GATEWAY_PROCS.pop(url, None)
 
 
 @pytest.fixture(scope="session")

@@ -36,8 +36,11 @@ async def readyz(services: ServicesDep) -> Response:
         backends[name] = {"tier": backend.tier, "state": state}
     ready = any(b["state"] == "ok" for b in backends.values())
     closed_enabled = any(b.enabled for b in policy.backends.values() if b.tier == "closed")
+    # A failed reload still serves the old policy (ready), but says so.
+    status = "unavailable" if not ready else "degraded" if services.reload_error else "ready"
     body = {
-        "status": "ready" if ready else "unavailable",
+        "status": status,
+        "policy_error": services.reload_error,
         "policy_version": services.state.loaded.version,
         "policy_file": services.state.loaded.source,
         "classifier_version": services.classifier.version,
