@@ -80,6 +80,7 @@ def count(args: argparse.Namespace, upstream: str, requests: int, workdir: Path)
         **os.environ,
         "PYTHONPATH": str(Path(args.pythonpath).resolve()),
         "PYTHONMALLOC": "malloc",
+        "PYTHONHASHSEED": "0",
         "UPSTREAM_BASE_URL": upstream,
         "GATEWAY_REDIS_URL": "",
         "GATEWAY_POLICY_RELOAD_S": "0",

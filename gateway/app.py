@@ -10,8 +10,10 @@ Errors on both sides go through `gateway.errors.render`, and every answer carrie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -122,6 +124,10 @@ def create_app(
             services.loops.append(asyncio.create_task(reload.watch(services)))
         services.loops.append(asyncio.create_task(housekeeping.run(services)))
         services.loops.append(asyncio.create_task(health.run(services)))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # One process: SIGHUP reloads the policy (with workers, uvicorn restarts them).
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, reload.on_sighup, services)
         app.state.services = door.services = services
         if drain_on_sigterm:
             services.drain.install(settings.drain_delay_s)

@@ -74,6 +74,9 @@ class Services:
         # One JSON line per request unless access logging is off.
         self.access_log = AccessLog() if settings.access_log else None
         self.decisions = _decision_log(settings)
+        # Hot reload: the state before the last reload (for rollback), the last failure.
+        self.previous_state: PolicyState | None = None
+        self.reload_error: str | None = None
 
     def _breaker_moved(self, backend: str, state: State) -> None:
         self.metrics.breaker_state.labels(backend).set(state.value)

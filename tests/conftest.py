@@ -156,7 +156,8 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise RuntimeError(f"gateway did not start:\n{log.read_text()[-4000:]}")
 
 
-# Gateway base URL -> its log file, for tests that read what it logged.
+# Gateway base URL -> its log file (its policy file is `policy.yaml` beside it), and its
+# process, for tests that read what it logged, edit its policy or signal it.
 GATEWAY_LOGS: dict[str, Path] = {}
 # Gateway base URL -> its process, for tests that signal it.
 GATEWAY_PROCS: dict[str, subprocess.Popen[bytes]] = {}
@@ -195,6 +196,7 @@ def run_gateway(policy_text: str, env: dict[str, str] | None = None, *, tmp: Pat
             proc.kill()
             proc.wait()
         GATEWAY_LOGS.pop(url, None)
+        GATEWAY_PROCS.pop(url, None)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from gateway.errors import (
     NotFound,
     PolicyError,
 )
-from gateway.reload import reload
+from gateway.reload import reload, rollback
 from gateway.services import Services
 from gateway.shadow.labels import store_unavailable
 
@@ -50,6 +50,30 @@ async def purge_cache(services: ServicesDep, request: Request) -> Response:
     deleted = await services.cache.purge(partition, model)
     services.semantic.purge()
     return Response(orjson.dumps({"deleted": deleted}), media_type="application/json")
+
+
+@router.get("/policy")
+async def active_policy(services: ServicesDep, request: Request) -> Response:
+    """The active policy: version, file, the version a rollback would return to, last error."""
+    _require_admin(services, request)
+    previous = services.previous_state
+    body = {
+        "policy_version": services.state.loaded.version,
+        "policy_file": services.state.loaded.source,
+        "previous_version": previous.loaded.version if previous is not None else None,
+        "reload_error": services.reload_error,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.post("/policy/rollback")
+async def rollback_policy(services: ServicesDep, request: Request) -> Response:
+    """Go back to the policy that served before the last reload."""
+    _require_admin(services, request)
+    if not rollback(services):
+        raise InvalidRequest("No earlier policy to roll back to.", code="no_previous_policy")
+    body = {"policy_version": services.state.loaded.version}
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.post("/policy/reload")

@@ -42,8 +42,13 @@ async def readyz(services: ServicesDep) -> Response:
     usable = any(b["state"] in ("ok", "circuit half-open") for b in backends.values())
     ready = usable and not services.drain.draining
     closed_enabled = any(b.enabled for b in policy.backends.values() if b.tier == "closed")
+    # A failed reload still serves the old policy (ready), but says so.
+    status = "unavailable" if not ready else "degraded" if services.reload_error else "ready"
+    if services.drain.draining:
+        status = "draining"
     body = {
-        "status": "draining" if services.drain.draining else "ready" if ready else "unavailable",
+        "status": status,
+        "policy_error": services.reload_error,
         "policy_version": services.state.loaded.version,
         "policy_file": services.state.loaded.source,
         "classifier_version": services.classifier.version,
