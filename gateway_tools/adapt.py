@@ -26,7 +26,7 @@ import numpy as np
 
 from gateway.difficulty.artifact import HISTOGRAM_BINS, Artifact, Residual
 from gateway.difficulty.classifier import DifficultyClassifier
-from gateway_tools.evaluate import CI_LEVEL, apgr, bootstrap_apgr, interval
+from gateway_tools.evaluate import apgr, bootstrap_apgr, interval
 from gateway_tools.sparse import CsrRows, fit_logistic
 
 _NON_WORD = re.compile(r"[\W_]+")
@@ -299,7 +299,7 @@ def adapt(base: Artifact, ls: LabelSet, config: AdaptConfig) -> Outcome:
     if not check.better:
         return Outcome(base, False, check)
     everything = np.arange(len(ls.labels))
-    meta = {"validation": check.as_meta(), "base": _version(base)}
+    meta = {"validation": check.as_meta(), "base": version_of(base)}
     residual = fit_residual(base, ls, everything, config, meta)
     logits = residual_logit(base, residual, ls, everything)
     prior, _ = np.histogram(1.0 / (1.0 + np.exp(-logits)), bins=HISTOGRAM_BINS, range=(0, 1))
@@ -314,29 +314,6 @@ def adapt(base: Artifact, ls: LabelSet, config: AdaptConfig) -> Outcome:
     return Outcome(Artifact.from_bytes(adapted.to_bytes()), True, check)
 
 
-def _version(artifact: Artifact) -> str:
+def version_of(artifact: Artifact) -> str:
+    """The version string the server reports for ``artifact``."""
     return f"{artifact.meta.get('name', 'difficulty')}-{artifact.digest()}"
-
-
-def describe(outcome: Outcome, base_version: str) -> list[str]:
-    """Human-readable report lines of an ``adapt`` run."""
-    v = outcome.validation
-
-    def fmt(ci: tuple[float, float] | None) -> str:
-        return "–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
-
-    level = f"{CI_LEVEL:.0%}"
-    lines = [f"base {base_version}; {v.n} labels in {v.groups} near-duplicate groups"]
-    if v.reason:
-        lines.append(f"not validated: {v.reason}")
-    else:
-        lines.append(
-            f"held-out APGR on the labels ({level} intervals): base {v.base:.3f} "
-            f"{fmt(v.base_ci)}, adapted {v.adapted:.3f} {fmt(v.adapted_ci)}, "
-            f"adapted - base {v.adapted - v.base:+.3f} {fmt(v.gain_ci)}"
-        )
-    if outcome.adapted:
-        lines.append(f"adapted: clearly better; artifact {_version(outcome.artifact)}")
-    else:
-        lines.append(f"kept the base: the adapted model is not clearly better ({base_version})")
-    return lines

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -206,10 +205,3 @@ def format_rows(rows: Sequence[Row]) -> str:
             f"clearly below on {below}."
         )
     return "\n".join(out)
-
-
-def load(path: Path) -> list[Record]:
-    """Records of a data file (pairings as in training)."""
-    from gateway_tools.labels import load_records
-
-    return load_records(path)
