@@ -38,8 +38,8 @@ class AdaptConfig:
     """Knobs of ``adapt``; penalties are per summed loss (divided by the label count)."""
 
     l2_scale: float = 30.0
-    l2_dense: float = 30.0
-    l2_words: float = 10.0
+    l2_dense: float = 10.0
+    l2_words: float = 3.0
     min_df: int = 3  # a word must be in this many labelled prompts
     max_df_share: float = 0.5
     max_words: int = 4_096

@@ -39,6 +39,10 @@ class Row:
     after: float
     boot_base: np.ndarray
     boot_after: np.ndarray
+    # calibration on the scored part: mean label, mean base and adapted probability
+    mean_label: float = float("nan")
+    mean_base: float = float("nan")
+    mean_after: float = float("nan")
 
 
 def subset(ls: LabelSet, idx: np.ndarray) -> LabelSet:
@@ -158,10 +162,17 @@ def simulate(
                     apgr(after, s, w),
                     boot["base"],
                     boot["after"],
+                    float(ls.labels[scored].mean()),
+                    _mean_probability(ls.base[scored]),
+                    _mean_probability(after),
                 )
             )
             log(f"{name} {share:.0%}: {'adapted' if outcome.adapted else 'base kept'}")
     return rows
+
+
+def _mean_probability(logits: np.ndarray) -> float:
+    return float(np.mean(1.0 / (1.0 + np.exp(-logits))))
 
 
 def _ci(draws: np.ndarray) -> str:
@@ -178,14 +189,15 @@ def format_rows(rows: Sequence[Row]) -> str:
         out += [
             f"\n**{share:.0%} of each deployment labelled**\n",
             f"| deployment | labels | scored | adapted | APGR base | APGR adapted "
-            f"| gain | gain {level} CI |",
-            "|---|---:|---:|:---:|---:|---:|---:|---:|",
+            f"| gain | gain {level} CI | mean label | mean score base | mean score adapted |",
+            "|---|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in part:
             out.append(
                 f"| {r.group} | {r.labels} | {r.scored} | {'yes' if r.adapted else 'no'} "
                 f"| {r.base:.3f} | {r.after:.3f} | {r.after - r.base:+.3f} "
-                f"| {_ci(r.boot_after - r.boot_base)} |"
+                f"| {_ci(r.boot_after - r.boot_base)} | {r.mean_label:.3f} | {r.mean_base:.3f} "
+                f"| {r.mean_after:.3f} |"
             )
         gains = [r.boot_after - r.boot_base for r in part]
         ok = [g for g in gains if interval(g) is not None]
@@ -198,7 +210,7 @@ def format_rows(rows: Sequence[Row]) -> str:
         out.append(
             f"| **macro mean ({len(part)})** | {sum(r.labels for r in part)} "
             f"| {sum(r.scored for r in part)} | {sum(r.adapted for r in part)} "
-            f"| {base:.3f} | {after:.3f} | {after - base:+.3f} | {_ci(macro)}{note} |"
+            f"| {base:.3f} | {after:.3f} | {after - base:+.3f} | {_ci(macro)}{note} | | | |"
         )
         out.append(
             f"Adapted clearly ({level}) above the base on {above} of {len(part)} deployments, "
