@@ -150,7 +150,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulated deployments: base against adapted APGR per deployment and share."""
     from gateway_tools.adapt import AdaptConfig
     from gateway_tools.labels import load_records
-    from gateway_tools.simulate import SHARES, format_rows, simulate
+    from gateway_tools.simulate import SHARES, format_rows, format_summary, simulate
 
     path = Path(args.data)
     if not path.is_file():
@@ -161,11 +161,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     shares = args.share or list(SHARES)
     config = AdaptConfig(seed=args.seed, bootstrap=args.bootstrap)
+    results = []
     for by in ("collection", "fold") if args.by == "both" else (args.by,):
         rows = simulate(records, by, shares, config, args.max_records, args.seed, log)
         what = "collection" if by == "collection" else "collection within a source fold"
         sub = f", at most {args.max_records} records each" if args.max_records else ""
         print(f"## Simulated deployments: one per {what}{sub}\n{format_rows(rows)}\n")
+        results.append(("per collection" if by == "collection" else "per fold:collection", rows))
+    print(f"## Summary (seed {args.seed})\n\n{format_summary(results)}\n")
     print(f"simulated in {time.perf_counter() - start:.0f}s")
     return 0
 

@@ -180,6 +180,57 @@ def _ci(draws: np.ndarray) -> str:
     return "–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
+@dataclass(slots=True)
+class Macro:
+    """The macro mean over the deployments of one share."""
+
+    deployments: int
+    adapted: int
+    base: float
+    after: float
+    gain: np.ndarray  # bootstrap draws of the macro gain
+    with_interval: int
+    above: int
+    below: int
+
+
+def macro(part: Sequence[Row]) -> Macro:
+    """Macro mean of ``part`` (one share), with clear wins and losses counted."""
+    gains = [r.boot_after - r.boot_base for r in part]
+    ok = [g for g in gains if interval(g) is not None]
+    cis = [interval(g) for g in ok]
+    return Macro(
+        len(part),
+        sum(r.adapted for r in part),
+        float(np.mean([r.base for r in part])),
+        float(np.mean([r.after for r in part])),
+        np.nanmean(ok, axis=0) if ok else np.array([]),
+        len(ok),
+        sum(1 for c in cis if c is not None and c[0] > 0),
+        sum(1 for c in cis if c is not None and c[1] < 0),
+    )
+
+
+def format_summary(results: Sequence[tuple[str, Sequence[Row]]]) -> str:
+    """One line per protocol and share: macro APGR base and adapted, clear wins/losses."""
+    level = f"{CI_LEVEL:.0%}"
+    lines = [
+        f"| deployments | labelled | adapted | APGR base | APGR adapted | gain | gain {level} CI "
+        "| clearly above | clearly below |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, rows in results:
+        for share in sorted({r.share for r in rows}):
+            m = macro([r for r in rows if r.share == share])
+            note = f" ({m.with_interval})" if m.with_interval != m.deployments else ""
+            lines.append(
+                f"| {name} | {share:.0%} | {m.adapted} of {m.deployments} | {m.base:.3f} "
+                f"| {m.after:.3f} | {m.after - m.base:+.3f} | {_ci(m.gain)}{note} | {m.above} "
+                f"| {m.below} |"
+            )
+    return "\n".join(lines)
+
+
 def format_rows(rows: Sequence[Row]) -> str:
     """Markdown: per share, each deployment's base and adapted APGR, then the macro mean."""
     level = f"{CI_LEVEL:.0%}"
@@ -196,24 +247,20 @@ def format_rows(rows: Sequence[Row]) -> str:
             out.append(
                 f"| {r.group} | {r.labels} | {r.scored} | {'yes' if r.adapted else 'no'} "
                 f"| {r.base:.3f} | {r.after:.3f} | {r.after - r.base:+.3f} "
-                f"| {_ci(r.boot_after - r.boot_base)} | {r.mean_label:.3f} | {r.mean_base:.3f} "
+                f"| {_ci(r.boot_after - r.boot_base) if r.adapted else 'base kept'} "
+                f"| {r.mean_label:.3f} | {r.mean_base:.3f} "
                 f"| {r.mean_after:.3f} |"
             )
-        gains = [r.boot_after - r.boot_base for r in part]
-        ok = [g for g in gains if interval(g) is not None]
-        macro = np.nanmean(ok, axis=0) if ok else np.array([])
-        above = sum(1 for g in ok if (c := interval(g)) is not None and c[0] > 0)
-        below = sum(1 for g in ok if (c := interval(g)) is not None and c[1] < 0)
-        base = float(np.mean([r.base for r in part]))
-        after = float(np.mean([r.after for r in part]))
-        note = f" ({len(ok)} with an interval)" if len(ok) != len(part) else ""
+        m = macro(part)
+        note = f" ({m.with_interval} with an interval)" if m.with_interval != len(part) else ""
         out.append(
             f"| **macro mean ({len(part)})** | {sum(r.labels for r in part)} "
-            f"| {sum(r.scored for r in part)} | {sum(r.adapted for r in part)} "
-            f"| {base:.3f} | {after:.3f} | {after - base:+.3f} | {_ci(macro)}{note} | | | |"
+            f"| {sum(r.scored for r in part)} | {m.adapted} "
+            f"| {m.base:.3f} | {m.after:.3f} | {m.after - m.base:+.3f} | {_ci(m.gain)}{note} "
+            "| | | |"
         )
         out.append(
-            f"Adapted clearly ({level}) above the base on {above} of {len(part)} deployments, "
-            f"clearly below on {below}."
+            f"Adapted clearly ({level}) above the base on {m.above} of {len(part)} deployments, "
+            f"clearly below on {m.below}."
         )
     return "\n".join(out)

@@ -206,5 +206,5 @@ def test_simulate_adapt_reports_every_share(
     assert main([*args, "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "**5% of each deployment labelled**" in out and "**30% of" in out
-    assert "| demo |" in out and "macro mean (1)" in out
+    assert "| demo |" in out and "macro mean (1)" in out and "## Summary (seed 0)" in out
     assert main(["simulate-adapt", "--data", str(data), "--share", "2"]) == 2
