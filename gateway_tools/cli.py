@@ -108,6 +108,22 @@ def _only(records: list[Any], collections: str | None) -> list[Any]:
     return [r for r in records if r.collection in wanted]
 
 
+def _names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _weights(value: str) -> dict[str, float]:
+    """``a=0.5,b=1`` -> collection weights."""
+    out: dict[str, float] = {}
+    for part in _names(value):
+        name, _, number = part.partition("=")
+        try:
+            out[name.strip()] = float(number)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not collection=weight: {part!r}") from None
+    return out
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -123,7 +139,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not records:
         raise InputError(f"{args.data}: no usable records")
     prepared = prepare(records)
-    config = TrainConfig(seed=args.seed)
+    config = TrainConfig(seed=args.seed, weights=args.weights)
     artifact = fit(prepared, np.arange(len(records)), config, _log)
     digest = artifact.save(Path(args.out))
     print(
@@ -145,7 +161,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from gateway_tools.labels import SOURCE_FOLDS
         from gateway_tools.train import TrainConfig, prepare
 
-        scores = holdout_scores(prepare(records), args.holdout, TrainConfig(seed=args.seed), _log)
+        config = TrainConfig(
+            seed=args.seed, weights=args.weights, collections=tuple(args.train_collections)
+        )
+        try:
+            scores = holdout_scores(prepare(records), args.holdout, config, _log)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         by = args.by or ("fold" if args.holdout == "source" else args.holdout)
         protocol = {
             "source": f"source-grouped {SOURCE_FOLDS}-fold hold-out",
@@ -188,6 +210,7 @@ def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int
     train.add_argument("--out", required=True, help="artifact path (.npz)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--collections", help="train on these collections only (a,b,c)")
+    train.add_argument("--weights", type=_weights, default={}, help="collection=weight,...")
 
     ev = _Parser(prog="gateway classify eval", description="APGR/CPT per group.")
     ev.add_argument("--data", required=True, help="jsonl with per-model outcomes")
@@ -207,6 +230,15 @@ def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int
     )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--collections", help="evaluate (and hold out) these collections only")
+    ev.add_argument(
+        "--train-collections",
+        type=_names,
+        default=[],
+        help="with --holdout: train on these collections only (every record is still scored)",
+    )
+    ev.add_argument(
+        "--weights", type=_weights, default={}, help="with --holdout: collection=weight,..."
+    )
     ev.add_argument(
         "--bootstrap",
         type=_non_negative,
