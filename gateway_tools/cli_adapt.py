@@ -85,7 +85,7 @@ def _load_base(value: str | None) -> tuple[Artifact, str]:
     return artifact, version_of(artifact)
 
 
-def describe(outcome: Outcome, base_version: str) -> list[str]:
+def describe(outcome: Outcome, base_version: str, quantile: float = 0.1) -> list[str]:
     """Human-readable report lines of an ``adapt`` run."""
     v = outcome.validation
 
@@ -103,9 +103,15 @@ def describe(outcome: Outcome, base_version: str) -> list[str]:
             f"adapted - base {v.adapted - v.base:+.3f} {fmt(v.gain_ci, '+')}"
         )
     if outcome.adapted:
-        lines.append(f"adapted: clearly better; artifact {version_of(outcome.artifact)}")
+        lines.append(
+            f"adapted: better on the held-out labels (the {quantile:.0%} quantile of the "
+            f"resampled gain is {v.gain_low:+.3f} > 0); artifact {version_of(outcome.artifact)}"
+        )
     else:
-        lines.append(f"kept the base: the adapted model is not clearly better ({base_version})")
+        lines.append(
+            f"kept the base: the adapted model is not clearly better (the {quantile:.0%} "
+            f"quantile of the resampled gain must be above 0); artifact {base_version}"
+        )
     return lines
 
 
@@ -116,7 +122,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     bodies, labels = read_labels(Path(args.labels))
     base, version = _load_base(args.base)
-    config = AdaptConfig(seed=args.seed, bootstrap=args.bootstrap)
+    config = AdaptConfig(
+        seed=args.seed, bootstrap=args.bootstrap, guard_quantile=args.guard_quantile
+    )
     outcome = adapt(base, featurize(base, bodies, labels), config)
     out = Path(args.out)
     try:
@@ -124,7 +132,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         out.write_bytes(outcome.artifact.to_bytes())
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
-    for line in describe(outcome, version):
+    for line in describe(outcome, version, args.guard_quantile):
         print(line)
     print(f"wrote {out} in {time.perf_counter() - start:.1f}s")
     return 0
@@ -134,6 +142,22 @@ def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more: {value!r}")
     return int(value)
+
+
+def _quantile(value: str) -> float:
+    try:
+        q = float(value)
+    except ValueError:
+        q = -1.0
+    if not 0.0 < q < 1.0:
+        raise argparse.ArgumentTypeError(f"must be within (0, 1): {value!r}")
+    return q
+
+
+GUARD_HELP = (
+    "adapt only if this share of the resampled held-out gains is at most zero "
+    "(default 0.1: a one-sided 90%% bound; 0.5: more likely better than not)"
+)
 
 
 def _shares(value: str) -> list[float]:
@@ -160,7 +184,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise InputError(f"{path}: no usable records")
     start = time.perf_counter()
     shares = args.share or list(SHARES)
-    config = AdaptConfig(seed=args.seed, bootstrap=args.bootstrap)
+    config = AdaptConfig(
+        seed=args.seed, bootstrap=args.bootstrap, guard_quantile=args.guard_quantile
+    )
     results = []
     for by in ("collection", "fold") if args.by == "both" else (args.by,):
         rows = simulate(records, by, shares, config, args.max_records, args.seed, log)
@@ -181,6 +207,7 @@ def subparsers() -> dict[str, tuple[Parser, Callable[[argparse.Namespace], int]]
     ad.add_argument("--out", required=True, help="artifact to write (.npz)")
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--bootstrap", type=_positive, default=200, help="resamples for the intervals")
+    ad.add_argument("--guard-quantile", type=_quantile, default=0.1, help=GUARD_HELP)
 
     sim = Parser(
         prog="gateway classify simulate-adapt",
@@ -199,4 +226,5 @@ def subparsers() -> dict[str, tuple[Parser, Callable[[argparse.Namespace], int]]
     )
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--bootstrap", type=_positive, default=200)
+    sim.add_argument("--guard-quantile", type=_quantile, default=0.1, help=GUARD_HELP)
     return {"adapt": (ad, cmd_adapt), "simulate-adapt": (sim, cmd_simulate)}

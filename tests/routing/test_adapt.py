@@ -127,7 +127,7 @@ def test_a_learnable_signal_is_adapted_and_served(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, report = _adapt_cli(tmp_path, _label_rows(450, signal=True), capsys)
-    assert "adapted: clearly better" in report, report
+    assert "adapted: better on the held-out labels" in report, report
     base, adapted = DifficultyClassifier.load(), DifficultyClassifier.load(out)
     assert adapted.version != base.version and "+adapted-" in adapted.version
     taught = _chat(TAUGHT.format(s="harbor", n=4242))
