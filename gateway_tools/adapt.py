@@ -16,10 +16,11 @@ whole paired bootstrap interval above zero. Otherwise the base is kept, as it wa
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -101,7 +102,6 @@ class Outcome:
     artifact: Artifact
     adapted: bool
     validation: Validation
-    notes: list[str] = field(default_factory=list)
 
 
 def group_of(messages: Any) -> str:
@@ -201,7 +201,8 @@ def fit_residual(
             [1e-6],
         ]
     )
-    coef = _fit_with_offset(rows, ls.labels[idx], ls.root[idx], l2, config.max_iter)
+    y = ls.labels[idx]
+    coef = fit_logistic(rows, y, np.ones(len(y)), l2, config.max_iter, offset=ls.root[idx])
     return Residual(
         scale=1.0 + float(coef[0]),
         bias=float(coef[-1]),
@@ -212,13 +213,6 @@ def fit_residual(
     )
 
 
-def _fit_with_offset(
-    rows: CsrRows, y: np.ndarray, offset: np.ndarray, l2: np.ndarray, max_iter: int
-) -> np.ndarray:
-    """Logistic regression with a fixed offset: ``fit_logistic`` on shifted logits."""
-    return fit_logistic(rows, y, np.ones(len(y)), l2, max_iter, offset=offset)
-
-
 def residual_logit(base: Artifact, residual: Residual, ls: LabelSet, idx: np.ndarray) -> np.ndarray:
     """Adapted logits of the prompts at ``idx`` (the serving formula, vectorised)."""
     offsets = _offsets(base)
@@ -227,8 +221,7 @@ def residual_logit(base: Artifact, residual: Residual, ls: LabelSet, idx: np.nda
     out = np.empty(len(idx))
     for k, i in enumerate(idx):
         words = [by_bytes[t] for t in ls.tokens[i] if t in by_bytes]
-        lex = float(np.sum(words)) / np.sqrt(len(words)) if words else 0.0
-        out[k] = lex
+        out[k] = math.fsum(words) / math.sqrt(len(words)) if words else 0.0
     dense = residual.dense_w[offsets[None, :] + ls.bins[idx]].sum(axis=1)
     return np.asarray(residual.scale * ls.root[idx] + residual.bias + dense + out)
 
