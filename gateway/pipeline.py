@@ -134,6 +134,10 @@ def _plan(services: Services, call: Call) -> None:
         calibrator = calibrators.get((call.model, rule))
         return calibrator.threshold() if calibrator is not None else 1.0
 
+    def decide(rule: int, score: float) -> bool:
+        calibrator = calibrators.get((call.model, rule))
+        return calibrator.decide(score) if calibrator is not None else score >= 1.0
+
     route = policy.models[call.model]
     call.plan = make_plan(
         policy,
@@ -144,6 +148,7 @@ def _plan(services: Services, call: Call) -> None:
         threshold,
         services.breakers,
         closed_allowed=call.team not in state.self_hosted,
+        decide=decide,
     )
     if call.score is not None and calibrators:
         closed = call.plan.targets[0].tier == "closed"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from gateway.breakers import Breakers
 from gateway.errors import ModelNotFound, PermissionDenied, UpstreamUnavailable
@@ -38,12 +37,18 @@ def resolve_model(
     return key, route
 
 
-def _matches(rule: Rule, score: float, threshold: Callable[[], float]) -> bool:
+# Whether a `closed_share` rule (by index) takes a score: the calibrator's tie-aware draw.
+Decide = Callable[[int, float], bool]
+
+
+def _matches(
+    rule: Rule, i: int, score: float, threshold: Callable[[int], float], decide: Decide | None
+) -> bool:
     when = rule.when
     if when is None:
         return True
     if when.closed_share is not None:
-        return score >= threshold()
+        return decide(i, score) if decide is not None else score >= threshold(i)
     if when.difficulty_at_least is not None and score < when.difficulty_at_least:
         return False
     return not (when.difficulty_below is not None and score >= when.difficulty_below)
@@ -53,15 +58,20 @@ def choose_rule(
     route: ModelRoute,
     score: float | None,
     threshold: Callable[[int], float],
+    decide: Decide | None = None,
 ) -> tuple[int, str]:
-    """The first rule that holds for this score, and why it was chosen."""
+    """The first rule that holds for this score, and why it was chosen.
+
+    A `closed_share` rule holds where ``decide`` says (the server: tie-aware, so equal
+    scores split by the target share), or else at ``threshold`` and above (offline tools).
+    """
     rules = route.rules
     if route.route is None:
         return 0, "alias"
     if score is None:  # unclassified endpoints take the default rule
         return len(rules) - 1, "default"
     for i, rule in enumerate(rules):
-        if _matches(rule, score, partial(threshold, i)):
+        if _matches(rule, i, score, threshold, decide):
             when = rule.when
             if when is None:
                 return i, "default"
@@ -79,6 +89,7 @@ def make_plan(
     breakers: Breakers,
     *,
     closed_allowed: bool = True,
+    decide: Decide | None = None,
 ) -> Plan:
     """Order the chosen rule's targets, then the default rule's, as fallbacks.
 
@@ -87,7 +98,7 @@ def make_plan(
     go last rather than nowhere.
     """
     rules = route.rules
-    index, reason = choose_rule(route, score, threshold)
+    index, reason = choose_rule(route, score, threshold, decide)
     names = list(rules[index].to)
     for name in rules[-1].to:
         if name not in names:
