@@ -30,6 +30,8 @@ class Call:
     tenant: Tenant | None = None
     stream: bool = False
     score: float | None = None
+    # The classifier artifact that scored it (the live one can change between requests).
+    scorer: str = ""
     plan: Plan | None = None
     # The backend that answered (or the one a cache hit records, by name and tier).
     backend: str = "-"
@@ -66,6 +68,7 @@ class Call:
             headers["x-gateway-tier"] = self.tier
         if self.score is not None:
             headers["x-gateway-difficulty"] = f"{self.score:.4f}"
+            headers["x-gateway-classifier"] = self.scorer
         elif answered:
             headers["x-gateway-difficulty"] = "n/a"
         if answered or self.cache_result != "bypass":

@@ -83,7 +83,8 @@ async def _answer(services: Services, call: Call, request: Incoming) -> Answer:
     # One Redis round trip: rate windows, tokens, budget reservation (settled in `charge`).
     est = estimate(policy, call.model, call.endpoint, call.body, len(raw))
     call.admission = await services.limiter.admit(call.tenant, est.prompt_tokens, est.reserve_usd)
-    cache = caching.plan_cache(call, request.cache_control, request.cache_opt_out)
+    scorer = services.classifier.version
+    cache = caching.plan_cache(call, request.cache_control, request.cache_opt_out, scorer)
     hit = await caching.lookup(services, call, cache)
     if hit is not None:  # no routing to do; the entry keeps its score
         return _from_cache(services, call, hit)
@@ -120,7 +121,9 @@ def _classify(services: Services, call: Call, known: float | None = None) -> Non
     """
     if call.endpoint == "embeddings":
         return
-    call.score = services.classifier.score(call.body) if known is None else known
+    classifier = services.classifier
+    call.score = classifier.score(call.body) if known is None else known
+    call.scorer = classifier.version
     services.metrics.difficulty.labels(call.model).observe(call.score)
 
 

@@ -20,6 +20,7 @@ from gateway.policy import load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
+from gateway.shadow.adapting import Adapter
 from gateway.shadow.runner import Shadower
 from gateway.state import PolicyState
 from gateway.tasks import Background
@@ -59,8 +60,15 @@ class Services:
         # connections wait longer than the request path's (a busy CPU must not lose labels).
         self.background_redis = _connect(settings.redis_url, BACKGROUND_REDIS_TIMEOUT_S)
         self.shadower = Shadower(
-            settings, self.background_redis, metrics, self.background, self.providers, classifier
+            settings,
+            self.background_redis,
+            metrics,
+            self.background,
+            self.providers,
+            lambda: self.classifier.version,
         )
+        # The live loop: follows the artifact replicas share, adapts when the policy says.
+        self.adapter = Adapter(self, BACKGROUND_REDIS_TIMEOUT_S)
         # Periodic loops (policy watch, housekeeping), started by the app once built.
         self.loops: list[asyncio.Task[None]] = []
         self.info_labels: tuple[str, str, str] | None = None

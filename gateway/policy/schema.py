@@ -162,6 +162,18 @@ class Shadow(Strict):
     include_anonymous: bool = False
 
 
+class Router(Strict):
+    """The live routing loop: re-adapt the classifier from the label stream, guarded.
+
+    With `adapt: auto`, one replica at a time re-fits the artifact every `every_s` seconds once
+    `min_labels` labels are in the stream; a fit the guard does not accept never goes live.
+    """
+
+    adapt: Literal["off", "auto"] = "off"
+    min_labels: int = Field(200, ge=50)
+    every_s: float = Field(3600.0, ge=1)
+
+
 class ModelRoute(Strict):
     """A model name applications ask for: a plain alias (`to`) or ordered rules (`route`)."""
 
@@ -235,6 +247,7 @@ class Policy(Strict):
     savings_reference: str | None = None
     cache: CachePolicy = CachePolicy()
     shadow: Shadow | None = None
+    router: Router = Router()
     teams: dict[str, Team] = {}
 
     @model_validator(mode="after")
