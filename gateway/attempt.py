@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from gateway.call import Call
@@ -77,7 +77,11 @@ async def _walk(
         breaker.in_flight += 1
         started = time.perf_counter()
         try:
-            result = await attempt(backend, backend.upstream, body)
+            upstream = backend.upstream
+            if call.traceparent is not None:  # tracing: the backend continues our span
+                headers = {**upstream.headers, "traceparent": call.traceparent}
+                upstream = replace(upstream, headers=headers)
+            result = await attempt(backend, upstream, body)
         except GatewayError as err:
             kind = error_kind(err)
             m.upstream_errors.labels(backend.name, kind).inc()

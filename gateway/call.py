@@ -49,6 +49,9 @@ class Call:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     reference_cost_usd: float = 0.0
+    # Tracing (opt-in): the request's span, and the `traceparent` passed to backends.
+    span: Any = None
+    traceparent: str | None = None
 
     @property
     def team(self) -> str:

@@ -43,6 +43,7 @@ class Incoming:
     read_body: Callable[[], Awaitable[bytes]]
     cache_control: str = ""
     cache_opt_out: bool = False
+    traceparent: str | None = None
 
 
 @dataclass(slots=True)
@@ -58,6 +59,8 @@ class Answer:
 async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]:
     """Serve one request; raise GatewayError (with the headers known so far) on failure."""
     call = Call(request.endpoint, request.request_id, time.perf_counter(), services.state)
+    if services.tracing is not None:
+        services.tracing.start(call, request.traceparent)
     try:
         yield await _answer(services, call, request)
     except GatewayError as err:

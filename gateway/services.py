@@ -24,6 +24,7 @@ from gateway.shadow.adapting import Adapter
 from gateway.shadow.runner import Shadower
 from gateway.state import PolicyState
 from gateway.tasks import Background
+from gateway.tracing import Tracing
 
 BACKGROUND_REDIS_TIMEOUT_S = 2.0
 
@@ -75,6 +76,7 @@ class Services:
         # One JSON line per request unless access logging is off.
         self.access_log = AccessLog() if settings.access_log else None
         self.decisions = _decision_log(settings)
+        self.tracing = Tracing.from_settings(settings)
         # Hot reload: the state before the last reload (for rollback), the last failure.
         self.previous_state: PolicyState | None = None
         self.reload_error: str | None = None
@@ -103,6 +105,8 @@ class Services:
             self.access_log.close()
         if self.decisions is not None:
             await asyncio.to_thread(self.decisions.close)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.close)
         for redis in (self.redis, self.background_redis):
             if redis is not None:
                 await redis.aclose()

@@ -119,4 +119,5 @@ def _incoming(
         body,
         head.cache_control,
         head.cache_opt_out,
+        head.traceparent,
     )
