@@ -22,7 +22,7 @@ from gateway.cache import CachedAnswer
 from gateway.call import Call
 from gateway.errors import ClientGone, GatewayError
 from gateway.limits import estimate
-from gateway.planning import make_plan, resolve_model
+from gateway.planning import make_plan, resolve_model, sticky_draw
 from gateway.policy import Shadow
 from gateway.protocol import parse_body, validate
 from gateway.services import Services
@@ -155,6 +155,7 @@ def _plan(services: Services, call: Call) -> None:
         services.breakers,
         closed_allowed=call.team not in state.self_hosted,
         decide=decide,
+        sticky=sticky_draw(call.body) if route.splits else 0.0,
     )
     if call.score is not None and calibrators:
         closed = call.plan.targets[0].tier == "closed"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.breakers import Breakers
 from gateway.errors import ModelNotFound, PermissionDenied, UpstreamUnavailable
@@ -90,6 +92,7 @@ def make_plan(
     *,
     closed_allowed: bool = True,
     decide: Decide | None = None,
+    sticky: float = 0.0,
 ) -> Plan:
     """Order the chosen rule's targets, then the default rule's, as fallbacks.
 
@@ -99,7 +102,11 @@ def make_plan(
     """
     rules = route.rules
     index, reason = choose_rule(route, score, threshold, decide)
-    names = list(rules[index].to)
+    chosen = rules[index]
+    if chosen.split is not None:  # an A/B split: `sticky` (a user's or conversation's draw)
+        names, reason = chosen.split_order(sticky), "split"
+    else:
+        names = list(chosen.to)
     for name in rules[-1].to:
         if name not in names:
             names.append(name)
@@ -121,3 +128,27 @@ def make_plan(
     if not targets:
         raise UpstreamUnavailable(f"No backend is configured to serve `{model}` for {endpoint}.")
     return Plan(targets, reason)
+
+
+def sticky_draw(body: dict[str, Any]) -> float:
+    """A draw in [0, 1) that stays the same for a user, or else for a conversation.
+
+    The user is the body's `user` (or `safety_identifier`, `prompt_cache_key`,
+    `metadata.user_id`); without one, the conversation's first user message.
+    """
+    metadata = body.get("metadata")
+    for key in (
+        body.get("user"),
+        body.get("safety_identifier"),
+        body.get("prompt_cache_key"),
+        metadata.get("user_id") if isinstance(metadata, dict) else None,
+    ):
+        if isinstance(key, str) and key:
+            return zlib.crc32(b"u:" + key.encode()) / 2**32
+    for message in body.get("messages") or ():
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            text = content if isinstance(content, str) else repr(content)
+            return zlib.crc32(b"c:" + text.encode()) / 2**32
+    prompt = body.get("prompt")
+    return zlib.crc32(b"p:" + repr(prompt).encode()) / 2**32

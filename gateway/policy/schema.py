@@ -120,10 +120,40 @@ class Condition(Strict):
 
 
 class Rule(Strict):
-    """Route to the first usable target of `to` when `when` holds (always, if absent)."""
+    """Route to the first usable target of `to` when `when` holds (always, if absent).
+
+    `split: {a: 90, b: 10}` instead of `to`: an A/B split by weight, sticky per user or
+    conversation; the drawn backend goes first, the others follow by weight as fallbacks.
+    `to` is then the split's backends, heaviest first (what every reader of `to` sees).
+    """
 
     when: Condition | None = None
-    to: list[str] = Field(min_length=1)
+    to: list[str] = []
+    split: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _targets(self) -> Rule:
+        if (not self.to) == (self.split is None):
+            raise ValueError("a rule needs exactly one of `to` (targets) or `split` (weights)")
+        if self.split is not None:
+            if not self.split or any(w <= 0 for w in self.split.values()):
+                raise ValueError("split weights must be positive")
+            heaviest = sorted(self.split, key=lambda n: -self.split[n])  # type: ignore[index]
+            object.__setattr__(self, "to", heaviest)
+        return self
+
+    def split_order(self, sticky: float) -> list[str]:
+        """The split's backends for a sticky draw in [0, 1): the drawn one first."""
+        assert self.split is not None
+        total = sum(self.split.values())
+        point, seen = sticky * total, 0.0
+        drawn = self.to[-1]
+        for name, weight in self.split.items():
+            seen += weight
+            if point < seen:
+                drawn = name
+                break
+        return [drawn, *(n for n in self.to if n != drawn)]
 
 
 class CachePolicy(Strict):
@@ -201,6 +231,11 @@ class ModelRoute(Strict):
         Not a field, so not dumped or compared.
         """
         return self.route if self.route is not None else [Rule(to=self.to or [])]
+
+    @cached_property
+    def splits(self) -> bool:
+        """Whether any rule is an A/B split (the pipeline then draws a sticky key)."""
+        return any(rule.split is not None for rule in self.rules)
 
 
 class Limits(Strict):
