@@ -1,6 +1,7 @@
 """Latency, load time and memory of the difficulty classifier, pinned to one core.
 
     .venv/bin/python bench/classifier_latency.py [--data train.jsonl] [--n 3000]
+        [--artifact FILE]   # e.g. one written by `gateway classify adapt`
 
 Targets (reported, never asserted): p50 <= 1 ms, p99 <= 3 ms, load <= 2 s, RSS <= 200 MB.
 """
@@ -106,6 +107,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=3_000, help="real prompts to sample")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--core", type=int, default=0)
+    parser.add_argument("--artifact", type=Path, help="artifact to load (default: the shipped one)")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.core})
@@ -113,7 +115,7 @@ def main() -> int:
     gc.collect()
     rss_before = _rss_mb()
     start = time.perf_counter()
-    classifier = DifficultyClassifier.load()
+    classifier = DifficultyClassifier.load(args.artifact)
     load_s = time.perf_counter() - start
     gc.collect()
     rss_added = _rss_mb() - rss_before

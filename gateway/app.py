@@ -124,6 +124,9 @@ def create_app(
             services.loops.append(asyncio.create_task(reload.watch(services)))
         services.loops.append(asyncio.create_task(housekeeping.run(services)))
         services.loops.append(asyncio.create_task(health.run(services)))
+        services.loops.append(asyncio.create_task(services.adapter.run()))
+        with contextlib.suppress(Exception):  # a replica that restarts serves the live artifact
+            await services.adapter.follow()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # One process: SIGHUP reloads the policy (with workers, uvicorn restarts them).
             loop = asyncio.get_running_loop()

@@ -17,7 +17,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from gateway.breakers import Admit
@@ -121,7 +121,11 @@ async def _walk(
         breaker.in_flight += 1
         started = time.perf_counter()
         try:
-            result = await _within(min(own, left), backend.name, attempt(backend, upstream, body))
+            if call.traceparent is not None:  # tracing: the backend continues our span
+                headers = {**upstream.headers, "traceparent": call.traceparent}
+                upstream = replace(upstream, headers=headers)
+            work = attempt(backend, upstream, body)
+            result = await _within(min(own, left), backend.name, work)
         except GatewayError as err:
             kind = error_kind(err)
             m.upstream_errors.labels(backend.name, kind).inc()

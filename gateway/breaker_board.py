@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.breakers import DEFAULT, Admit, Breaker, OnChange, State
-from gateway.policy.schema import BreakerPolicy
+from gateway.policy.resilience import BreakerPolicy
 
 SLOTS = 512
 SLOT = 64

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
-from gateway.policy.schema import BreakerPolicy
+from gateway.policy.resilience import BreakerPolicy
 
 DEFAULT = BreakerPolicy()
 # Kept for readers of the old constants (tests, tools).

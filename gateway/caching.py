@@ -35,8 +35,12 @@ class CachePlan:
 NO_CACHE = CachePlan(None)
 
 
-def plan_cache(call: Call, cache_control: str, opt_out: bool) -> CachePlan:
-    """Decide cache use from the policy, the request's determinism and its headers."""
+def plan_cache(call: Call, cache_control: str, opt_out: bool, scorer: str) -> CachePlan:
+    """Decide cache use from the policy, the request's determinism and its headers.
+
+    The key holds the policy and classifier versions (``scorer``): either may route the same
+    request elsewhere, so an answer cached under one is not served under the other.
+    """
     settings = call.state.cache[call.model]
     body = call.body
     sampled = (body.get("temperature") or 0) > 0 and not settings.cache_sampled
@@ -46,7 +50,7 @@ def plan_cache(call: Call, cache_control: str, opt_out: bool) -> CachePlan:
         return NO_CACHE
     assert call.tenant is not None
     partition = "shared" if settings.shared_across_tenants else call.tenant.partition
-    version = call.state.loaded.version
+    version = f"{call.state.loaded.version}+{scorer}"
     key = cache_key(partition, call.model, version, call.endpoint, body)
     semantic = None
     split = split_last_turn(body) if settings.semantic and call.endpoint == "chat" else None

@@ -30,6 +30,8 @@ class Call:
     tenant: Tenant | None = None
     stream: bool = False
     score: float | None = None
+    # The classifier artifact that scored it (the live one can change between requests).
+    scorer: str = ""
     plan: Plan | None = None
     # The backend that answered (or the one a cache hit records, by name and tier).
     backend: str = "-"
@@ -49,6 +51,9 @@ class Call:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     reference_cost_usd: float = 0.0
+    # Tracing (opt-in): the request's span, and the `traceparent` passed to backends.
+    span: Any = None
+    traceparent: str | None = None
 
     @property
     def team(self) -> str:
@@ -68,6 +73,7 @@ class Call:
             headers["x-gateway-tier"] = self.tier
         if self.score is not None:
             headers["x-gateway-difficulty"] = f"{self.score:.4f}"
+            headers["x-gateway-classifier"] = self.scorer
         elif answered:
             headers["x-gateway-difficulty"] = "n/a"
         if answered or self.cache_result != "bypass":

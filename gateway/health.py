@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import GatewayError
 from gateway.policy import Backend
-from gateway.policy.schema import HealthCheck
+from gateway.policy.resilience import HealthCheck
 
 if TYPE_CHECKING:
     from gateway.services import Services

@@ -29,6 +29,10 @@ async def run(services: Services) -> None:
     while True:
         await asyncio.sleep(services.settings.calibration_sync_s)
         refresh_gauges(services)
+        try:
+            await services.adapter.follow()
+        except Exception:  # Redis trouble: keep serving the artifact we have
+            m.cache_errors.labels("router_sync").inc()
         log = services.decisions
         if log is not None:
             for reason, now in (("dropped", log.dropped), ("failed", log.errors)):

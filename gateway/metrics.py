@@ -262,6 +262,12 @@ class Metrics(ResilienceMetrics):
             registry=r,
             multiprocess_mode="max",
         )
+        self.adaptations = Counter(
+            "gateway_adaptations_total",
+            "Live adaptation rounds by result (adapted, kept, too_few, busy, failed).",
+            ["result"],
+            registry=r,
+        )
         self.decisions_lost = Counter(
             "gateway_decision_records_lost_total",
             "Decision records not written: dropped (buffer full) or failed (file or Redis error).",

@@ -24,7 +24,7 @@ from gateway.call import Call
 from gateway.cancellation import Reason, Watch, shutting_down
 from gateway.errors import ClientGone, GatewayError, UpstreamTimeout
 from gateway.limits import estimate
-from gateway.planning import make_plan, resolve_model
+from gateway.planning import make_plan, resolve_model, sticky_draw
 from gateway.policy import Backend, Shadow
 from gateway.protocol import parse_body, validate
 from gateway.services import Services
@@ -47,6 +47,7 @@ class Incoming:
     read_body: Callable[[], Awaitable[bytes]]
     cache_control: str = ""
     cache_opt_out: bool = False
+    traceparent: str | None = None
     # The client's own deadline (`x-gateway-timeout-ms`), capped by the server's.
     timeout_s: float | None = None
     # Set by the door: notices the client leaving and the drain's end.
@@ -68,6 +69,8 @@ async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]
     call = Call(request.endpoint, request.request_id, time.perf_counter(), services.state)
     call.deadline = call.started + _timeout(services.settings.request_timeout_s, request.timeout_s)
     watch = request.watch or Watch()
+    if services.tracing is not None:
+        services.tracing.start(call, request.traceparent)
     try:
         yield await _answer(services, call, request, watch)
     except GatewayError as err:
@@ -104,7 +107,8 @@ async def _answer(services: Services, call: Call, request: Incoming, watch: Watc
     # One Redis round trip: rate windows, tokens, budget reservation (settled in `charge`).
     est = estimate(policy, call.model, call.endpoint, call.body, len(raw))
     call.admission = await services.limiter.admit(call.tenant, est.prompt_tokens, est.reserve_usd)
-    cache = caching.plan_cache(call, request.cache_control, request.cache_opt_out)
+    scorer = services.classifier.version
+    cache = caching.plan_cache(call, request.cache_control, request.cache_opt_out, scorer)
     hit = await caching.lookup(services, call, cache)
     if hit is not None:  # no routing to do; the entry keeps its score
         return _from_cache(services, call, hit)
@@ -142,7 +146,9 @@ def _classify(services: Services, call: Call, known: float | None = None) -> Non
     """
     if call.endpoint == "embeddings":
         return
-    call.score = services.classifier.score(call.body) if known is None else known
+    classifier = services.classifier
+    call.score = classifier.score(call.body) if known is None else known
+    call.scorer = classifier.version
     services.metrics.difficulty.labels(call.model).observe(call.score)
 
 
@@ -156,6 +162,10 @@ def _plan(services: Services, call: Call) -> None:
         calibrator = calibrators.get((call.model, rule))
         return calibrator.threshold() if calibrator is not None else 1.0
 
+    def decide(rule: int, score: float) -> bool:
+        calibrator = calibrators.get((call.model, rule))
+        return calibrator.decide(score) if calibrator is not None else score >= 1.0
+
     route = policy.models[call.model]
     call.plan = make_plan(
         policy,
@@ -166,6 +176,8 @@ def _plan(services: Services, call: Call) -> None:
         threshold,
         services.breakers,
         closed_allowed=call.team not in state.self_hosted,
+        decide=decide,
+        sticky=sticky_draw(call.body) if route.splits else 0.0,
     )
     if call.score is not None and calibrators:
         closed = call.plan.targets[0].tier == "closed"

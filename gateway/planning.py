@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from typing import Any
 
 from gateway.breakers import Breakers
 from gateway.errors import ModelNotFound, PermissionDenied, UpstreamUnavailable
@@ -40,12 +41,18 @@ def resolve_model(
     return key, route
 
 
-def _matches(rule: Rule, score: float, threshold: Callable[[], float]) -> bool:
+# Whether a `closed_share` rule (by index) takes a score: the calibrator's tie-aware draw.
+Decide = Callable[[int, float], bool]
+
+
+def _matches(
+    rule: Rule, i: int, score: float, threshold: Callable[[int], float], decide: Decide | None
+) -> bool:
     when = rule.when
     if when is None:
         return True
     if when.closed_share is not None:
-        return score >= threshold()
+        return decide(i, score) if decide is not None else score >= threshold(i)
     if when.difficulty_at_least is not None and score < when.difficulty_at_least:
         return False
     return not (when.difficulty_below is not None and score >= when.difficulty_below)
@@ -55,15 +62,20 @@ def choose_rule(
     route: ModelRoute,
     score: float | None,
     threshold: Callable[[int], float],
+    decide: Decide | None = None,
 ) -> tuple[int, str]:
-    """The first rule that holds for this score, and why it was chosen."""
+    """The first rule that holds for this score, and why it was chosen.
+
+    A `closed_share` rule holds where ``decide`` says (the server: tie-aware, so equal
+    scores split by the target share), or else at ``threshold`` and above (offline tools).
+    """
     rules = route.rules
     if route.route is None:
         return 0, "alias"
     if score is None:  # unclassified endpoints take the default rule
         return len(rules) - 1, "default"
     for i, rule in enumerate(rules):
-        if _matches(rule, score, partial(threshold, i)):
+        if _matches(rule, i, score, threshold, decide):
             when = rule.when
             if when is None:
                 return i, "default"
@@ -81,6 +93,8 @@ def make_plan(
     breakers: Breakers,
     *,
     closed_allowed: bool = True,
+    decide: Decide | None = None,
+    sticky: float = 0.0,
 ) -> Plan:
     """Order the chosen rule's targets, then the default rule's, as fallbacks.
 
@@ -90,8 +104,12 @@ def make_plan(
     target is ready, the plan is a spill-over.
     """
     rules = route.rules
-    index, reason = choose_rule(route, score, threshold)
-    names = list(rules[index].to)
+    index, reason = choose_rule(route, score, threshold, decide)
+    chosen = rules[index]
+    if chosen.split is not None:  # an A/B split: `sticky` (a user's or conversation's draw)
+        names, reason = chosen.split_order(sticky), "split"
+    else:
+        names = list(chosen.to)
     for name in rules[-1].to:
         if name not in names:
             names.append(name)
@@ -119,3 +137,27 @@ def make_plan(
     if spilled is not None and ready:
         return Plan(targets, "spillover", spilled)
     return Plan(targets, reason)
+
+
+def sticky_draw(body: dict[str, Any]) -> float:
+    """A draw in [0, 1) that stays the same for a user, or else for a conversation.
+
+    The user is the body's `user` (or `safety_identifier`, `prompt_cache_key`,
+    `metadata.user_id`); without one, the conversation's first user message.
+    """
+    metadata = body.get("metadata")
+    for key in (
+        body.get("user"),
+        body.get("safety_identifier"),
+        body.get("prompt_cache_key"),
+        metadata.get("user_id") if isinstance(metadata, dict) else None,
+    ):
+        if isinstance(key, str) and key:
+            return zlib.crc32(b"u:" + key.encode()) / 2**32
+    for message in body.get("messages") or ():
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            text = content if isinstance(content, str) else repr(content)
+            return zlib.crc32(b"c:" + text.encode()) / 2**32
+    prompt = body.get("prompt")
+    return zlib.crc32(b"p:" + repr(prompt).encode()) / 2**32

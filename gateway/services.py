@@ -23,9 +23,11 @@ from gateway.policy import load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
+from gateway.shadow.adapting import Adapter
 from gateway.shadow.runner import Shadower
 from gateway.state import PolicyState
 from gateway.tasks import Background
+from gateway.tracing import Tracing
 
 BACKGROUND_REDIS_TIMEOUT_S = 2.0
 log = logging.getLogger("gateway.breakers")
@@ -66,14 +68,22 @@ class Services:
         # connections wait longer than the request path's (a busy CPU must not lose labels).
         self.background_redis = _connect(settings.redis_url, BACKGROUND_REDIS_TIMEOUT_S)
         self.shadower = Shadower(
-            settings, self.background_redis, metrics, self.background, self.providers, classifier
+            settings,
+            self.background_redis,
+            metrics,
+            self.background,
+            self.providers,
+            lambda: self.classifier.version,
         )
+        # The live loop: follows the artifact replicas share, adapts when the policy says.
+        self.adapter = Adapter(self, BACKGROUND_REDIS_TIMEOUT_S)
         # Periodic loops (policy watch, housekeeping), started by the app once built.
         self.loops: list[asyncio.Task[None]] = []
         self.info_labels: tuple[str, str, str] | None = None
         # One JSON line per request unless access logging is off.
         self.access_log = AccessLog() if settings.access_log else None
         self.decisions = _decision_log(settings)
+        self.tracing = Tracing.from_settings(settings)
         # Hot reload: the state before the last reload (for rollback), the last failure.
         self.previous_state: PolicyState | None = None
         self.reload_error: str | None = None
@@ -107,6 +117,8 @@ class Services:
             self.access_log.close()
         if self.decisions is not None:
             await asyncio.to_thread(self.decisions.close)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.close)
         for redis in (self.redis, self.background_redis):
             if redis is not None:
                 await redis.aclose()

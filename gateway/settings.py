@@ -63,3 +63,7 @@ class Settings(BaseSettings):
     # stream when Redis is configured; neither without a directory and Redis.
     decision_log_dir: Path | None = None
     decision_log_redis: bool = True
+    # OpenTelemetry traces (off when empty): the OTLP/HTTP endpoint, e.g.
+    # http://otel-collector:4318/v1/traces, and the service name spans carry.
+    otlp_endpoint: str = ""
+    otlp_service_name: str = "gateway"

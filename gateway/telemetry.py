@@ -29,6 +29,10 @@ def finish(services: Services, call: Call) -> None:
         m.rejections.labels(call.team, "invalid").inc()
     if services.decisions is not None:
         services.decisions.write(_decision(services, call, elapsed))
+    if services.tracing is not None:
+        backend = call.state.loaded.policy.backends.get(call.backend)
+        model = (backend.model or call.asked) if backend is not None else None
+        services.tracing.finish(call, model, backend.provider if backend is not None else None)
     access = services.access_log
     if access is None:
         return

@@ -1,10 +1,12 @@
-"""``gateway classify``: score files, train, evaluate and explain the difficulty model.
+"""``gateway classify``: score files, train, evaluate, explain and adapt the difficulty model.
 
-gateway classify --input IN.jsonl --output OUT.jsonl
-gateway classify train --data FILE --out PATH [--seed 0]
+gateway classify --input IN.jsonl --output OUT.jsonl [--artifact FILE]
+gateway classify train --data FILE --out PATH [--seed 0] [--collections a,b]
 gateway classify eval --data FILE [--by source] [--plot PATH | --no-plot] [--holdout source]
                      [--bootstrap N]
 gateway classify explain "prompt text"
+gateway classify adapt --labels LABELS.jsonl [--base ARTIFACT] --out ARTIFACT
+gateway classify simulate-adapt --data FILE [--by collection|fold|both] [--share 0.1]
 """
 
 from __future__ import annotations
@@ -15,32 +17,27 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 
 from gateway.difficulty.classifier import DifficultyClassifier
+from gateway_tools import cli_adapt
+from gateway_tools.cli_adapt import InputError
+from gateway_tools.cli_adapt import Parser as _Parser
 from gateway_tools.evaluate import BOOTSTRAP
 
-EXIT_USAGE = 2
-
-
-class InputError(Exception):
-    """Bad user input; reported as one line on stderr with exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # argparse's own exit code for usage errors is also 2; keep its message style.
-        self.print_usage(sys.stderr)
-        raise InputError(message)
+EXIT_USAGE = 2  # argparse's own exit code for usage errors
 
 
 def _classifier(model: str | None) -> DifficultyClassifier:
     path = Path(model) if model else None
     if path is not None and not path.is_file():
         raise InputError(f"model artifact not found: {path}")
-    return DifficultyClassifier.load(path)
+    try:
+        return DifficultyClassifier.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: not a usable classifier artifact ({exc})") from None
 
 
 def _parse_line(raw: bytes, where: str) -> tuple[Any, dict[str, Any]]:
@@ -103,6 +100,30 @@ def _non_negative(value: str) -> int:
     return number
 
 
+def _only(records: list[Any], collections: str | None) -> list[Any]:
+    """The records of the named collections (comma-separated), or all of them."""
+    if not collections:
+        return records
+    wanted = {c.strip() for c in collections.split(",") if c.strip()}
+    return [r for r in records if r.collection in wanted]
+
+
+def _names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _weights(value: str) -> dict[str, float]:
+    """``a=0.5,b=1`` -> collection weights."""
+    out: dict[str, float] = {}
+    for part in _names(value):
+        name, _, number = part.partition("=")
+        try:
+            out[name.strip()] = float(number)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not collection=weight: {part!r}") from None
+    return out
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -114,11 +135,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from gateway_tools.train import TrainConfig, fit, prepare
 
     start = time.perf_counter()
-    records = load_records(_data_path(args.data))
+    records = _only(load_records(_data_path(args.data)), args.collections)
     if not records:
         raise InputError(f"{args.data}: no usable records")
     prepared = prepare(records)
-    config = TrainConfig(seed=args.seed)
+    config = TrainConfig(seed=args.seed, weights=args.weights)
     artifact = fit(prepared, np.arange(len(records)), config, _log)
     digest = artifact.save(Path(args.out))
     print(
@@ -132,7 +153,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from gateway_tools import evaluate as ev
     from gateway_tools.labels import load_records
 
-    records = load_records(_data_path(args.data))
+    records = _only(load_records(_data_path(args.data)), args.collections)
     if not records:
         raise InputError(f"{args.data}: no usable records")
     if args.holdout:
@@ -140,7 +161,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from gateway_tools.labels import SOURCE_FOLDS
         from gateway_tools.train import TrainConfig, prepare
 
-        scores = holdout_scores(prepare(records), args.holdout, TrainConfig(seed=args.seed), _log)
+        config = TrainConfig(
+            seed=args.seed, weights=args.weights, collections=tuple(args.train_collections)
+        )
+        try:
+            scores = holdout_scores(prepare(records), args.holdout, config, _log)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         by = args.by or ("fold" if args.holdout == "source" else args.holdout)
         protocol = {
             "source": f"source-grouped {SOURCE_FOLDS}-fold hold-out",
@@ -182,6 +209,8 @@ def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int
     train.add_argument("--data", required=True, help="train.jsonl with per-model outcomes")
     train.add_argument("--out", required=True, help="artifact path (.npz)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--collections", help="train on these collections only (a,b,c)")
+    train.add_argument("--weights", type=_weights, default={}, help="collection=weight,...")
 
     ev = _Parser(prog="gateway classify eval", description="APGR/CPT per group.")
     ev.add_argument("--data", required=True, help="jsonl with per-model outcomes")
@@ -191,13 +220,25 @@ def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int
         help="PNG of quality vs strong-call share per group (default: routing-eval-<by>.png)",
     )
     ev.add_argument("--no-plot", action="store_true", help="print the table only")
-    ev.add_argument("--model", help="artifact to evaluate (default: the shipped one)")
+    ev.add_argument(
+        "--artifact", "--model", dest="model", help="artifact to evaluate (default: shipped)"
+    )
     ev.add_argument(
         "--holdout",
         choices=("collection", "family", "source"),
         help="train leave-one-group-out models and evaluate each on its held-out group",
     )
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--collections", help="evaluate (and hold out) these collections only")
+    ev.add_argument(
+        "--train-collections",
+        type=_names,
+        default=[],
+        help="with --holdout: train on these collections only (every record is still scored)",
+    )
+    ev.add_argument(
+        "--weights", type=_weights, default={}, help="with --holdout: collection=weight,..."
+    )
     ev.add_argument(
         "--bootstrap",
         type=_non_negative,
@@ -209,11 +250,14 @@ def _subparsers() -> dict[str, tuple[_Parser, Callable[[argparse.Namespace], int
     explain = _Parser(prog="gateway classify explain", description="Score and top signals.")
     explain.add_argument("text", nargs="+", help="prompt text")
     explain.add_argument("--top", type=int, default=8)
-    explain.add_argument("--model", help="artifact (default: the shipped one)")
+    explain.add_argument(
+        "--artifact", "--model", dest="model", help="artifact (default: the shipped one)"
+    )
     return {
         "train": (train, _cmd_train),
         "eval": (ev, _cmd_eval),
         "explain": (explain, _cmd_explain),
+        **cli_adapt.subparsers(),
     }
 
 
@@ -229,7 +273,9 @@ def _run(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--input", required=True, help="jsonl of {id, messages}; - for stdin")
     parser.add_argument("--output", required=True, help="jsonl of {id, score}; - for stdout")
-    parser.add_argument("--model", help="artifact (default: the shipped one)")
+    parser.add_argument(
+        "--artifact", "--model", dest="model", help="artifact (default: the shipped one)"
+    )
     args = parser.parse_args(argv)
     count = classify_file(args.input, args.output, args.model)
     if args.output != "-":

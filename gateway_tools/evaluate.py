@@ -103,9 +103,16 @@ def apgr(scores: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> float:
     return float(np.trapezoid((curve - weak.mean()) / _span(strong, weak), GRID))
 
 
-def _bootstrap(
-    routers: dict[str, np.ndarray], strong: np.ndarray, weak: np.ndarray, draws: int, seed: int
+def bootstrap_apgr(
+    routers: dict[str, np.ndarray],
+    strong: np.ndarray,
+    weak: np.ndarray,
+    draws: int,
+    seed: int,
+    pairs: Sequence[tuple[str, str]] = (("model", "length"),),
 ) -> dict[str, np.ndarray]:
+    """Resampled APGR of each router (NaN where a resample has no gap), and for each pair
+    ``(a, b)`` of routers present, the paired difference as ``"a-b"``."""
     rng = np.random.default_rng(seed)
     out: dict[str, list[float]] = {name: [] for name in routers}
     for _ in range(draws):
@@ -115,8 +122,9 @@ def _bootstrap(
         for name, scores in routers.items():
             out[name].append(float("nan") if no_gap else apgr(scores[pick], s, w))
     boot = {name: np.array(values) for name, values in out.items()}
-    if "model" in boot and "length" in boot:
-        boot["model-length"] = boot["model"] - boot["length"]
+    for a, b in pairs:
+        if a in boot and b in boot:
+            boot[f"{a}-{b}"] = boot[a] - boot[b]
     return boot
 
 
@@ -144,7 +152,7 @@ def evaluate_group(
         result.cpt50[router] = _cpt(pgr, 0.5)
         result.cpt80[router] = _cpt(pgr, 0.8)
     if bootstrap > 0 and result.valid:
-        result.boot = _bootstrap(routers, strong, weak, bootstrap, seed)
+        result.boot = bootstrap_apgr(routers, strong, weak, bootstrap, seed)
     return result
 
 

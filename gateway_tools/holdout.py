@@ -44,6 +44,10 @@ def holdout_scores(
     for key in sorted(set(keys.tolist())):
         test = np.nonzero(keys == key)[0]
         train = np.nonzero(keys != key)[0]
+        if config.collections:
+            train = np.array([i for i in train if prepared.collections[i] in config.collections])
+        if not len(train):
+            raise ValueError(f"nothing left to train on when holding out {unit}={key}")
         log(f"holding out {unit}={key}: train {len(train)}, test {len(test)}")
         classifier = DifficultyClassifier(fit(prepared, train, config))
         scores[test] = score_records(classifier, [prepared.records[i] for i in test])

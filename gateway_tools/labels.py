@@ -47,7 +47,13 @@ PAIRINGS: dict[str, Pairing] = {
         ),
         0.5,
     ),
+    # The pairs the data README suggests: the strongest closed model against an open one.
+    "arenahard": Pairing("gpt-4-1106-preview", ("mistralai/Mixtral-8x7B-Instruct-v0.1",), 1.0),
+    "mmlupro": Pairing("gemini-1.5-pro-002", ("Mixtral-8x7B-Instruct-v0.1",), 1.0),
+    "zeroeval": Pairing("o1-mini-2024-09-12", ("Meta-Llama-3.1-8B-Instruct",), 1.0),
 }
+# What the shipped artifact was trained on (the file before the last three collections).
+BASE_COLLECTIONS = ("mmlu", "routerbench", "llmrouter", "routerdc")
 
 # Task families cut across collections; leave-family-out evaluation holds one out.
 _FAMILY_KEYS: tuple[tuple[str, str], ...] = (

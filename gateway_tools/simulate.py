@@ -19,19 +19,19 @@ exactly the server's choice for every score, at the cost of a binary search per 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from gateway.breakers import Breakers
-from gateway.errors import GatewayError, UpstreamUnavailable
-from gateway.planning import make_plan, resolve_model
+from gateway.errors import GatewayError
+from gateway.planning import resolve_model
 from gateway.policy import Condition, ModelRoute, Policy, Rule
 from gateway.policy.steps import score_cuts
 from gateway.wire import Endpoint
 from gateway_tools.replay_log import NO_BACKEND, BoolArray, IntArray, Log
+from gateway_tools.simulate_split import draws, first_target, split_bands
 
 _ENDPOINTS: tuple[Endpoint, ...] = ("chat", "completions", "embeddings")
 
@@ -142,20 +142,6 @@ def _thresholds(
     return out
 
 
-def _first_target(
-    policy: Policy,
-    key: str,
-    endpoint: Endpoint,
-    score: float | None,
-    threshold: Callable[[int], float],
-) -> str:
-    try:
-        plan = make_plan(policy, key, policy.models[key], endpoint, score, threshold, Breakers())
-    except UpstreamUnavailable:
-        return NO_BACKEND
-    return plan.targets[0].name
-
-
 def replay(policy: Policy, log: Log, *, keys_as_configured: bool = False) -> Outcome:
     """Route every record of `log` through `policy` (see the module docstring)."""
     if not keys_as_configured:
@@ -184,13 +170,23 @@ def replay(policy: Policy, log: Log, *, keys_as_configured: bool = False) -> Out
 
         cuts = score_cuts(policy.models[key], threshold)
         table = np.array(
-            [code[_first_target(policy, key, endpoint, c, threshold)] for c in cuts], np.int64
+            [code[first_target(policy, key, endpoint, c, threshold)] for c in cuts], np.int64
         )
-        unscored = code[_first_target(policy, key, endpoint, None, threshold)]
+        unscored = code[first_target(policy, key, endpoint, None, threshold)]
         rows = order[start:end]
         scores = log.score[rows]
-        at = np.searchsorted(np.array(cuts), scores, side="right") - 1
-        out[rows] = np.where(np.isnan(scores), unscored, table[np.clip(at, 0, None)])
+        at = np.clip(np.searchsorted(np.array(cuts), scores, side="right") - 1, 0, None)
+        out[rows] = np.where(np.isnan(scores), unscored, table[at])
+        if policy.models[key].splits:
+            drawn = draws(len(log))[rows]
+            for c, cut in enumerate(cuts):
+                bands = split_bands(policy, key, endpoint, cut, threshold)
+                if bands is None:
+                    continue
+                edges, targets = bands
+                here = ~np.isnan(scores) & (at == c)
+                band = np.searchsorted(edges, drawn[here], side="right")
+                out[rows[here]] = np.array([code[t] for t in targets], np.int64)[band]
     return _outcome(policy, log, out, names, kept)
 
 

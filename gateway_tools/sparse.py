@@ -94,12 +94,17 @@ def fit_logistic(
     l2: np.ndarray,
     max_iter: int,
     log: Callable[[str], None] = lambda _: None,
+    offset: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Weighted logistic regression with soft labels ``y`` and per-column L2 penalty."""
+    """Weighted logistic regression with soft labels ``y`` and per-column L2 penalty.
+
+    ``offset`` is added to every row's logit (a fixed term, not fitted).
+    """
     total = float(w.sum())
+    shift = np.zeros(len(y)) if offset is None else offset
 
     def fun(coef: np.ndarray) -> tuple[float, np.ndarray]:
-        z = rows.dot(coef)
+        z = rows.dot(coef) + shift
         loss = float(w @ (np.logaddexp(0.0, z) - y * z)) / total
         p = 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free sigmoid
         grad = rows.tdot(w * (p - y)) / total

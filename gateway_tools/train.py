@@ -44,6 +44,10 @@ class TrainConfig:
     max_iter: int = 300
     reference: tuple[str, ...] = REFERENCE_COLLECTIONS
     source_balance: float = 0.5  # weight of a source ~ n_source ** this, within its collection
+    # collection -> weight share, overriding ``labels.PAIRINGS``
+    weights: dict[str, float] = field(default_factory=dict)
+    # train on these collections only (hold-out protocols still score every record)
+    collections: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -82,7 +86,9 @@ def labels(prepared: Prepared, target: str) -> np.ndarray:
     return np.asarray(np.clip(gap, 0.0, 1.0), dtype=np.float64)
 
 
-def sample_weights(prepared: Prepared, idx: np.ndarray, balance: float) -> np.ndarray:
+def sample_weights(
+    prepared: Prepared, idx: np.ndarray, balance: float, weights: dict[str, float] | None = None
+) -> np.ndarray:
     """Equal weight per collection (times its share), sources damped within it."""
     recs = [prepared.records[i] for i in idx]
     per_source = Counter(r.source for r in recs)
@@ -92,7 +98,7 @@ def sample_weights(prepared: Prepared, idx: np.ndarray, balance: float) -> np.nd
         by_col[col] = by_col.get(col, 0.0) + n**balance
     w = np.array(
         [
-            collection_weight(r.collection)
+            (weights or {}).get(r.collection, collection_weight(r.collection))
             * per_source[r.source] ** (balance - 1.0)
             / by_col[r.collection]
             for r in recs
@@ -184,6 +190,8 @@ def fit(
 ) -> Artifact:
     """Train on the records at ``idx``; returns a ready-to-save artifact."""
     idx = np.sort(np.asarray(idx))
+    if config.collections:
+        idx = np.array([i for i in idx if prepared.collections[i] in config.collections], int)
     cols = [prepared.collections[i] for i in idx]
     vocab_list = _select(
         [prepared.tokens[i] for i in idx],
@@ -206,7 +214,7 @@ def fit(
     rows = _build_rows(prepared, idx, vocab, edges, n_dense, fixed_col)
     log(f"rows={len(idx)} words={len(vocab)} dense_cols={n_dense}")
     y = labels(prepared, config.target)[idx]
-    w = sample_weights(prepared, idx, config.source_balance)
+    w = sample_weights(prepared, idx, config.source_balance, config.weights)
     l2 = np.concatenate(
         [
             np.full(n_dense, config.l2_dense),

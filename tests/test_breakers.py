@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gateway.breaker_board import Board
 from gateway.breakers import Admit, Breaker, State
 from gateway.cancellation import Drain, Watch
-from gateway.policy.schema import BreakerPolicy
+from gateway.policy.resilience import BreakerPolicy
 
 POLICY = BreakerPolicy(failures_to_open=3, open_s=5.0, half_open_probes=2)
 

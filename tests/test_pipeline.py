@@ -118,3 +118,35 @@ async def test_a_client_gone_before_its_body_is_counted_once(services: Services)
         {"endpoint": "chat", "model": "-", "backend": "-", "tier": "-", "status": "4xx"},
     )
     assert value == 1 and CLIENT_GONE // 100 == 4
+
+
+TIED_POLICY = """
+backends:
+  open: {{provider: openai, base_url: "{oai}/v1", tier: open}}
+  strong: {{provider: openai, base_url: "{oai}/v1", api_key: k, tier: closed}}
+models:
+  auto:
+    route:
+      - when: {{closed_share: 0.3}}
+        to: [strong]
+      - to: [open]
+"""
+
+
+async def test_tied_scores_split_by_the_target_share(upstreams: Upstreams, tmp_path: Path) -> None:
+    # Every request is the same prompt, so every score ties: a plain threshold would send
+    # all of them (or none) to the closed tier; the tie-aware draw sends about 30%.
+    policy = tmp_path / "tied.yaml"
+    policy.write_text(TIED_POLICY.format(oai=upstreams.openai_url))
+    settings = Settings(policy=policy, redis_url="", policy_reload_s=0, access_log=False)
+    services = await Services.start(settings, Metrics())
+    tiers = []
+    try:
+        for _ in range(400):
+            body = {"model": "auto", "messages": [{"role": "user", "content": "Same words."}]}
+            async with handle(services, _incoming(body, key="k")) as answer:
+                tiers.append(answer.headers["x-gateway-tier"])
+    finally:
+        await services.close()
+    share = tiers[-200:].count("closed") / 200
+    assert 0.15 <= share <= 0.45, share

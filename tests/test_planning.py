@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.breakers import FAILURES_TO_OPEN, Breakers
-from gateway.errors import ModelNotFound, PermissionDenied, UpstreamUnavailable
-from gateway.planning import choose_rule, make_plan, resolve_model
+from gateway.errors import ModelNotFound, PermissionDenied, PolicyError, UpstreamUnavailable
+from gateway.planning import choose_rule, make_plan, resolve_model, sticky_draw
 from gateway.policy import Policy, parse_policy
 
 POLICY = """
@@ -137,3 +137,44 @@ def test_a_breaker_opens_after_failures_and_closes_on_success() -> None:
     assert not breaker.usable(now)
     breaker.success()
     assert breaker.usable(now)
+
+
+SPLIT = """
+backends:
+  a: {provider: openai, base_url: "http://a/v1", tier: open}
+  b: {provider: openai, base_url: "http://b/v1", tier: open}
+models:
+  ab:
+    route:
+      - split: {a: 90, b: 10}
+"""
+
+
+def test_a_split_is_sticky_per_user_and_follows_its_weights() -> None:
+    policy = parse_policy(SPLIT, "split.yaml").policy
+    route = policy.models["ab"]
+    assert route.rules[0].to == ["a", "b"] and route.splits
+
+    def first(body: dict[str, object]) -> str:
+        sticky = sticky_draw(body)
+        plan = make_plan(policy, "ab", route, "chat", 0.5, _never, Breakers(), sticky=sticky)
+        assert plan.reason == "split" and len(plan.targets) == 2  # the other is the fallback
+        return plan.targets[0].name
+
+    users = [first({"user": f"user-{i}", "messages": []}) for i in range(2000)]
+    assert 0.08 <= users.count("b") / 2000 <= 0.12
+    alice = {"user": "alice", "messages": [{"role": "user", "content": "one"}]}
+    assert {first({**alice, "messages": [{"role": "user", "content": t}]}) for t in "xyz"} == {
+        first(alice)
+    }
+    talk = [{"role": "user", "content": "first turn"}]
+    assert first({"messages": talk}) == first(
+        {"messages": [*talk, {"role": "user", "content": "2"}]}
+    )
+
+
+def test_a_split_needs_positive_weights_and_no_to() -> None:
+    with pytest.raises(PolicyError):
+        parse_policy(SPLIT.replace("{a: 90, b: 10}", "{a: 0}"), "split.yaml")
+    with pytest.raises(PolicyError):
+        parse_policy(SPLIT.replace("split: {a: 90, b: 10}", "split: {a: 1}, to: [a]"), "s.yaml")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,30 @@ def test_replay_equals_the_planner_record_by_record(
         plan = make_plan(policy, "m", route, "chat", score, threshold, Breakers())
         assert outcome.names[code] == plan.targets[0].name, (i, score)
     assert not math.isnan(outcome.cost_usd)
+
+
+def test_a_split_is_replayed_by_its_weights(tmp_path: Path) -> None:
+    policy = tmp_path / "split.yaml"
+    policy.write_text(
+        "backends:\n"
+        '  a: {provider: openai, base_url: "http://a/v1", tier: open}\n'
+        '  b: {provider: openai, base_url: "http://b/v1", tier: open}\n'
+        "models:\n  ab:\n    route:\n      - split: {a: 75, b: 25}\n"
+    )
+    log = tmp_path / "log.jsonl"
+    record = {
+        "ts": 0, "request_id": "r", "team": "t", "model": "ab", "endpoint": "chat",
+        "score": 0.5, "backend": "a", "tier": "open", "reason": "split", "prompt_tokens": 10,
+        "completion_tokens": 1, "cost_usd": 0.0, "reference_cost_usd": 0.0, "cache": "miss",
+        "status": 200, "latency_ms": 1.0, "policy_version": "v", "classifier_version": "c",
+    }  # fmt: skip
+    lines = (orjson.dumps({**record, "request_id": str(i)}) + b"\n" for i in range(4000))
+    log.write_bytes(b"".join(lines))
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "policy", "simulate", "--policy", str(policy),
+         "--log", str(log), "--json"],
+        check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    by_backend = orjson.loads(out.stdout)["candidate"]["by_backend"]
+    assert by_backend.keys() == {"a", "b"}
+    assert 0.22 <= by_backend["b"] / 4000 <= 0.28

@@ -76,6 +76,32 @@ async def rollback_policy(services: ServicesDep, request: Request) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+@router.get("/router")
+async def live_router(services: ServicesDep, request: Request) -> Response:
+    """The classifier artifact this replica serves, and the one the replicas share."""
+    _require_admin(services, request)
+    try:
+        shared = await services.adapter.store.current()
+    except Exception as exc:
+        raise store_unavailable() from exc
+    body = {"classifier_version": services.classifier.version, "shared_version": shared}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.post("/router/rollback")
+async def rollback_router(services: ServicesDep, request: Request) -> Response:
+    """Serve the artifact that was live before the current one, on every replica."""
+    _require_admin(services, request)
+    try:
+        version = await services.adapter.rollback()
+    except Exception as exc:
+        raise store_unavailable() from exc
+    if version is None:
+        raise InvalidRequest("No earlier artifact to roll back to.", code="no_previous_artifact")
+    body = {"classifier_version": version}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
 @router.post("/policy/reload")
 async def reload_policy(services: ServicesDep, request: Request) -> Response:
     """Reload the policy file now; a bad file keeps the old policy and says why."""

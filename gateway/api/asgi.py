@@ -26,6 +26,7 @@ class RequestHead:
     cache_control: str = ""
     cache_opt_out: bool = False
     content_length: int | None = None
+    traceparent: str | None = None
     # `x-gateway-timeout-ms`: the client's own deadline.
     timeout_ms: int | None = None
 
@@ -45,6 +46,8 @@ def read_head(scope: Scope) -> RequestHead:
             head.cache_control = value.decode("latin-1").lower()
         elif name == b"x-gateway-cache":
             head.cache_opt_out = value.lower() == b"bypass"
+        elif name == b"traceparent":
+            head.traceparent = value.decode("latin-1")
         elif name == b"x-gateway-timeout-ms" and value.isdigit():
             head.timeout_ms = int(value)
     return head

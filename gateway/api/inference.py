@@ -137,6 +137,7 @@ def _incoming(
         body,
         head.cache_control,
         head.cache_opt_out,
+        head.traceparent,
         head.timeout_ms / 1000 if head.timeout_ms is not None else None,
         watch,
     )

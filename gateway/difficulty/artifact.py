@@ -33,6 +33,22 @@ DEFAULT_PRIORS: dict[str, float] = {
 
 
 @dataclass(slots=True)
+class Residual:
+    """A deployment's correction on top of the trained model (``gateway classify adapt``).
+
+    logit = scale * base logit + bias + dense_w[bin of each statistic] + word weights of the
+    prompt's words in ``vocab`` (L2-normalised like the base's).
+    """
+
+    scale: float
+    bias: float
+    dense_w: np.ndarray  # same layout as ``Artifact.dense_w``
+    vocab: list[str]
+    word_w: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)  # labels used, validation result
+
+
+@dataclass(slots=True)
 class Artifact:
     """Weights of the difficulty model; see ``classifier.DifficultyClassifier``."""
 
@@ -44,23 +60,37 @@ class Artifact:
     score_prior: np.ndarray  # histogram of training scores, HISTOGRAM_BINS bins over [0, 1]
     priors: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRIORS))
     meta: dict[str, Any] = field(default_factory=dict)
+    residual: Residual | None = None
+
+    def _meta(self) -> dict[str, Any]:
+        meta = dict(self.meta, priors=self.priors, bias=self.bias)
+        res = self.residual
+        if res is not None:
+            meta["residual"] = {"scale": res.scale, "bias": res.bias, "meta": res.meta}
+        return meta
 
     def to_bytes(self) -> bytes:
         """Serialise to ``.npz`` bytes."""
         lengths = np.array([len(e) for e in self.dense_edges], dtype=np.int64)
         edges = np.concatenate(self.dense_edges) if self.dense_edges else np.zeros(0)
-        meta = dict(self.meta, priors=self.priors, bias=self.bias)
+        arrays: dict[str, Any] = {
+            "vocab": np.array(self.vocab, dtype=np.str_),
+            "unigram_w": self.unigram_w.astype(np.float32),
+            "dense_edges": edges.astype(np.float64),
+            "dense_lengths": lengths,
+            "dense_w": self.dense_w.astype(np.float32),
+            "score_prior": self.score_prior.astype(np.float64),
+            "meta": np.frombuffer(
+                orjson.dumps(self._meta(), option=orjson.OPT_SORT_KEYS), dtype=np.uint8
+            ),
+        }
+        res = self.residual
+        if res is not None:
+            arrays["res_vocab"] = np.array(res.vocab, dtype=np.str_)
+            arrays["res_word_w"] = res.word_w.astype(np.float32)
+            arrays["res_dense_w"] = res.dense_w.astype(np.float32)
         buf = io.BytesIO()
-        np.savez_compressed(
-            buf,
-            vocab=np.array(self.vocab, dtype=np.str_),
-            unigram_w=self.unigram_w.astype(np.float32),
-            dense_edges=edges.astype(np.float64),
-            dense_lengths=lengths,
-            dense_w=self.dense_w.astype(np.float32),
-            score_prior=self.score_prior.astype(np.float64),
-            meta=np.frombuffer(orjson.dumps(meta, option=orjson.OPT_SORT_KEYS), dtype=np.uint8),
-        )
+        np.savez_compressed(buf, **arrays)
         return buf.getvalue()
 
     def save(self, path: Path) -> str:
@@ -78,8 +108,11 @@ class Artifact:
             h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
         for edges in self.dense_edges:
             h.update(np.ascontiguousarray(edges, dtype=np.float64).tobytes())
-        meta = dict(self.meta, priors=self.priors, bias=self.bias)
-        h.update(orjson.dumps(meta, option=orjson.OPT_SORT_KEYS))
+        if self.residual is not None:
+            h.update(b"\x00residual\x00" + "\x00".join(self.residual.vocab).encode())
+            for arr in (self.residual.word_w, self.residual.dense_w):
+                h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+        h.update(orjson.dumps(self._meta(), option=orjson.OPT_SORT_KEYS))
         return h.hexdigest()[:12]
 
     @classmethod
@@ -91,6 +124,17 @@ class Artifact:
             flat = z["dense_edges"]
             bounds = np.cumsum([0, *lengths])
             edges = [flat[bounds[i] : bounds[i + 1]] for i in range(len(lengths))]
+            residual = None
+            res_meta = meta.pop("residual", None)
+            if res_meta is not None:
+                residual = Residual(
+                    scale=float(res_meta["scale"]),
+                    bias=float(res_meta["bias"]),
+                    dense_w=z["res_dense_w"].astype(np.float64),
+                    vocab=z["res_vocab"].tolist(),
+                    word_w=z["res_word_w"].astype(np.float64),
+                    meta=dict(res_meta.get("meta") or {}),
+                )
             return cls(
                 vocab=z["vocab"].tolist(),
                 unigram_w=z["unigram_w"].astype(np.float64),
@@ -100,4 +144,5 @@ class Artifact:
                 score_prior=z["score_prior"],
                 priors={str(k): float(v) for k, v in meta.pop("priors").items()},
                 meta=meta,
+                residual=residual,
             )

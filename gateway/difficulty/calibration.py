@@ -6,11 +6,17 @@ locally; ``sync`` adds its new counts to one Redis hash per time bucket (expirin
 the window) and reads back the merged window, so all replicas route against the same
 cluster-wide distribution. Before enough traffic is seen, the score histogram of the
 training data (shipped in the artifact) stands in as a prior.
+
+Scores can tie (templated prompts score the same): when the target share falls inside a
+mass of equal or nearly equal scores (one histogram bin), ``score >= threshold()`` sends
+all of it one way. ``decide(score)`` routes a seeded random fraction of the threshold's
+bin instead (``closed_fraction_at_threshold``), so the realised share tracks the target.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -20,19 +26,30 @@ from gateway.difficulty.artifact import HISTOGRAM_BINS
 _CLOSED, _TOTAL = "closed", "total"
 
 
-def quantile_of(counts: Sequence[float], q: float) -> float:
-    """Quantile of a histogram over [0, 1] given by its bin counts."""
+def cut_of(counts: Sequence[float], q: float) -> tuple[int, float, float]:
+    """Where the ``q`` quantile cuts a histogram: ``(bin, share of the bin above, quantile)``.
+
+    The bin's share above is the fraction of its mass that lies beyond the quantile, so
+    sending that fraction of the bin (and everything above it) gives exactly ``1 - q``.
+    """
+    q = min(max(q, 0.0), 1.0)
+    bins = len(counts)
     total = sum(counts)
     if total <= 0:
-        return min(max(q, 0.0), 1.0)
-    want = min(max(q, 0.0), 1.0) * total
-    width = 1.0 / len(counts)
+        i = min(int(q * bins), bins - 1)
+        return i, 1.0 - (q * bins - i), q
+    want = q * total
     seen = 0.0
     for i, c in enumerate(counts):
         if c > 0 and seen + c >= want:
-            return (i + (want - seen) / c) * width
+            return i, (seen + c - want) / c, (i + (want - seen) / c) / bins
         seen += c
-    return 1.0
+    return bins - 1, 0.0, 1.0
+
+
+def quantile_of(counts: Sequence[float], q: float) -> float:
+    """Quantile of a histogram over [0, 1] given by its bin counts."""
+    return cut_of(counts, q)[2]
 
 
 def _add(into: list[float], counts: Iterable[float]) -> None:
@@ -57,6 +74,7 @@ class ShareCalibrator:
         prior: Sequence[float] | None = None,
         prior_weight: float = 500.0,
         clock: Callable[[], float] = time.time,
+        seed: int = 0,
     ) -> None:
         if not 0.0 <= target_share <= 1.0:
             raise ValueError("target_share must be within [0, 1]")
@@ -73,7 +91,9 @@ class ShareCalibrator:
         self._pending: dict[int, list[float]] = {}
         self._remote: dict[int, list[float]] | None = None
         self._cached: float | None = None
+        self._cut = (bins - 1, 0.0)  # threshold's bin and the share of it sent closed
         self._since_refresh = 0
+        self._rng = random.Random(seed)
 
     def _bucket(self) -> int:
         return math.floor(self._clock() / self.bucket_seconds)
@@ -129,9 +149,33 @@ class ShareCalibrator:
             if seen < self.prior_weight:  # thin evidence: lean on the training distribution
                 missing = self.prior_weight - seen
                 counts = [c + p * missing for c, p in zip(counts, self._prior, strict=True)]
-            self._cached = quantile_of(counts, 1.0 - self.target_share)
+            cut, fraction, self._cached = cut_of(counts, 1.0 - self.target_share)
+            self._cut = (cut, fraction)
             self._since_refresh = 0
         return self._cached
+
+    def closed_fraction_at_threshold(self) -> float:
+        """Share of the scores in the threshold's histogram bin that go to the closed tier."""
+        self.threshold()
+        return self._cut[1]
+
+    def decide(self, score: float) -> bool:
+        """Whether a request with ``score`` goes to the closed tier, tie-aware.
+
+        Above the threshold's bin: closed; below it: open; inside it (equal or nearly
+        equal scores, which ``threshold`` cannot split): closed with the bin's fraction,
+        drawn from the calibrator's seeded generator.
+        """
+        if math.isnan(score) or self.target_share <= 0.0:
+            return False
+        if self.target_share >= 1.0:
+            return True
+        self.threshold()
+        cut, fraction = self._cut
+        i = min(int(min(max(score, 0.0), 1.0) * self.bins), self.bins - 1)
+        if i != cut:
+            return i > cut
+        return fraction >= 1.0 or self._rng.random() < fraction
 
     def realised_share(self) -> float:
         """Share of recent recorded decisions that went to the closed tier."""

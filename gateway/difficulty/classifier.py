@@ -7,6 +7,9 @@ The model is a logistic regression over three groups of signals, added in logit 
 - word presence, L2-normalised so long prompts are not louder;
 - hand-set priors for request structure the training data lacks (tools, JSON schema,
   images, conversation depth, ``max_tokens``); see ``artifact.DEFAULT_PRIORS``.
+
+An adapted artifact (``gateway classify adapt``) adds a deployment's residual: the base
+logit rescaled, plus its own bin weights and words (``artifact.Residual``).
 """
 
 from __future__ import annotations
@@ -93,6 +96,15 @@ class DifficultyClassifier:
         self._dw: list[float] = artifact.dense_w.tolist()
         self._bias = artifact.bias
         self._priors = dict(artifact.priors)
+        res = artifact.residual
+        if res is not None and len(res.dense_w) != len(self._dw):
+            raise ValueError("artifact residual does not match its model's statistics")
+        self._res_scale = res.scale if res is not None else 1.0
+        self._res_bias = res.bias if res is not None else 0.0
+        self._res_dw: list[float] | None = res.dense_w.tolist() if res is not None else None
+        self._res_w: dict[bytes, float] = (
+            dict(zip(_encode(res.vocab), res.word_w.tolist(), strict=True)) if res else {}
+        )
 
     @property
     def score_prior(self) -> list[float]:
@@ -115,10 +127,23 @@ class DifficultyClassifier:
         scale = 1.0 / math.sqrt(len(words)) if words else 0.0
         return values, bins, distinct, words, scale
 
-    def logit(self, body: Mapping[str, Any]) -> float:
-        """Score before the sigmoid."""
+    def features(self, body: Mapping[str, Any]) -> tuple[float, list[int], set[bytes]]:
+        """The base model's logit (without any residual), statistic bins and distinct tokens.
+
+        What ``gateway classify adapt`` fits a residual on.
+        """
         view = view_request(body)
         _, bins, distinct, words, scale = self._logit_parts(view)
+        return self._base_logit(view, bins, distinct, words, scale), bins, distinct
+
+    def _base_logit(
+        self,
+        view: RequestView,
+        bins: list[int],
+        distinct: set[bytes],
+        words: set[bytes],
+        scale: float,
+    ) -> float:
         dw, offsets = self._dw, self._offsets
         total = self._bias + sum(dw[offsets[f] + b] for f, b in enumerate(bins))
         # fsum is exact, so the result does not depend on set order (bytes hashes are
@@ -127,6 +152,25 @@ class DifficultyClassifier:
         for _, value in prior_terms(view, self._priors, distinct):
             total += value
         return total
+
+    def _residual(self, bins: list[int], distinct: set[bytes]) -> float:
+        rdw, offsets = self._res_dw, self._offsets
+        if rdw is None:
+            return 0.0
+        total = self._res_bias + sum(rdw[offsets[f] + b] for f, b in enumerate(bins))
+        words = self._res_w.keys() & distinct
+        if words:
+            total += math.fsum(map(self._res_w.__getitem__, words)) / math.sqrt(len(words))
+        return total
+
+    def logit(self, body: Mapping[str, Any]) -> float:
+        """Score before the sigmoid."""
+        view = view_request(body)
+        _, bins, distinct, words, scale = self._logit_parts(view)
+        total = self._base_logit(view, bins, distinct, words, scale)
+        if self._res_dw is None:
+            return total
+        return self._res_scale * total + self._residual(bins, distinct)
 
     def score(self, body: Mapping[str, Any]) -> float:
         """Estimated probability in [0, 1] that the open tier falls short on ``body``."""
@@ -143,5 +187,8 @@ class DifficultyClassifier:
         for word in words:
             terms.append((f"word:{word.decode()}", self._uw[word] * scale))
         terms.extend(prior_terms(view, self._priors, distinct))
+        if self._res_dw is not None:
+            terms = [(name, value * self._res_scale) for name, value in terms]
+            terms.append(("adapted:residual", self._residual(bins, distinct)))
         terms.sort(key=lambda t: (-abs(t[1]), t[0]))
         return terms[: max(0, top)]

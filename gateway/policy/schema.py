@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from gateway.policy.resilience import BackendResilience
 from gateway.wire import Endpoint, Upstream
 
 Tier = Literal["open", "closed"]
@@ -38,28 +39,7 @@ class Price(Strict):
         ) / 1e6
 
 
-class BreakerPolicy(Strict):
-    """When a backend's circuit opens, how long it stays open, how many probes it admits."""
-
-    # Consecutive failures (connect, timeout, 5xx, 429, bad answer) that open the circuit.
-    failures_to_open: int = Field(3, ge=1)
-    # Time open before half-open, when a few probe requests may reach it again.
-    open_s: float = Field(5.0, gt=0)
-    # Requests admitted at a time while half-open; the rest go to the next target.
-    half_open_probes: int = Field(1, ge=1)
-
-
-class HealthCheck(Strict):
-    """An active check: GET base_url + path every interval; a failure opens the circuit."""
-
-    path: str = "/models"
-    interval_s: float = Field(5.0, gt=0)
-    timeout_s: float = Field(1.0, gt=0)
-    # Consecutive failed checks that open the circuit.
-    failures: int = Field(2, ge=1)
-
-
-class Backend(Strict):
+class Backend(Strict, BackendResilience):
     """One upstream model on one provider."""
 
     provider: Literal["openai", "anthropic"]
@@ -74,14 +54,9 @@ class Backend(Strict):
     tier: Tier = "open"
     price: Price = Price()
     endpoints: list[Endpoint] | None = None
-    # Non-streaming: the whole answer, per attempt.
+    # Non-streaming: the whole answer, per attempt (stream timeouts: BackendResilience).
     timeout_s: float = Field(60.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
-    # Streams: to the first event, then between events (both default to min(timeout_s, 30)).
-    first_token_timeout_s: float | None = Field(None, gt=0)
-    idle_timeout_s: float | None = Field(None, gt=0)
-    breaker: BreakerPolicy = BreakerPolicy()
-    health_check: HealthCheck | None = None
     # In-flight requests above this count make the backend "saturated": planning skips it.
     max_concurrency: int | None = Field(None, ge=1)
     headers: dict[str, str] = {}
@@ -149,10 +124,40 @@ class Condition(Strict):
 
 
 class Rule(Strict):
-    """Route to the first usable target of `to` when `when` holds (always, if absent)."""
+    """Route to the first usable target of `to` when `when` holds (always, if absent).
+
+    `split: {a: 90, b: 10}` instead of `to`: an A/B split by weight, sticky per user or
+    conversation; the drawn backend goes first, the others follow by weight as fallbacks.
+    `to` is then the split's backends, heaviest first (what every reader of `to` sees).
+    """
 
     when: Condition | None = None
-    to: list[str] = Field(min_length=1)
+    to: list[str] = []
+    split: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _targets(self) -> Rule:
+        if (not self.to) == (self.split is None):
+            raise ValueError("a rule needs exactly one of `to` (targets) or `split` (weights)")
+        if self.split is not None:
+            if not self.split or any(w <= 0 for w in self.split.values()):
+                raise ValueError("split weights must be positive")
+            heaviest = sorted(self.split, key=lambda n: -self.split[n])  # type: ignore[index]
+            object.__setattr__(self, "to", heaviest)
+        return self
+
+    def split_order(self, sticky: float) -> list[str]:
+        """The split's backends for a sticky draw in [0, 1): the drawn one first."""
+        assert self.split is not None
+        total = sum(self.split.values())
+        point, seen = sticky * total, 0.0
+        drawn = self.to[-1]
+        for name, weight in self.split.items():
+            seen += weight
+            if point < seen:
+                drawn = name
+                break
+        return [drawn, *(n for n in self.to if n != drawn)]
 
 
 class CachePolicy(Strict):
@@ -191,6 +196,18 @@ class Shadow(Strict):
     include_anonymous: bool = False
 
 
+class Router(Strict):
+    """The live routing loop: re-adapt the classifier from the label stream, guarded.
+
+    With `adapt: auto`, one replica at a time re-fits the artifact every `every_s` seconds once
+    `min_labels` labels are in the stream; a fit the guard does not accept never goes live.
+    """
+
+    adapt: Literal["off", "auto"] = "off"
+    min_labels: int = Field(200, ge=50)
+    every_s: float = Field(3600.0, ge=1)
+
+
 class ModelRoute(Strict):
     """A model name applications ask for: a plain alias (`to`) or ordered rules (`route`)."""
 
@@ -218,6 +235,11 @@ class ModelRoute(Strict):
         Not a field, so not dumped or compared.
         """
         return self.route if self.route is not None else [Rule(to=self.to or [])]
+
+    @cached_property
+    def splits(self) -> bool:
+        """Whether any rule is an A/B split (the pipeline then draws a sticky key)."""
+        return any(rule.split is not None for rule in self.rules)
 
 
 class Limits(Strict):
@@ -264,6 +286,7 @@ class Policy(Strict):
     savings_reference: str | None = None
     cache: CachePolicy = CachePolicy()
     shadow: Shadow | None = None
+    router: Router = Router()
     teams: dict[str, Team] = {}
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from gateway.policy.schema import Condition, ModelRoute, Rule
 
 # The rule and condition fields score_cuts knows.
-RULE_FIELDS = frozenset({"when", "to"})
+RULE_FIELDS = frozenset({"when", "to", "split"})
 CONDITION_FIELDS = frozenset({"difficulty_at_least", "difficulty_below", "closed_share"})
 
 

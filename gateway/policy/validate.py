@@ -45,6 +45,9 @@ def _rule_loc(name: str, route: ModelRoute, i: int) -> PathKey:
 
 def _check_backends(policy: Policy, problems: Problems) -> None:
     used = {target for route in policy.models.values() for r in route.rules for target in r.to}
+    shadows = [policy.shadow, *(route.shadow for route in policy.models.values())]
+    for shadow in (s for s in shadows if s is not None):  # shadow calls and judges use them
+        used |= {name for name in (shadow.against, shadow.open, shadow.judge) if name}
     for name, backend in policy.backends.items():
         url = urlsplit(backend.base_url)
         if url.scheme not in ("http", "https") or not url.hostname:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,6 @@ from gateway.shadow.labels import LabelStore, Retained
 
 if TYPE_CHECKING:
     from gateway.call import Call
-    from gateway.difficulty import DifficultyClassifier
     from gateway.metrics import Metrics
     from gateway.providers import Provider
     from gateway.settings import Settings
@@ -81,13 +81,13 @@ class Shadower:
         metrics: Metrics,
         background: Background,
         providers: dict[str, Provider],
-        classifier: DifficultyClassifier,
+        classifier_version: Callable[[], str],
     ) -> None:
         self._redis = redis
         self._metrics = metrics
         self._background = background
         self._providers = providers
-        self._classifier = classifier
+        self._classifier_version = classifier_version
         timeout_s = BACKGROUND_TIMEOUT_S
         self.labels = LabelStore(redis, timeout_s, settings.labels_max)
         self.retained = Retained(redis, timeout_s, settings.retain_s)
@@ -153,7 +153,7 @@ class Shadower:
                 "open_backend": open_b.name,
                 "closed_backend": closed_b.name,
                 "judge": shadow.judge if verdict.source == "judge" else None,
-                "classifier_version": self._classifier.version,
+                "classifier_version": self._classifier_version(),
                 "ts": time.time(),
             }
             await self.labels.add(record)

@@ -114,3 +114,69 @@ def test_target_share_is_validated() -> None:
 
 def test_realised_share_without_decisions_is_zero() -> None:
     assert ShareCalibrator(0.3, clock=FakeClock(0.1)).realised_share() == 0.0
+
+
+def _decide_share(
+    calibrator: ShareCalibrator, rng: random.Random, sampler: Sampler, n: int, last: int
+) -> float:
+    """Route a stream with ``decide``; closed share over the last ``last`` requests."""
+    decisions: list[bool] = []
+    for _ in range(n):
+        score = sampler(rng)
+        closed = calibrator.decide(score)
+        calibrator.observe(score)
+        calibrator.record(closed)
+        decisions.append(closed)
+    return sum(decisions[-last:]) / last
+
+
+TIED: dict[str, Sampler] = {
+    "all_equal": lambda r: 0.229,
+    "near_equal": lambda r: 0.229 + r.uniform(-0.0015, 0.0015),
+    "across_a_bin_edge": lambda r: 0.23 + r.uniform(-0.001, 0.001),
+    "equal_mass_in_uniform": lambda r: 0.229 if r.random() < 0.6 else r.random(),
+    "two_templates": lambda r: 0.229 if r.random() < 0.5 else 0.4,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIED))
+@pytest.mark.parametrize("target", [0.05, 0.3, 0.7])
+def test_tied_scores_track_the_target_share(name: str, target: float) -> None:
+    prior = DifficultyClassifier.load().score_prior
+    calibrator = ShareCalibrator(target, prior=prior, clock=FakeClock(0.05), seed=3)
+    share = _decide_share(calibrator, random.Random(5), TIED[name], 12_000, 6_000)
+    assert share == pytest.approx(target, abs=0.02)
+    assert calibrator.realised_share() == pytest.approx(target, abs=0.02)
+
+
+def test_a_threshold_alone_sends_a_tied_mass_one_way() -> None:
+    # The problem decide() solves: every tied request is at or above the threshold.
+    calibrator = ShareCalibrator(0.3, clock=FakeClock(0.05))
+    share = _stream_share(calibrator, random.Random(5), [(TIED["all_equal"], 6_000)], 3_000)
+    assert share == 1.0
+    assert calibrator.closed_fraction_at_threshold() == pytest.approx(0.3, abs=0.01)
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_decide_converges_on_untied_streams_too(name: str) -> None:
+    calibrator = ShareCalibrator(0.2, clock=FakeClock(0.05))
+    share = _decide_share(calibrator, random.Random(7), DISTRIBUTIONS[name], 12_000, 6_000)
+    assert share == pytest.approx(0.2, abs=0.02)
+
+
+def test_decide_is_seeded_and_ordered_by_bin() -> None:
+    def run(seed: int) -> list[bool]:
+        calibrator = ShareCalibrator(0.5, clock=FakeClock(0.05), seed=seed)
+        rng = random.Random(1)
+        out = []
+        for _ in range(2_000):
+            score = TIED["two_templates"](rng)
+            out.append(calibrator.decide(score))
+            calibrator.observe(score)
+        return out
+
+    assert run(1) == run(1)
+    calibrator = ShareCalibrator(0.25, clock=FakeClock(0.0))  # uniform prior: cut at 0.75
+    assert calibrator.decide(0.9) and not calibrator.decide(0.5)
+    assert not calibrator.decide(float("nan"))
+    assert not ShareCalibrator(0.0).decide(0.99) and ShareCalibrator(1.0).decide(0.0)

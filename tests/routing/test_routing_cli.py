@@ -183,3 +183,23 @@ def test_eval_source_holdout_writes_the_plot_by_default(
     out = capsys.readouterr().out
     assert "source-grouped 5-fold hold-out, grouped by fold" in out
     assert (tmp_path / "routing-eval-fold.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_collections_and_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _synthetic_data(tmp_path / "train.jsonl")
+    only, weighted = tmp_path / "only.npz", tmp_path / "weighted.npz"
+    assert main(["train", "--data", str(data), "--out", str(only), "--collections", "alpha"]) == 0
+    assert "from 160 records" in capsys.readouterr().out
+    args = ["train", "--data", str(data), "--out", str(weighted), "--weights", "beta=0.2"]
+    assert main(args) == 0
+    assert DifficultyClassifier.load(only).version != DifficultyClassifier.load(weighted).version
+    assert main([*args[:-1], "beta"]) == 2
+    assert "not collection=weight" in capsys.readouterr().err
+    held = ["eval", "--data", str(data), "--holdout", "collection", "--no-plot"]
+    assert main([*held, "--train-collections", "alpha"]) == 2
+    assert "nothing left to train on when holding out collection=alpha" in capsys.readouterr().err
+    held[4] = "source"
+    assert main([*held, "--train-collections", "alpha"]) == 0
+    assert "source-grouped 5-fold hold-out" in capsys.readouterr().out
+    assert main(["eval", "--data", str(data), "--artifact", str(only), "--no-plot"]) == 0
+    assert "difficulty-v2-" in capsys.readouterr().out
