@@ -193,20 +193,25 @@ class Drain:
             watch.cancel("drain")
 
     def install(self, delay_s: float = 0.0) -> None:
-        """Chain onto the server's SIGTERM handler: drain at once, let the server stop
-        accepting connections ``delay_s`` later (its own handler, called then)."""
+        """Chain onto the server's SIGTERM and SIGINT handlers: drain at once; after SIGTERM
+        the server stops accepting connections ``delay_s`` later (its handler, called then),
+        after SIGINT (a terminal's Ctrl-C) at once, and a second Ctrl-C still forces it."""
         if threading.current_thread() is not threading.main_thread():
             return
         loop = asyncio.get_running_loop()
-        previous = signal.getsignal(signal.SIGTERM)
+        for signum, delay in ((signal.SIGTERM, delay_s), (signal.SIGINT, 0.0)):
+            previous = signal.getsignal(signum)
+            if callable(previous):
+                signal.signal(signum, self._chained(loop, previous, delay))
 
-        def on_sigterm(signum: int, frame: Any) -> None:
+    def _chained(
+        self, loop: asyncio.AbstractEventLoop, previous: Callable[[int, Any], Any], delay_s: float
+    ) -> Callable[[int, Any], None]:
+        def handler(signum: int, frame: Any) -> None:
             loop.call_soon_threadsafe(self.begin)
-            if not callable(previous):
-                return
             if delay_s > 0:
                 loop.call_soon_threadsafe(loop.call_later, delay_s, previous, signum, None)
             else:
                 previous(signum, frame)
 
-        signal.signal(signal.SIGTERM, on_sigterm)
+        return handler

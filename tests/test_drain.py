@@ -85,7 +85,10 @@ def test_streams_in_flight_finish_within_the_grace(faults: FaultUpstream, tmp_pa
         assert statuses[-3:] == [200, 200, 200]
 
 
-def test_what_runs_past_the_grace_ends_with_an_error(faults: FaultUpstream, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_what_runs_past_the_grace_ends_with_an_error(
+    faults: FaultUpstream, tmp_path: Path, signum: signal.Signals
+) -> None:
     lane = faults.script("long", mode="ok", chunks=20, gap_s=0.2)
     faults.script("hung", mode="hang")
     env = {"GATEWAY_DRAIN_GRACE_S": "0.6"}
@@ -107,13 +110,13 @@ def test_what_runs_past_the_grace_ends_with_an_error(faults: FaultUpstream, tmp_
         until(lambda: faults.lane("hung").in_flight == 1)
         proc = GATEWAY_PROCS[url]
         term = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         proc.wait(10)
         exited = time.monotonic() - term
         stream.join(5)
         waiter.join(5)
         cut = stream.ended_at - term
-        print(f"\nSIGTERM, grace 0.6 s: stream cut with an error event after {cut:.2f} s,")
+        print(f"\n{signum.name}, grace 0.6 s: stream cut with an error event after {cut:.2f} s,")
         print(f"process exited after {exited:.2f} s")
         assert b"[DONE]" not in stream.events
         error = orjson.loads(stream.events[-1])["error"]
