@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -56,6 +57,21 @@ backends:
     base_url: {oai}/fail500/v1
     tier: open
     price: {{input_per_mtok: 0.1, output_per_mtok: 0.2}}
+  probed:
+    provider: openai
+    base_url: {oai}/fail500/v1
+    price: {{input_per_mtok: 0.1, output_per_mtok: 0.2}}
+    breaker: {{failures_to_open: 1, open_s: 0.2}}
+  small:
+    provider: openai
+    base_url: {oai}/slow/v1
+    price: {{input_per_mtok: 0.1, output_per_mtok: 0.2}}
+    max_concurrency: 1
+  watched:
+    provider: openai
+    base_url: {oai}/fail500/v1
+    price: {{input_per_mtok: 0.1, output_per_mtok: 0.2}}
+    health_check: {{interval_s: 0.5, timeout_s: 0.5}}
 models:
   auto:
     route:
@@ -71,6 +87,8 @@ models:
   claude: {{to: [claude]}}
   fallback: {{to: [broken, open]}}
   all-fail: {{to: [broken]}}
+  probe: {{to: [probed, open]}}
+  spill: {{to: [small, open]}}
   shadowed:
     to: [open]
     shadow: {{sample: 1.0, against: strong, judge: strong, max_usd_per_day: 5}}
@@ -262,6 +280,40 @@ def _drive(stack: Stack, url: str) -> None:
             chat(search, "all-fail", "This will fail too.")
         ready = httpx.get(url + "/readyz", timeout=10).json()
         assert ready["backends"]["broken"]["state"] == "circuit open"
+        _drive_faults(stack, url, search, chat)
+
+
+def _drive_faults(stack: Stack, url: str, search: openai.OpenAI, chat: Any) -> None:
+    """A circuit that opens and is probed, a spill-over, a client that leaves."""
+    # `probed` opens at its first failure and is probed (and fails) 0.2 s later.
+    for text in ("Probe me.", "Probe me again."):
+        assert chat(search, "probe", text)[:2] == ("open", "miss")
+        stack.answers.append(Answer("search", "open", CHAT))
+        time.sleep(0.3)
+    # A client gives up on `small` (which answers after 3 s) while it is saturated: the
+    # next request spills to `open`, the leaver is counted as gone (499).
+    left: list[BaseException] = []
+
+    def leave() -> None:
+        body = {"model": "spill", "messages": [{"role": "user", "content": "I will leave."}]}
+        try:
+            httpx.post(
+                url + "/v1/chat/completions",
+                json=body,
+                headers={"authorization": "Bearer sk-search"},
+                timeout=1.0,
+            )
+        except httpx.TimeoutException as exc:
+            left.append(exc)
+
+    stack.sent += 1
+    leaver = threading.Thread(target=leave)
+    leaver.start()
+    time.sleep(0.3)
+    assert chat(search, "spill", "Spill me.")[:2] == ("open", "miss")
+    stack.answers.append(Answer("search", "open", CHAT))
+    leaver.join(5)
+    assert left, "the leaving client timed out"
 
 
 def _drive_storm(url: str) -> None:
@@ -494,7 +546,8 @@ def test_requests_and_decisions_are_counted(stack: Stack) -> None:
     where = f'instance="{stack.instance}"'
     statuses = by(f"sum by (status) (gateway_requests_total{{{where}}})", "status")
     refused = stack.rate_limited + 1  # and the frugal team's budget
-    assert statuses == {"2xx": len(stack.answers), "4xx": 3 + refused, "5xx": 2}
+    # 4xx: + the client that left (499)
+    assert statuses == {"2xx": len(stack.answers), "4xx": 3 + refused + 1, "5xx": 2}
     reasons = by(f"sum by (reason) (gateway_routing_decisions_total{{{where}}})", "reason")
     # search: hard ×2 (rule); qwen chat, qwen stream, completions, embeddings, claude (alias);
     # the repeated qwen chat (cache); the fallback. support: six `auto` (calibration/default).
@@ -502,16 +555,17 @@ def test_requests_and_decisions_are_counted(stack: Stack) -> None:
     # + tiny and frugal, + the two shadowed requests of `labelled`
     assert reasons.pop("alias") == 5 + (3 - stack.rate_limited) + 1 + 2
     assert reasons.pop("cache") == 1
-    assert reasons.pop("fallback") == 1
+    assert reasons.pop("fallback") == 1 + 2  # + `probe` twice
+    assert reasons.pop("spillover") == 1
     assert sum(reasons.values()) == 6 and set(reasons) <= {"calibration", "default"}
     fallbacks = by(f"sum by (to_backend) (gateway_fallbacks_total{{{where}}})", "to_backend")
-    assert fallbacks == {"open": 1}  # `all-fail` has nowhere to fall back to
+    assert fallbacks == {"open": 3}  # `all-fail` has nowhere to fall back to
     rejections = by(f"sum by (reason) (gateway_rejections_total{{{where}}})", "reason")
     assert rejections == {"invalid": 2, "auth": 1, "rate_limit": stack.rate_limited, "budget": 1}
 
 
 def test_backend_up_follows_the_circuit_breaker(stack: Stack) -> None:
-    """Three failures in a row opened `broken`'s circuit for 10 s; the gauge showed it."""
+    """Three failures in a row opened `broken`'s circuit for 5 s; the gauge showed it."""
     where = f'instance="{stack.instance}"'
     down = f'min_over_time(gateway_backend_up{{{where}, backend="broken"}}[5m])'
     _wait_for(stack.prometheus, down, lambda r: bool(r) and _value(r[0]) == 0)
