@@ -10,14 +10,16 @@ the `Answer` it yields (a stream is consumed inside), and on the way out the one
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from gateway import attempt, caching, telemetry
 from gateway.accounting import charge, charge_hit
+from gateway.auth import Tenant
 from gateway.cache import CachedAnswer
 from gateway.call import Call
 from gateway.errors import ClientGone, GatewayError
@@ -30,10 +32,18 @@ from gateway.wire import Endpoint, Usage, wants_usage
 # nginx's "client closed request": the client left before it could be answered.
 CLIENT_GONE = 499
 
+# A door's own dialect → the checked chat body (with its "model"); for the caller's tenant.
+BodyParser = Callable[[bytes, Tenant], Awaitable[dict[str, Any]]]
+
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """What a front door hands the pipeline: the request, without its transport."""
+    """What a front door hands the pipeline: the request, without its transport.
+
+    A door that speaks another dialect (Messages, Responses) gives ``parse``, which checks
+    its body and translates it into the chat body the pipeline reads, and ``door``, the
+    endpoint label of its metrics; OpenAI's doors give neither.
+    """
 
     endpoint: Endpoint
     request_id: str
@@ -41,6 +51,8 @@ class Incoming:
     read_body: Callable[[], Awaitable[bytes]]
     cache_control: str = ""
     cache_opt_out: bool = False
+    door: str | None = None
+    parse: BodyParser | None = None
 
 
 @dataclass(slots=True)
@@ -49,13 +61,14 @@ class Answer:
 
     headers: dict[str, str]
     body: bytes = b""
-    events: AsyncIterator[bytes] | None = None
+    events: AsyncGenerator[bytes, None] | None = None
 
 
 @asynccontextmanager
 async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]:
     """Serve one request; raise GatewayError (with the headers known so far) on failure."""
     call = Call(request.endpoint, request.request_id, time.perf_counter(), services.state)
+    call.door = request.door
     try:
         yield await _answer(services, call, request)
     except GatewayError as err:
@@ -72,8 +85,13 @@ async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]
 async def _answer(services: Services, call: Call, request: Incoming) -> Answer:
     call.tenant = call.state.keys.authenticate(request.authorization)
     await services.limiter.check(call.tenant)
-    call.body = parse_body(await request.read_body())
-    call.asked = validate(call.endpoint, call.body)
+    raw = await request.read_body()
+    if request.parse is None:
+        call.body = parse_body(raw)
+        call.asked = validate(call.endpoint, call.body)
+    else:
+        call.body = await request.parse(raw, call.tenant)
+        call.asked = call.body["model"]
     call.stream = call.endpoint != "embeddings" and call.body.get("stream") is True
     call.model, _ = resolve_model(call.state.loaded.policy, call.asked, call.tenant.allowed_models)
     cache = caching.plan_cache(call, request.cache_control, request.cache_opt_out)
@@ -139,13 +157,13 @@ def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Answer:
     return Answer(call.headers(), events=_whole(b"".join(events)))
 
 
-async def _whole(block: bytes) -> AsyncIterator[bytes]:
+async def _whole(block: bytes) -> AsyncGenerator[bytes, None]:
     yield block  # a replay is whole: one block
 
 
 async def _relay(
     services: Services, call: Call, opened: attempt.OpenStream, cache: caching.CachePlan
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Forward a stream's blocks; a failure after the first ends it with an error event."""
     backend, events, usage = opened.backend, opened.events, opened.usage
     m = services.metrics

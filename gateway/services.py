@@ -20,6 +20,7 @@ from gateway.metrics import Metrics
 from gateway.policy import load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
 from gateway.reload import PolicyState, reload, watch
+from gateway.response_store import ResponseStore, build_response_store
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
 from gateway.tasks import Background
@@ -52,6 +53,8 @@ class Services:
         self.cache: ResponseCache = build_cache(settings, redis, metrics, self.background)
         self.breakers = Breakers()
         self.semantic = SemanticIndex()
+        # Stored Responses (`previous_response_id`), per tenant.
+        self.responses: ResponseStore = build_response_store(settings, redis, metrics)
         self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics, self.background)
         self._loops: list[asyncio.Task[None]] = []
         self._info_labels: tuple[str, str, str] | None = None
