@@ -99,11 +99,11 @@ def test_raw_stream_has_named_events_and_ping(gateway: str) -> None:
 def test_tool_use_and_tool_result_follow_up(
     claude: anthropic.Anthropic, upstreams: Upstreams
 ) -> None:
-    asked = {"role": "user", "content": "weather in Paris?"}
+    asked: Any = {"role": "user", "content": "weather in Paris?"}
     message = claude.messages.create(
         model="any-model",
         max_tokens=64,
-        messages=[asked],  # type: ignore[list-item]
+        messages=[asked],
         tools=TOOLS,
         tool_choice={"type": "any", "disable_parallel_tool_use": True},
     )
@@ -119,7 +119,7 @@ def test_tool_use_and_tool_result_follow_up(
         max_tokens=64,
         tools=TOOLS,
         messages=[
-            asked,  # type: ignore[list-item]
+            asked,
             {"role": "assistant", "content": message.content},
             {
                 "role": "user",
@@ -169,7 +169,7 @@ def test_served_by_the_anthropic_upstream(
 def test_output_config_format_is_json_schema(
     claude: anthropic.Anthropic, upstreams: Upstreams
 ) -> None:
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    schema: Any = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     message = claude.messages.create(
         model="any-model",
         max_tokens=32,
@@ -263,12 +263,13 @@ def test_unknown_paths_and_methods_have_anthropic_shape(gateway: str) -> None:
 
 
 def test_stream_cut_mid_way_ends_with_an_error_event(claude: anthropic.Anthropic) -> None:
-    with pytest.raises(anthropic.APIStatusError):  # noqa: PT012
-        with claude.messages.stream(
-            model="claude-cut", max_tokens=20, messages=[{"role": "user", "content": "a b c d"}]
-        ) as stream:
-            for _ in stream:
-                pass
+    ask: Any = [{"role": "user", "content": "a b c d"}]
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        claude.messages.stream(model="claude-cut", max_tokens=20, messages=ask) as stream,
+    ):
+        for _ in stream:
+            pass
 
 
 def test_metrics_label_the_door(gateway: str, claude: anthropic.Anthropic) -> None:

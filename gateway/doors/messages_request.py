@@ -81,7 +81,7 @@ OUTPUT_FORMAT = {
 # count_tokens takes the request without the generation settings.
 COUNT_REQUEST = {**REQUEST, "max_tokens": integer(1)}
 MESSAGE = {
-    "role": one_of("user", "assistant", required=True),
+    "role": one_of("user", "assistant", "system", required=True),
     "content": Rule(_is_content, "a string or a list of content blocks", True),
 }
 BLOCKS: dict[str, dict[str, Rule]] = {
@@ -103,6 +103,7 @@ BLOCKS: dict[str, dict[str, Rule]] = {
 _BY_ROLE = {
     "user": frozenset({"text", "image", "tool_result"}),
     "assistant": frozenset({"text", "tool_use", "thinking", "redacted_thinking"}),
+    "system": frozenset({"text"}),
 }
 SOURCES: dict[str, dict[str, Rule]] = {
     "base64": {
@@ -262,8 +263,13 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         messages.append({"role": "system", "content": system if is_str(system) else _text(system)})
     for message in body["messages"]:
         content = message["content"]
-        if message["role"] == "user":
+        role = message["role"]
+        if role == "user":
             messages.extend(_user(content))
+        elif role == "system":  # a system turn between the others
+            messages.append(
+                {"role": "system", "content": content if is_str(content) else _text(content)}
+            )
         else:
             messages.append(_assistant(content))
     chat: dict[str, Any] = {"model": body["model"], "messages": messages}

@@ -6,9 +6,11 @@ Translated: `model`, `input` (a string, or items: messages with `input_text` / `
 `response_format`), `max_output_tokens`, `temperature`, `top_p`, `user`, `stream`; `store`,
 `metadata` and `previous_response_id` are the door's own. Accepted and dropped (they do not
 change what the model is asked): `truncation`, `reasoning`, `include`, `service_tier`,
-`safety_identifier`, `prompt_cache_key`, `prompt_cache_retention`, `stream_options`,
-`max_tool_calls`, `text.verbosity`, and `reasoning` items in `input`. Anything else, hosted
-tools and `background: true` included, is a 400 naming the field.
+`safety_identifier`, `prompt_cache_key`, `prompt_cache_options`, `prompt_cache_retention`,
+`stream_options`, `max_tool_calls`, `top_logprobs` (output items carry no logprobs),
+`moderation`, `context_management`, `image`, `access_programs`, `background_options`,
+`text.verbosity`, and `reasoning` items in `input`. Anything else (`conversation`, `prompt`,
+hosted tools, `background: true`) is a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -84,6 +86,13 @@ REQUEST = {
     "prompt_cache_retention": Rule(is_str, "a string"),
     "stream_options": Rule(is_object, "an object"),
     "max_tool_calls": integer(1),
+    "top_logprobs": integer(0, 20),
+    "prompt_cache_options": Rule(is_object, "an object"),
+    "moderation": Rule(is_object, "an object"),
+    "context_management": Rule(is_objects, "a list of objects"),
+    "image": Rule(is_object, "an object"),
+    "access_programs": Rule(is_object, "an object"),
+    "background_options": Rule(is_object, "an object"),
 }
 ITEMS: dict[str, dict[str, Rule]] = {
     "message": {
@@ -179,12 +188,22 @@ def _output_text(output: str | list[dict[str, Any]]) -> str:
     return "".join(p["text"] for p in output if isinstance(p.get("text"), str))
 
 
+def _listed(item: dict[str, Any], kind: str) -> dict[str, Any]:
+    """An input item as `input_items` lists it: with an id, and message content as parts."""
+    listed = {**item, "id": item.get("id") or new_id(_PREFIXES[kind])}
+    if kind == "message":
+        listed.setdefault("status", "completed")
+        if isinstance(item["content"], str):
+            part = "output_text" if item["role"] == "assistant" else "input_text"
+            listed["content"] = [{"type": part, "text": item["content"]}]
+    return listed
+
+
 def _items(raw: str | list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Input items as chat messages, and as stored items (with ids)."""
     if isinstance(raw, str):
-        part = {"type": "input_text", "text": raw}
-        item = {"type": "message", "role": "user", "content": [part]}
-        return [{"role": "user", "content": raw}], [{"id": new_id("msg"), **item}]
+        item = {"type": "message", "role": "user", "content": raw}
+        return [{"role": "user", "content": raw}], [_listed(item, "message")]
     messages: list[dict[str, Any]] = []
     items: list[dict[str, Any]] = []
     for i, item in enumerate(raw):
@@ -193,7 +212,7 @@ def _items(raw: str | list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
         kind = _choose(ITEMS, typed, where)
         if kind == "reasoning":
             continue
-        items.append({"id": typed.get("id") or new_id(_PREFIXES[kind]), **typed})
+        items.append(_listed(typed, kind))
         if kind == "message":
             role = typed["role"]
             content = _parts(typed["content"], where)
