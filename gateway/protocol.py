@@ -43,6 +43,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc) or "recursion" in str(exc):
+            raise _too_deep_error() from exc
         raise InvalidRequest(
             "We could not parse the JSON body of your request. "
             "(It must be valid UTF-8 JSON; see https://platform.openai.com/docs/api-reference)"
@@ -50,8 +52,12 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     if _too_deep(body):
-        raise InvalidRequest(f"The request body is nested more than {MAX_DEPTH} levels deep.")
+        raise _too_deep_error()
     return body
+
+
+def _too_deep_error() -> InvalidRequest:
+    return InvalidRequest(f"The request body is nested more than {MAX_DEPTH} levels deep.")
 
 
 def _too_deep(body: dict[str, Any]) -> bool:
