@@ -13,6 +13,7 @@ from typing import Any
 from gateway import __version__, housekeeping
 from gateway.breakers import Breakers
 from gateway.cache import ResponseCache, build_cache
+from gateway.catalog import Catalog
 from gateway.difficulty import DifficultyClassifier
 from gateway.limits import Limiter
 from gateway.log import AccessLog
@@ -55,6 +56,8 @@ class Services:
         self.semantic = SemanticIndex()
         # Stored Responses (`previous_response_id`), per tenant.
         self.responses: ResponseStore = build_response_store(settings, redis, metrics)
+        # What a "*" route's backends offer, for /v1/models.
+        self.catalog = Catalog()
         self.limiter = Limiter(redis, settings.redis_timeout_ms / 1000, metrics, self.background)
         self._loops: list[asyncio.Task[None]] = []
         self._info_labels: tuple[str, str, str] | None = None
