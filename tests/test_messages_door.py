@@ -311,3 +311,23 @@ def test_auth_and_permission_errors(teams_gateway: str) -> None:
         good.messages.create(model="no-such-model", **ask)
     with pytest.raises(anthropic.AuthenticationError):
         bad.messages.count_tokens(model="allowed", messages=ask["messages"])
+
+
+def test_upstream_client_error_keeps_its_message(gateway: str) -> None:
+    # (The SDK refuses so large a max_tokens without streaming: plain HTTP here.)
+    body = {
+        "model": "any-model",
+        "max_tokens": 10**6,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    response = httpx.post(gateway + "/v1/messages", json=body)
+    message = _anthropic_error(response, 400, "invalid_request_error")
+    assert message == "max_tokens is too large"
+
+
+def test_gateway_failures_have_anthropic_types(claude: anthropic.Anthropic) -> None:
+    ask: Any = [{"role": "user", "content": "x"}]
+    with pytest.raises(anthropic.InternalServerError) as info:
+        claude.messages.create(model="all-fail", max_tokens=8, messages=ask)
+    body: Any = info.value.body
+    assert info.value.status_code == 502 and body["error"]["type"] == "api_error"
