@@ -27,8 +27,9 @@ TOOLS: list[Any] = [
 
 
 @pytest.fixture
-def claude(gateway: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway, api_key="sk-test-tenant", max_retries=0)
+def claude(gateway: str) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway, api_key="sk-test-tenant", max_retries=0) as sdk:
+        yield sdk
 
 
 def test_create_translates_both_ways(claude: anthropic.Anthropic, upstreams: Upstreams) -> None:
@@ -195,10 +196,10 @@ def test_count_tokens(claude: anthropic.Anthropic) -> None:
 
 
 def test_bearer_auth_is_accepted(gateway: str) -> None:
-    claude = anthropic.Anthropic(base_url=gateway, auth_token="sk-bearer", max_retries=0)
-    message = claude.messages.create(
-        model="any-model", max_tokens=8, messages=[{"role": "user", "content": "bearer"}]
-    )
+    with anthropic.Anthropic(base_url=gateway, auth_token="sk-bearer", max_retries=0) as claude:
+        message = claude.messages.create(
+            model="any-model", max_tokens=8, messages=[{"role": "user", "content": "bearer"}]
+        )
     assert message.content[0].type == "text"
 
 
@@ -298,8 +299,14 @@ def teams_gateway(upstreams: Upstreams) -> Iterator[str]:
 
 
 def test_auth_and_permission_errors(teams_gateway: str) -> None:
-    good = anthropic.Anthropic(base_url=teams_gateway, api_key="sk-team-a", max_retries=0)
-    bad = anthropic.Anthropic(base_url=teams_gateway, api_key="sk-wrong", max_retries=0)
+    with (
+        anthropic.Anthropic(base_url=teams_gateway, api_key="sk-team-a", max_retries=0) as good,
+        anthropic.Anthropic(base_url=teams_gateway, api_key="sk-wrong", max_retries=0) as bad,
+    ):
+        _auth_and_permission_errors(good, bad)
+
+
+def _auth_and_permission_errors(good: anthropic.Anthropic, bad: anthropic.Anthropic) -> None:
     ask: dict[str, Any] = {"max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}
     assert good.messages.create(model="allowed", **ask).content
     with pytest.raises(anthropic.AuthenticationError) as auth:

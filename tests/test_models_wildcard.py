@@ -54,12 +54,12 @@ def wildcard_gateway() -> Iterator[str]:
 
 
 def test_wildcard_lists_the_backends_models(wildcard_gateway: str) -> None:
-    client = openai.OpenAI(base_url=wildcard_gateway + "/v1", api_key="sk-all", max_retries=0)
-    for _ in range(2):
-        names = [m.id for m in client.models.list()]
-        assert names == ["auto", "fixed-model", "llama-3-8b", "qwen-3-4b"]
+    with openai.OpenAI(base_url=wildcard_gateway + "/v1", api_key="sk-all") as client:
+        for _ in range(2):
+            names = [m.id for m in client.models.list()]
+            assert names == ["auto", "fixed-model", "llama-3-8b", "qwen-3-4b"]
 
 
 def test_a_key_without_the_wildcard_sees_only_its_models(wildcard_gateway: str) -> None:
-    client = openai.OpenAI(base_url=wildcard_gateway + "/v1", api_key="sk-aliases", max_retries=0)
-    assert [m.id for m in client.models.list()] == ["auto"]
+    with openai.OpenAI(base_url=wildcard_gateway + "/v1", api_key="sk-aliases") as client:
+        assert [m.id for m in client.models.list()] == ["auto"]

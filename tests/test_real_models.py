@@ -6,6 +6,7 @@ The model is tiny: assertions are on shape, usage and finish reasons, never on w
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -119,18 +120,17 @@ def test_messages_door(served: tuple[str, str, str]) -> None:
     import anthropic
 
     _, _, gateway = served
-    claude = anthropic.Anthropic(base_url=gateway, api_key="k", max_retries=0, timeout=120)
-    message = claude.messages.create(
-        model="smollm2", max_tokens=8, messages=[{"role": "user", "content": "Say hello."}]
-    )
-    assert message.stop_reason in ("end_turn", "max_tokens")
-    assert message.content[0].type == "text" and message.content[0].text
-    assert message.usage.input_tokens > 0 and 0 < message.usage.output_tokens <= 8
-    with claude.messages.stream(
-        model="smollm2", max_tokens=8, messages=[{"role": "user", "content": "Count to five."}]
-    ) as stream:
-        text = "".join(stream.text_stream)
-        final = stream.get_final_message()
+    with anthropic.Anthropic(base_url=gateway, api_key="k", max_retries=0, timeout=120) as claude:
+        message = claude.messages.create(
+            model="smollm2", max_tokens=8, messages=[{"role": "user", "content": "Say hello."}]
+        )
+        assert message.stop_reason in ("end_turn", "max_tokens")
+        assert message.content[0].type == "text" and message.content[0].text
+        assert message.usage.input_tokens > 0 and 0 < message.usage.output_tokens <= 8
+        ask: Any = [{"role": "user", "content": "Count to five."}]
+        with claude.messages.stream(model="smollm2", max_tokens=8, messages=ask) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
     assert text and final.usage.output_tokens > 0
 
 

@@ -241,8 +241,14 @@ def test_store_false_is_not_kept(client: openai.OpenAI) -> None:
 
 
 def test_tenants_cannot_read_each_others_responses(gateway: str) -> None:
-    alice = openai.OpenAI(base_url=gateway + "/v1", api_key="sk-alice", max_retries=0)
-    mallory = openai.OpenAI(base_url=gateway + "/v1", api_key="sk-mallory", max_retries=0)
+    with (
+        openai.OpenAI(base_url=gateway + "/v1", api_key="sk-alice", max_retries=0) as alice,
+        openai.OpenAI(base_url=gateway + "/v1", api_key="sk-mallory", max_retries=0) as mallory,
+    ):
+        _isolated(alice, mallory)
+
+
+def _isolated(alice: openai.OpenAI, mallory: openai.OpenAI) -> None:
     secret = alice.responses.create(model="any-model", input="alice's secret")
     assert alice.responses.retrieve(secret.id).id == secret.id
     with pytest.raises(openai.NotFoundError):
@@ -323,9 +329,11 @@ def redis_url() -> Iterator[str]:
 
 def test_stored_in_redis_with_a_ttl_per_tenant(test_policy: str, redis_url: str) -> None:
     env = {"GATEWAY_REDIS_URL": redis_url, "GATEWAY_RESPONSES_TTL_S": "120"}
-    with run_gateway(test_policy, env=env) as url:
-        alice = openai.OpenAI(base_url=url + "/v1", api_key="sk-alice", max_retries=0)
-        bob = openai.OpenAI(base_url=url + "/v1", api_key="sk-bob", max_retries=0)
+    with (
+        run_gateway(test_policy, env=env) as url,
+        openai.OpenAI(base_url=url + "/v1", api_key="sk-alice", max_retries=0) as alice,
+        openai.OpenAI(base_url=url + "/v1", api_key="sk-bob", max_retries=0) as bob,
+    ):
         made = alice.responses.create(model="any-model", input="kept in redis")
         alice.responses.create(model="any-model", previous_response_id=made.id, input="again")
         with pytest.raises(openai.NotFoundError):

@@ -23,8 +23,9 @@ from gateway.api.asgi import Reply, RequestHead
 from gateway.api.deps import ServicesDep
 from gateway.api.door import EVENT_STREAM
 from gateway.auth import Tenant
+from gateway.doors import new_id
 from gateway.doors.responses_answer import shell, to_response
-from gateway.doors.responses_request import Turn, new_id, parse_request
+from gateway.doors.responses_request import Turn, parse_request
 from gateway.doors.responses_stream import ResponseStream
 from gateway.errors import Dialect, NotFound, UpstreamError
 from gateway.pipeline import Answer, BodyParser

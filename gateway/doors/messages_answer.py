@@ -8,11 +8,11 @@ event, as Anthropic sends it.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import orjson
 
+from gateway.doors import new_id
 from gateway.errors import UpstreamError
 from gateway.protocol import as_object
 from gateway.sse import DONE_DATA, data_of
@@ -40,7 +40,7 @@ def message_id(chat_id: Any) -> str:
     """A Message id from a chat completion's id (a fresh one when it had none)."""
     if isinstance(chat_id, str) and chat_id:
         return "msg_" + chat_id.removeprefix("chatcmpl-")
-    return f"msg_{random.getrandbits(96):024x}"
+    return new_id("msg")
 
 
 def tool_input(arguments: Any) -> dict[str, Any]:
@@ -74,8 +74,8 @@ def usage_of(usage: Any) -> dict[str, int]:
 def to_message(completion: Any, model: str, stops: list[str]) -> dict[str, Any]:
     """A chat completion as a Messages API answer."""
     choices = completion.get("choices") if isinstance(completion, dict) else None
-    choice = choices[0] if isinstance(choices, list) and choices else None
-    reply = choice.get("message") if isinstance(choice, dict) else None
+    choice = as_object(choices[0] if isinstance(choices, list) and choices else None)
+    reply = choice.get("message")
     if not isinstance(reply, dict):
         raise UpstreamError("The backend returned an answer without a message.")
     content: list[dict[str, Any]] = []
@@ -89,12 +89,12 @@ def to_message(completion: Any, model: str, stops: list[str]) -> dict[str, Any]:
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id") or message_id(None).replace("msg_", "toolu_"),
+                "id": call.get("id") or new_id("toolu"),
                 "name": str(function.get("name") or ""),
                 "input": tool_input(function.get("arguments")),
             }
         )
-    reason, sequence = _stop(choice, stops)  # type: ignore[arg-type]
+    reason, sequence = _stop(choice, stops)
     return {
         "id": message_id(completion.get("id")),
         "type": "message",
@@ -204,7 +204,7 @@ class MessageStream:
         if self.open != key:
             block: dict[str, Any] = {
                 "type": "tool_use",
-                "id": call.get("id") or message_id(None).replace("msg_", "toolu_"),
+                "id": call.get("id") or new_id("toolu"),
                 "name": str(function.get("name") or ""),
                 "input": {},
             }

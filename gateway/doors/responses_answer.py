@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway.doors.responses_request import new_id
+from gateway.doors import new_id
 from gateway.errors import UpstreamError
 from gateway.protocol import as_object
 

@@ -15,10 +15,10 @@ hosted tools, `background: true`) is a 400 naming the field.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.doors import new_id
 from gateway.errors import InvalidRequest
 from gateway.protocol import (
     MODEL,
@@ -135,11 +135,6 @@ FORMATS = {
     },
 }
 _PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
-
-
-def new_id(prefix: str) -> str:
-    """A fresh object id, as OpenAI spells them (`resp_…`, `msg_…`, `fc_…`)."""
-    return f"{prefix}_{random.getrandbits(128):032x}"
 
 
 @dataclass(slots=True)
