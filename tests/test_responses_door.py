@@ -34,6 +34,13 @@ TOOLS: Any = [
 ]
 
 
+@pytest.fixture
+def client(gateway: str) -> Iterator[openai.OpenAI]:
+    """The SDK client, closed after the test (its sockets are not left to the collector)."""
+    with openai.OpenAI(base_url=gateway + "/v1", api_key="sk-test-tenant", max_retries=0) as sdk:
+        yield sdk
+
+
 def test_create_plain(client: openai.OpenAI, upstreams: Upstreams) -> None:
     raw = client.responses.with_raw_response.create(
         model="any-model",

@@ -1,6 +1,7 @@
 """Front-door dialects ↔ OpenAI chat completions: pure translation, one module per direction.
 
-`messages_request` / `messages_answer`: Anthropic's Messages API in, chat out, and back.
+`messages_checks` / `messages_request` / `messages_answer`: Anthropic's Messages API checked,
+in as chat, and back.
 `responses_request` / `responses_answer` / `responses_stream`: OpenAI's Responses API in,
 chat out, and back (whole, and as events). Each request module checks its dialect with
 `gateway.protocol` tables before translating.

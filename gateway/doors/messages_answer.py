@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
+from gateway.checks import as_object
 from gateway.doors import new_id
 from gateway.errors import UpstreamError
-from gateway.protocol import as_object
 from gateway.sse import DONE_DATA, data_of
 
 STOP_REASONS = {

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gateway.checks import as_object
 from gateway.doors import new_id
 from gateway.errors import UpstreamError
-from gateway.protocol import as_object
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 

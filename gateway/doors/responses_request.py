@@ -1,16 +1,10 @@
 """OpenAI Responses requests → chat requests: checks from tables, then translation.
 
-Translated: `model`, `input` (a string, or items: messages with `input_text` / `input_image`
-/ `output_text` parts, `function_call`, `function_call_output`), `instructions`, function
-`tools`, `tool_choice`, `parallel_tool_calls`, `text.format` (json_schema / json_object →
-`response_format`), `max_output_tokens`, `temperature`, `top_p`, `user`, `stream`; `store`,
-`metadata` and `previous_response_id` are the door's own. Accepted and dropped (they do not
-change what the model is asked): `truncation`, `reasoning`, `include`, `service_tier`,
-`safety_identifier`, `prompt_cache_key`, `prompt_cache_options`, `prompt_cache_retention`,
-`stream_options`, `max_tool_calls`, `top_logprobs` (output items carry no logprobs),
-`moderation`, `context_management`, `image`, `access_programs`, `background_options`,
-`text.verbosity`, and `reasoning` items in `input`. Anything else (`conversation`, `prompt`,
-hosted tools, `background: true`) is a 400 naming the field.
+`REQUEST` names every top-level field the door takes; `store`, `metadata` and
+`previous_response_id` are the door's own. `DROPPED` ones (and `text.verbosity` and
+`reasoning` input items) do not change what the model is asked and are not sent on; any
+other field (`conversation`, `prompt`, hosted tools, `background: true`) is a 400 naming
+it. docs/architecture.md lists both.
 """
 
 from __future__ import annotations
@@ -18,13 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.doors import new_id
-from gateway.errors import InvalidRequest
-from gateway.protocol import (
+from gateway.checks import (
     MODEL,
     Rule,
+    Table,
     check,
-    check_known,
     integer,
     is_bool,
     is_nonempty_str,
@@ -34,7 +26,10 @@ from gateway.protocol import (
     is_strs,
     number,
     one_of,
+    same_rule,
 )
+from gateway.doors import new_id
+from gateway.errors import InvalidRequest
 
 
 def _is_input(value: Any) -> bool:
@@ -59,80 +54,90 @@ def _is_tool_choice(value: Any) -> bool:
     )
 
 
-REQUEST = {
-    "model": MODEL,
-    "input": Rule(_is_input, "a string or a non-empty list of input items", True),
-    "instructions": Rule(is_str, "a string"),
-    "tools": Rule(is_objects, "a list of tools"),
-    "tool_choice": Rule(_is_tool_choice, "none, auto, required or {type: function, name}"),
-    "parallel_tool_calls": Rule(is_bool, "a boolean"),
-    "text": Rule(is_object, "an object"),
-    "max_output_tokens": integer(1),
-    "temperature": number(0, 2),
-    "top_p": number(0, 1),
-    "metadata": Rule(_is_metadata, "up to 16 string values"),
-    "stream": Rule(is_bool, "a boolean"),
-    "store": Rule(is_bool, "a boolean"),
-    "previous_response_id": Rule(is_nonempty_str, "a response id"),
-    "user": Rule(is_str, "a string"),
-    "background": Rule(lambda v: v is False, "false (background responses are not supported)"),
-    # Accepted, and dropped: see the module docstring.
+# Accepted, and not sent on.
+DROPPED = {
     "truncation": one_of("auto", "disabled"),
-    "reasoning": Rule(is_object, "an object"),
     "include": Rule(is_strs, "a list of strings"),
-    "service_tier": Rule(is_str, "a string"),
-    "safety_identifier": Rule(is_str, "a string"),
-    "prompt_cache_key": Rule(is_str, "a string"),
-    "prompt_cache_retention": Rule(is_str, "a string"),
-    "stream_options": Rule(is_object, "an object"),
+    "context_management": Rule(is_objects, "a list of objects"),
     "max_tool_calls": integer(1),
     "top_logprobs": integer(0, 20),
-    "prompt_cache_options": Rule(is_object, "an object"),
-    "moderation": Rule(is_object, "an object"),
-    "context_management": Rule(is_objects, "a list of objects"),
-    "image": Rule(is_object, "an object"),
-    "access_programs": Rule(is_object, "an object"),
-    "background_options": Rule(is_object, "an object"),
+    **same_rule(is_str, "a string", "service_tier", "safety_identifier", "prompt_cache_key"),
+    **same_rule(is_str, "a string", "prompt_cache_retention"),
+    **same_rule(is_object, "an object", "reasoning", "stream_options", "prompt_cache_options"),
+    **same_rule(is_object, "an object", "moderation", "image", "access_programs"),
+    **same_rule(is_object, "an object", "background_options"),
 }
-ITEMS: dict[str, dict[str, Rule]] = {
-    "message": {
-        "role": one_of("user", "assistant", "system", "developer", required=True),
-        "content": Rule(_is_content, "a string or a list of content parts", True),
+REQUEST = Table(
+    {
+        "model": MODEL,
+        "input": Rule(_is_input, "a string or a non-empty list of input items", True),
+        "instructions": Rule(is_str, "a string"),
+        "tools": Rule(is_objects, "a list of tools"),
+        "tool_choice": Rule(_is_tool_choice, "none, auto, required or {type: function, name}"),
+        "parallel_tool_calls": Rule(is_bool, "a boolean"),
+        "text": Rule(is_object, "an object"),
+        "max_output_tokens": integer(1),
+        "temperature": number(0, 2),
+        "top_p": number(0, 1),
+        "metadata": Rule(_is_metadata, "up to 16 string values"),
+        "stream": Rule(is_bool, "a boolean"),
+        "store": Rule(is_bool, "a boolean"),
+        "previous_response_id": Rule(is_nonempty_str, "a response id"),
+        "user": Rule(is_str, "a string"),
+        "background": Rule(lambda v: v is False, "false (background responses are not supported)"),
+        **DROPPED,
     },
-    "function_call": {
-        "call_id": Rule(is_nonempty_str, "a call id", True),
+    strict=True,
+)
+ITEMS: dict[str, Table] = {
+    "message": Table(
+        {
+            "role": one_of("user", "assistant", "system", "developer", required=True),
+            "content": Rule(_is_content, "a string or a list of content parts", True),
+        }
+    ),
+    "function_call": Table(
+        {
+            "call_id": Rule(is_nonempty_str, "a call id", True),
+            "name": Rule(is_nonempty_str, "a function name", True),
+            "arguments": Rule(is_str, "a JSON string", True),
+        }
+    ),
+    "function_call_output": Table(
+        {
+            "call_id": Rule(is_nonempty_str, "a call id", True),
+            "output": Rule(_is_content, "a string or a list of content parts", True),
+        }
+    ),
+    "reasoning": Table({}),
+}
+PARTS: dict[str, Table] = {
+    "input_text": Table({"text": Rule(is_str, "a string", True)}),
+    "output_text": Table({"text": Rule(is_str, "a string", True)}),
+    "refusal": Table({"refusal": Rule(is_str, "a string", True)}),
+    "input_image": Table(
+        {"image_url": Rule(is_nonempty_str, "an image URL (file ids are not supported)")}
+    ),
+}
+TOOL = Table(
+    {
         "name": Rule(is_nonempty_str, "a function name", True),
-        "arguments": Rule(is_str, "a JSON string", True),
-    },
-    "function_call_output": {
-        "call_id": Rule(is_nonempty_str, "a call id", True),
-        "output": Rule(_is_content, "a string or a list of content parts", True),
-    },
-    "reasoning": {},
-}
-PARTS: dict[str, dict[str, Rule]] = {
-    "input_text": {"text": Rule(is_str, "a string", True)},
-    "output_text": {"text": Rule(is_str, "a string", True)},
-    "refusal": {"refusal": Rule(is_str, "a string", True)},
-    "input_image": {
-        "image_url": Rule(is_nonempty_str, "an image URL (file ids are not supported)")
-    },
-}
-TOOL = {
-    "name": Rule(is_nonempty_str, "a function name", True),
-    "description": Rule(is_str, "a string"),
-    "parameters": Rule(is_object, "a JSON schema"),
-    "strict": Rule(is_bool, "a boolean"),
-}
-FORMATS = {
-    "text": {},
-    "json_object": {},
-    "json_schema": {
-        "name": Rule(is_nonempty_str, "a schema name", True),
-        "schema": Rule(is_object, "a JSON schema", True),
         "description": Rule(is_str, "a string"),
+        "parameters": Rule(is_object, "a JSON schema"),
         "strict": Rule(is_bool, "a boolean"),
-    },
+    }
+)
+FORMATS: dict[str, Table] = {
+    "text": Table({}),
+    "json_object": Table({}),
+    "json_schema": Table(
+        {
+            "name": Rule(is_nonempty_str, "a schema name", True),
+            "schema": Rule(is_object, "a JSON schema", True),
+            "description": Rule(is_str, "a string"),
+            "strict": Rule(is_bool, "a boolean"),
+        }
+    ),
 }
 _PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
 
@@ -147,7 +152,7 @@ class Turn:
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _choose(table: dict[str, dict[str, Rule]], value: dict[str, Any], where: str) -> str:
+def _choose(table: dict[str, Table], value: dict[str, Any], where: str) -> str:
     kind = value.get("type")
     if not isinstance(kind, str) or kind not in table:
         raise InvalidRequest(
@@ -267,7 +272,7 @@ def _response_format(text: dict[str, Any]) -> dict[str, Any] | None:
 def parse_request(body: dict[str, Any], history: list[dict[str, Any]]) -> Turn:
     """Check a decoded Responses request and translate it; ``history`` is the stored
     conversation of `previous_response_id` (its instructions are not carried over)."""
-    check_known(body, REQUEST)
+    check(body, REQUEST)
     turn, items = _items(body["input"])
     messages = (
         [{"role": "system", "content": body["instructions"]}] if body.get("instructions") else []

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gateway.checks import as_object
 from gateway.doors import new_id
 from gateway.doors.responses_answer import (
     call_item,
@@ -23,7 +24,6 @@ from gateway.doors.responses_answer import (
     text_part,
     usage_of,
 )
-from gateway.protocol import as_object
 from gateway.sse import DONE_DATA, data_of
 
 
