@@ -349,3 +349,13 @@ def test_stored_in_redis_with_a_ttl_per_tenant(test_policy: str, redis_url: str)
     keys = [k.decode() for k in server.scan_iter(match=f"gateway:responses:v1:*:{made.id}")]
     assert len(keys) == 1 and keys[0].startswith("gateway:responses:v1:key:")
     assert 0 < server.ttl(keys[0]) <= 120
+
+
+def test_served_by_the_anthropic_upstream(client: openai.OpenAI, upstreams: Upstreams) -> None:
+    response = client.responses.create(model="claude", input="via claude", max_output_tokens=30)
+    assert upstreams.anthropic_state.last["max_tokens"] == 30
+    assert response.output_text == "echo: via claude"
+    assert response.usage is not None and response.usage.input_tokens == 21
+    events = list(client.responses.create(model="claude", input="claude stream", stream=True))
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "echo: claude stream"
