@@ -1,7 +1,10 @@
 """The ASGI app factory. Nothing happens at import time; the lifespan builds Services.
 
-    InferenceDoor (raw ASGI)     /v1/chat/completions, /v1/completions, /v1/embeddings
-      └── every other path ──▶ FastAPI: /v1/models, /healthz, /readyz, /metrics, /admin/*
+    InferenceDoor (raw ASGI)     /v1/chat/completions, /v1/completions, /v1/embeddings,
+                                 /v1/messages, /v1/responses
+      └── every other path ──▶ FastAPI: /v1/models, /v1/messages/count_tokens,
+                                 /v1/responses/{id}[/input_items], /healthz, /readyz,
+                                 /metrics, /admin/*
 
 Errors on both sides go through `gateway.errors.render`, and every answer carries an
 `x-request-id`.
@@ -25,9 +28,16 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, housekeeping, reload
-from gateway.api import admin, feedback, models, probes
+from gateway.api import admin, feedback, messages, models, probes, responses
 from gateway.api.inference import InferenceDoor, internal_error, request_id_for
-from gateway.errors import GatewayError, InvalidRequest, NotFound, for_status, render
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    dialect_for,
+    for_status,
+    render,
+)
 from gateway.log import setup_logging
 from gateway.metrics import Metrics
 from gateway.services import Services
@@ -42,7 +52,7 @@ def _request_id(request: Request) -> str:
 
 
 def _response(err: GatewayError, request: Request) -> Response:
-    rendered = render(err, _request_id(request))
+    rendered = render(err, _request_id(request), dialect_for(request.url.path))
     return Response(rendered.body, rendered.status, rendered.headers, media_type="application/json")
 
 
@@ -149,6 +159,8 @@ def create_app(settings: Settings | None = None) -> InferenceDoor:
         openapi_url=None,
     )
     app.include_router(models.router)
+    app.include_router(messages.router)
+    app.include_router(responses.router)
     app.include_router(probes.router)
     app.include_router(admin.router)
     app.include_router(feedback.router)

@@ -10,14 +10,16 @@ the `Answer` it yields (a stream is consumed inside), and on the way out the one
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from gateway import attempt, caching, telemetry
 from gateway.accounting import charge, charge_hit
+from gateway.auth import Tenant
 from gateway.cache import CachedAnswer
 from gateway.call import Call
 from gateway.errors import ClientGone, GatewayError
@@ -32,10 +34,18 @@ from gateway.wire import Endpoint, Usage, wants_usage
 # nginx's "client closed request": the client left before it could be answered.
 CLIENT_GONE = 499
 
+# A door's own dialect → the checked chat body (with its "model"); for the caller's tenant.
+BodyParser = Callable[[bytes, Tenant], Awaitable[dict[str, Any]]]
+
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """What a front door hands the pipeline: the request, without its transport."""
+    """What a front door hands the pipeline: the request, without its transport.
+
+    A door that speaks another dialect (Messages, Responses) gives ``parse``, which checks
+    its body and translates it into the chat body the pipeline reads, and ``door``, the
+    endpoint label of its metrics; OpenAI's doors give neither.
+    """
 
     endpoint: Endpoint
     request_id: str
@@ -44,6 +54,8 @@ class Incoming:
     cache_control: str = ""
     cache_opt_out: bool = False
     traceparent: str | None = None
+    door: str | None = None
+    parse: BodyParser | None = None
 
 
 @dataclass(slots=True)
@@ -52,7 +64,7 @@ class Answer:
 
     headers: dict[str, str]
     body: bytes = b""
-    events: AsyncIterator[bytes] | None = None
+    events: AsyncGenerator[bytes, None] | None = None
 
 
 @asynccontextmanager
@@ -61,6 +73,7 @@ async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]
     call = Call(request.endpoint, request.request_id, time.perf_counter(), services.state)
     if services.tracing is not None:
         services.tracing.start(call, request.traceparent)
+    call.door = request.door
     try:
         yield await _answer(services, call, request)
     except GatewayError as err:
@@ -78,8 +91,12 @@ async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]
 async def _answer(services: Services, call: Call, request: Incoming) -> Answer:
     call.tenant = call.state.keys.authenticate(request.authorization)
     raw = await request.read_body()
-    call.body = parse_body(raw)
-    call.asked = validate(call.endpoint, call.body)
+    if request.parse is None:
+        call.body = parse_body(raw)
+        call.asked = validate(call.endpoint, call.body)
+    else:
+        call.body = await request.parse(raw, call.tenant)
+        call.asked = call.body["model"]
     call.stream = call.endpoint != "embeddings" and call.body.get("stream") is True
     policy = call.state.loaded.policy
     call.model, _ = resolve_model(policy, call.asked, call.tenant.allowed_models)
@@ -178,7 +195,7 @@ def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Answer:
     return Answer(call.headers(), events=_whole(b"".join(events)))
 
 
-async def _whole(block: bytes) -> AsyncIterator[bytes]:
+async def _whole(block: bytes) -> AsyncGenerator[bytes, None]:
     yield block  # a replay is whole: one block
 
 
@@ -188,7 +205,7 @@ async def _relay(
     opened: attempt.OpenStream,
     cache: caching.CachePlan,
     shadow: Shadow | None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Forward a stream's blocks; a failure after the first ends it with an error event."""
     backend, events, usage = opened.backend, opened.events, opened.usage
     m = services.metrics

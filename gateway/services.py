@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.breakers import Breakers
 from gateway.cache import ResponseCache, build_cache
+from gateway.catalog import Catalog
 from gateway.decisions import DecisionLog
 from gateway.difficulty import DifficultyClassifier
 from gateway.limits import Limiter
@@ -18,6 +19,7 @@ from gateway.log import AccessLog
 from gateway.metrics import Metrics
 from gateway.policy import load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
+from gateway.response_store import ResponseStore, build_response_store
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
 from gateway.shadow.adapting import Adapter
@@ -73,6 +75,10 @@ class Services:
         # Periodic loops (policy watch, housekeeping), started by the app once built.
         self.loops: list[asyncio.Task[None]] = []
         self.info_labels: tuple[str, str, str] | None = None
+        # Stored Responses (`previous_response_id`), per tenant.
+        self.responses: ResponseStore = build_response_store(settings, redis, metrics)
+        # What a "*" route's backends offer, for /v1/models.
+        self.catalog = Catalog()
         # One JSON line per request unless access logging is off.
         self.access_log = AccessLog() if settings.access_log else None
         self.decisions = _decision_log(settings)

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # The in-process cache used when no Redis is configured.
     cache_max_entries: int = 10_000
     cache_max_bytes: int = 256 * 1024 * 1024
+    # Stored Responses (`store`, `previous_response_id`): in Redis when configured, else here.
+    responses_ttl_s: int = 30 * 24 * 3600
+    responses_max_entries: int = 10_000
+    responses_max_bytes: int = 64 * 1024 * 1024
     upstream_max_connections: int = 512
     # A classifier artifact other than the one shipped in the package.
     classifier_artifact: Path | None = None
