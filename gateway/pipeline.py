@@ -173,6 +173,7 @@ def _plan(services: Services, call: Call) -> None:
         closed_allowed=call.team not in state.self_hosted,
         decide=decide,
         sticky=sticky_draw(call.body) if route.splits else 0.0,
+        needs_tools=bool(call.body.get("tools")) and call.body.get("tool_choice") != "none",
     )
     if call.score is not None and calibrators:
         closed = call.plan.targets[0].tier == "closed"

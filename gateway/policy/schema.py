@@ -60,6 +60,12 @@ class Backend(Strict):
     headers: dict[str, str] = {}
     # Anthropic needs max_tokens; used when the client gave none.
     default_max_tokens: int = Field(4096, ge=1)
+    # Sent as max_tokens to an OpenAI-compatible backend when the client set no limit (a small
+    # local model that never stops would otherwise run to its timeout).
+    max_tokens: int | None = Field(None, ge=1)
+    # Whether it can call tools: requests that offer tools skip it, and get a clear 400 when
+    # no target can (rather than tools silently dropped by a chat template without them).
+    tools: bool = True
 
     @model_validator(mode="after")
     def _defaults(self) -> Backend:
@@ -96,6 +102,7 @@ class Backend(Strict):
             connect_timeout_s=self.connect_timeout_s,
             timeout_s=self.timeout_s,
             default_max_tokens=self.default_max_tokens,
+            max_tokens=self.max_tokens,
         )
 
 
