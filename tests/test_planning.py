@@ -193,7 +193,7 @@ def test_tools_skip_backends_that_cannot_call_them() -> None:
     plan = make_plan(policy, "ab", route, "chat", 0.5, _never, Breakers(), needs_tools=True)
     assert [b.name for b in plan.targets] == ["a"]
     only_b = parse_policy(text.replace("to: [b, a]", "to: [b]"), "tools.yaml").policy
-    with pytest.raises(InvalidRequest, match="cannot call tools") as info:
+    with pytest.raises(InvalidRequest, match="can call tools") as info:
         make_plan(
             only_b, "ab", only_b.models["ab"], "chat", 0.5, _never, Breakers(), needs_tools=True
         )
