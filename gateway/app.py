@@ -2,6 +2,7 @@
 
     InferenceDoor (raw ASGI)     /v1/chat/completions, /v1/completions, /v1/embeddings
       └── every other path ──▶ FastAPI: /v1/models, /healthz, /readyz, /metrics, /admin/*
+                                        (/admin/keys: api/keys.py)
 
 Errors on both sides go through `gateway.errors.render`, and every answer carries an
 `x-request-id`.
@@ -25,7 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, housekeeping, reload
-from gateway.api import admin, feedback, models, probes
+from gateway.api import admin, feedback, keys, models, probes
 from gateway.api.inference import InferenceDoor, internal_error, request_id_for
 from gateway.errors import GatewayError, InvalidRequest, NotFound, for_status, render
 from gateway.log import setup_logging
@@ -124,6 +125,8 @@ def create_app(settings: Settings | None = None) -> InferenceDoor:
             # One process: SIGHUP reloads the policy (with workers, uvicorn restarts them).
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, reload.on_sighup, services)
+        if services.keys.disabled is None:
+            services.loops.append(asyncio.create_task(services.keys.watch()))
         app.state.services = door.services = services
         _tune_gc()
         log.info(
@@ -151,6 +154,7 @@ def create_app(settings: Settings | None = None) -> InferenceDoor:
     app.include_router(models.router)
     app.include_router(probes.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
     app.include_router(feedback.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)
