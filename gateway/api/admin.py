@@ -56,7 +56,7 @@ async def purge_cache(services: ServicesDep, request: Request) -> Response:
 @router.get("/policy")
 async def active_policy(services: ServicesDep, request: Request) -> Response:
     """The active policy: version, file, the version a rollback would return to, last error."""
-    _require_admin(services, request)
+    require_admin(services, request)
     previous = services.previous_state
     body = {
         "policy_version": services.state.loaded.version,
@@ -70,7 +70,7 @@ async def active_policy(services: ServicesDep, request: Request) -> Response:
 @router.post("/policy/rollback")
 async def rollback_policy(services: ServicesDep, request: Request) -> Response:
     """Go back to the policy that served before the last reload."""
-    _require_admin(services, request)
+    require_admin(services, request)
     if not rollback(services):
         raise InvalidRequest("No earlier policy to roll back to.", code="no_previous_policy")
     body = {"policy_version": services.state.loaded.version}
@@ -80,7 +80,7 @@ async def rollback_policy(services: ServicesDep, request: Request) -> Response:
 @router.get("/router")
 async def live_router(services: ServicesDep, request: Request) -> Response:
     """The classifier artifact this replica serves, and the one the replicas share."""
-    _require_admin(services, request)
+    require_admin(services, request)
     try:
         shared = await services.adapter.store.current()
     except Exception as exc:
@@ -92,7 +92,7 @@ async def live_router(services: ServicesDep, request: Request) -> Response:
 @router.post("/router/rollback")
 async def rollback_router(services: ServicesDep, request: Request) -> Response:
     """Serve the artifact that was live before the current one, on every replica."""
-    _require_admin(services, request)
+    require_admin(services, request)
     try:
         version = await services.adapter.rollback()
     except Exception as exc:
