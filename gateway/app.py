@@ -4,7 +4,7 @@
                                  /v1/messages, /v1/responses
       └── every other path ──▶ FastAPI: /v1/models, /v1/messages/count_tokens,
                                  /v1/responses/{id}[/input_items], /healthz, /readyz,
-                                 /metrics, /admin/*
+                                 /metrics, /admin/* (/admin/keys: api/keys.py)
 
 Errors on both sides go through `gateway.errors.render`, and every answer carries an
 `x-request-id`.
@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, housekeeping, reload
-from gateway.api import admin, feedback, messages, models, probes, responses
+from gateway.api import admin, feedback, keys, messages, models, probes, responses
 from gateway.api.inference import InferenceDoor, internal_error, request_id_for
 from gateway.errors import (
     GatewayError,
@@ -134,6 +134,8 @@ def create_app(settings: Settings | None = None) -> InferenceDoor:
             # One process: SIGHUP reloads the policy (with workers, uvicorn restarts them).
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, reload.on_sighup, services)
+        if services.keys.disabled is None:
+            services.loops.append(asyncio.create_task(services.keys.watch()))
         app.state.services = door.services = services
         _tune_gc()
         log.info(
@@ -163,6 +165,7 @@ def create_app(settings: Settings | None = None) -> InferenceDoor:
     app.include_router(responses.router)
     app.include_router(probes.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
     app.include_router(feedback.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)

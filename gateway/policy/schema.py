@@ -265,9 +265,10 @@ class Limits(Strict):
 
 
 class Team(Strict):
-    """A tenant: its virtual API keys and what it may use."""
+    """A tenant: its API keys and what it may use."""
 
-    keys: list[str] = Field(min_length=1, repr=False)
+    # Keys declared here; more can be made through /admin/keys (a team may have none here).
+    keys: list[str] = Field([], repr=False)
     allowed_models: list[str] | None = None
     limits: Limits | None = None
     # self_hosted: never routed to, shadowed on, or judged by a closed-tier backend.
