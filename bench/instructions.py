@@ -60,7 +60,7 @@ def free_port() -> int:
         return port
 
 
-def wait_http(url: str, timeout_s: float = 300.0) -> None:
+def wait_http(url: str, timeout_s: float = 900.0) -> None:
     """Poll until ``url`` answers (a gateway under callgrind starts slowly)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -1,7 +1,10 @@
 """The ASGI app factory. Nothing happens at import time; the lifespan builds Services.
 
-    InferenceDoor (raw ASGI)     /v1/chat/completions, /v1/completions, /v1/embeddings
-      └── every other path ──▶ FastAPI: /v1/models, /healthz, /readyz, /metrics, /admin/*
+    InferenceDoor (raw ASGI)     /v1/chat/completions, /v1/completions, /v1/embeddings,
+                                 /v1/messages, /v1/responses
+      └── every other path ──▶ FastAPI: /v1/models, /v1/messages/count_tokens,
+                                 /v1/responses/{id}[/input_items], /healthz, /readyz,
+                                 /metrics, /admin/* (/admin/keys: api/keys.py)
 
 Errors on both sides go through `gateway.errors.render`, and every answer carries an
 `x-request-id`.
@@ -25,9 +28,16 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import __version__, health, housekeeping, reload
-from gateway.api import admin, feedback, models, probes
+from gateway.api import admin, feedback, keys, messages, models, probes, responses
 from gateway.api.inference import InferenceDoor, internal_error, request_id_for
-from gateway.errors import GatewayError, InvalidRequest, NotFound, for_status, render
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    dialect_for,
+    for_status,
+    render,
+)
 from gateway.log import setup_logging
 from gateway.metrics import Metrics
 from gateway.services import Services
@@ -42,7 +52,7 @@ def _request_id(request: Request) -> str:
 
 
 def _response(err: GatewayError, request: Request) -> Response:
-    rendered = render(err, _request_id(request))
+    rendered = render(err, _request_id(request), dialect_for(request.url.path))
     return Response(rendered.body, rendered.status, rendered.headers, media_type="application/json")
 
 
@@ -131,6 +141,8 @@ def create_app(
             # One process: SIGHUP reloads the policy (with workers, uvicorn restarts them).
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, reload.on_sighup, services)
+        if services.keys.disabled is None:
+            services.loops.append(asyncio.create_task(services.keys.watch()))
         app.state.services = door.services = services
         if drain_on_sigterm:
             services.drain.install(settings.drain_delay_s)
@@ -158,8 +170,11 @@ def create_app(
         openapi_url=None,
     )
     app.include_router(models.router)
+    app.include_router(messages.router)
+    app.include_router(responses.router)
     app.include_router(probes.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
     app.include_router(feedback.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -201,3 +201,11 @@ async def open_stream(services: Services, call: Call) -> OpenStream:
 
     _, opened = await _walk(services, call, attempt, _first_token)
     return opened
+
+
+def broke(services: Services, call: Call, backend: Backend, err: GatewayError) -> None:
+    """A stream broke after its first event: counted, and against the backend's circuit."""
+    call.status = err.http_status
+    services.metrics.upstream_errors.labels(backend.name, error_kind(err)).inc()
+    if retryable(err):
+        services.breakers[backend.name].failure(time.monotonic(), backend.breaker)

@@ -132,6 +132,13 @@ class MemoryCache:
         while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
             self._drop(next(iter(self._data)))
 
+    async def delete(self, key: str) -> bool:
+        """Forget one entry; whether it was there."""
+        if key not in self._data:
+            return False
+        self._drop(key)
+        return True
+
     async def purge(self, partition: str | None, model: str | None) -> int:
         doomed = [k for k in self._data if _matches(k, partition, model)]
         for key in doomed:

@@ -54,11 +54,18 @@ class Call:
     # Tracing (opt-in): the request's span, and the `traceparent` passed to backends.
     span: Any = None
     traceparent: str | None = None
+    # The front door's metrics label when it is not the endpoint's ("messages", "responses").
+    door: str | None = None
 
     @property
     def team(self) -> str:
         """The metrics label of the caller's team."""
         return self.tenant.team if self.tenant is not None else "unknown"
+
+    @property
+    def label(self) -> str:
+        """The `endpoint` label of request metrics: the door that was called."""
+        return self.door or self.endpoint
 
     def answered_by(self, backend: Backend) -> None:
         """Record the backend that is answering."""

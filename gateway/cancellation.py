@@ -18,7 +18,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamTimeout
 
 log = logging.getLogger("gateway.drain")
 
@@ -33,6 +33,21 @@ def shutting_down() -> GatewayError:
         status=503,
         code="gateway_shutting_down",
     )
+
+
+def cut_short(reason: Reason, backend: str, idle_s: float) -> GatewayError:
+    """The error event a stream ends with when the gateway ends it."""
+    if reason == "idle":
+        return UpstreamTimeout(f"backend {backend} sent nothing for {idle_s:g} s")
+    if reason == "deadline":
+        return UpstreamTimeout("The request's deadline passed before the stream ended.")
+    return shutting_down()
+
+
+def time_limit(server_s: float, client_s: float | None) -> float:
+    """A request's time limit: the server's (0: none), shortened by the client's."""
+    limit = server_s if server_s > 0 else float("inf")
+    return min(limit, client_s) if client_s is not None and client_s > 0 else limit
 
 
 class Watch:

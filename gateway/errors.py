@@ -1,4 +1,4 @@
-"""The gateway's one error tree; every error renders itself as an OpenAI-shaped JSON body.
+"""The gateway's one error tree, and its one renderer (OpenAI's dialect, or Anthropic's).
 
     GatewayError                       500 api_error
     ├── InvalidRequest                 400 invalid_request_error
@@ -22,15 +22,19 @@ file is invalid: a configuration error, reported by `validate` and reload, never
 a 500) and `ClientGone` (the client left; there is no one to answer).
 
 Routes raise; `render` turns any GatewayError into status, headers and body, for the raw
-inference door and the FastAPI routes alike.
+inference doors and the FastAPI routes alike, in the dialect of the door that was called:
+OpenAI's `{"error": {"message", "type", "param", "code"}}`, or Anthropic's
+`{"type": "error", "error": {"type", "message"}}` on `/v1/messages` (`dialect_for` says which).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
+
+Dialect = Literal["openai", "anthropic"]
 
 # An upstream refusing these refuses the gateway's own credentials, not the caller's request.
 OWN_CREDENTIALS = frozenset({401, 403})
@@ -229,9 +233,48 @@ class Rendered:
     body: bytes
 
 
-def render(err: GatewayError, request_id: str | None = None) -> Rendered:
+# Anthropic's error types by HTTP status; any other 4xx is an invalid request, 5xx an api_error.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def anthropic_body(err: GatewayError) -> dict[str, Any]:
+    """The error as Anthropic's error object (the message as OpenAI's body has it)."""
+    status = err.http_status
+    default = "invalid_request_error" if status < 500 else "api_error"
+    message = err.body()["error"].get("message")
+    return {
+        "type": "error",
+        "error": {
+            "type": _ANTHROPIC_TYPES.get(status, default),
+            "message": message if isinstance(message, str) else err.message,
+        },
+    }
+
+
+def dialect_for(path: str) -> Dialect:
+    """The error dialect of the door serving a path."""
+    return "anthropic" if path.startswith(("/v1/messages", "/messages")) else "openai"
+
+
+def render(
+    err: GatewayError, request_id: str | None = None, dialect: Dialect = "openai"
+) -> Rendered:
     """The one renderer: status, headers (with the request id when known) and JSON body."""
     headers = dict(err.headers)
     if request_id is not None:
         headers.setdefault("x-request-id", request_id)
+    if dialect == "anthropic":
+        body = anthropic_body(err)
+        if request_id is not None:
+            body["request_id"] = request_id
+        return Rendered(err.http_status, headers, orjson.dumps(body))
     return Rendered(err.http_status, headers, err.json())

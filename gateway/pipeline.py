@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from gateway import attempt, caching, telemetry
 from gateway.accounting import charge, charge_hit
+from gateway.auth import Tenant
 from gateway.cache import CachedAnswer
 from gateway.call import Call
-from gateway.cancellation import Reason, Watch, shutting_down
-from gateway.errors import ClientGone, GatewayError, UpstreamTimeout
+from gateway.cancellation import Reason, Watch, cut_short, time_limit
+from gateway.errors import ClientGone, GatewayError
 from gateway.limits import estimate
 from gateway.planning import make_plan, resolve_model, sticky_draw
-from gateway.policy import Backend, Shadow
+from gateway.policy import Shadow
 from gateway.protocol import parse_body, validate
 from gateway.services import Services
 from gateway.streaming import Assembler, error_event, replay
@@ -36,10 +38,18 @@ CLIENT_GONE = 499
 # What a request cut short is logged as (a server-side cancellation of unknown cause: 503).
 _CUT_STATUS: dict[Reason | None, int] = {"client_gone": CLIENT_GONE, "idle": 504, "deadline": 504}
 
+# A door's own dialect → the checked chat body (with its "model"); for the caller's tenant.
+BodyParser = Callable[[bytes, Tenant], Awaitable[dict[str, Any]]]
+
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """What a front door hands the pipeline: the request, without its transport."""
+    """What a front door hands the pipeline: the request, without its transport.
+
+    A door that speaks another dialect (Messages, Responses) gives ``parse``, which checks
+    its body and translates it into the chat body the pipeline reads, and ``door``, the
+    endpoint label of its metrics; OpenAI's doors give neither.
+    """
 
     endpoint: Endpoint
     request_id: str
@@ -48,6 +58,8 @@ class Incoming:
     cache_control: str = ""
     cache_opt_out: bool = False
     traceparent: str | None = None
+    door: str | None = None
+    parse: BodyParser | None = None
     # The client's own deadline (`x-gateway-timeout-ms`), capped by the server's.
     timeout_s: float | None = None
     # Set by the door: notices the client leaving and the drain's end.
@@ -60,17 +72,20 @@ class Answer:
 
     headers: dict[str, str]
     body: bytes = b""
-    events: AsyncIterator[bytes] | None = None
+    events: AsyncGenerator[bytes, None] | None = None
 
 
 @asynccontextmanager
 async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]:
     """Serve one request; raise GatewayError (with the headers known so far) on failure."""
     call = Call(request.endpoint, request.request_id, time.perf_counter(), services.state)
-    call.deadline = call.started + _timeout(services.settings.request_timeout_s, request.timeout_s)
+    call.deadline = call.started + time_limit(
+        services.settings.request_timeout_s, request.timeout_s
+    )
     watch = request.watch or Watch()
     if services.tracing is not None:
         services.tracing.start(call, request.traceparent)
+    call.door = request.door
     try:
         yield await _answer(services, call, request, watch)
     except GatewayError as err:
@@ -90,17 +105,15 @@ async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]
         telemetry.finish(services, call)
 
 
-def _timeout(server_s: float, client_s: float | None) -> float:
-    """The request's time limit: the server's (0: none), shortened by the client's."""
-    limit = server_s if server_s > 0 else float("inf")
-    return min(limit, client_s) if client_s is not None and client_s > 0 else limit
-
-
 async def _answer(services: Services, call: Call, request: Incoming, watch: Watch) -> Answer:
     call.tenant = call.state.keys.authenticate(request.authorization)
     raw = await request.read_body()
-    call.body = parse_body(raw)
-    call.asked = validate(call.endpoint, call.body)
+    if request.parse is None:
+        call.body = parse_body(raw)
+        call.asked = validate(call.endpoint, call.body)
+    else:
+        call.body = await request.parse(raw, call.tenant)
+        call.asked = call.body["model"]
     call.stream = call.endpoint != "embeddings" and call.body.get("stream") is True
     policy = call.state.loaded.policy
     call.model, _ = resolve_model(policy, call.asked, call.tenant.allowed_models)
@@ -178,6 +191,7 @@ def _plan(services: Services, call: Call) -> None:
         closed_allowed=call.team not in state.self_hosted,
         decide=decide,
         sticky=sticky_draw(call.body) if route.splits else 0.0,
+        needs_tools=bool(call.body.get("tools")) and call.body.get("tool_choice") != "none",
     )
     if call.score is not None and calibrators:
         closed = call.plan.targets[0].tier == "closed"
@@ -200,7 +214,7 @@ def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Answer:
     return Answer(call.headers(), events=_whole(b"".join(events)))
 
 
-async def _whole(block: bytes) -> AsyncIterator[bytes]:
+async def _whole(block: bytes) -> AsyncGenerator[bytes, None]:
     yield block  # a replay is whole: one block
 
 
@@ -211,7 +225,7 @@ async def _relay(
     cache: caching.CachePlan,
     shadow: Shadow | None,
     watch: Watch,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Forward a stream's blocks; a failure after the first ends it with an error event.
 
     So does a backend quiet for its `idle_timeout_s`, the request's deadline, or the end of
@@ -244,16 +258,16 @@ async def _relay(
             if assembler is not None:
                 assembler.feed(block)
     except GatewayError as err:
-        _broke(services, call, backend, err)
+        attempt.broke(services, call, backend, err)
         yield error_event(err)
     except asyncio.CancelledError:
         reason = watch.claim("drain", "idle", "deadline")
         if reason is None:
             raise
-        cut = _cut(reason, backend.name, backend.upstream.idle_timeout_s)
+        cut = cut_short(reason, backend.name, backend.upstream.idle_timeout_s)
         m.cancellations.labels(reason).inc()
         if reason == "idle":
-            _broke(services, call, backend, cut)
+            attempt.broke(services, call, backend, cut)
         call.status = cut.http_status
         yield error_event(cut)
     finally:
@@ -267,20 +281,3 @@ async def _relay(
         body = orjson.dumps(whole)
         await caching.store(services, call, cache, body, usage)
         _after(services, call, shadow, body)
-
-
-def _broke(services: Services, call: Call, backend: Backend, err: GatewayError) -> None:
-    """A stream broke after its first event: counted, and against the backend's circuit."""
-    call.status = err.http_status
-    services.metrics.upstream_errors.labels(backend.name, attempt.error_kind(err)).inc()
-    if attempt.retryable(err):
-        services.breakers[backend.name].failure(time.monotonic(), backend.breaker)
-
-
-def _cut(reason: Reason, backend: str, idle_s: float) -> GatewayError:
-    """The error event for a stream the gateway ended."""
-    if reason == "idle":
-        return UpstreamTimeout(f"backend {backend} sent nothing for {idle_s:g} s")
-    if reason == "deadline":
-        return UpstreamTimeout("The request's deadline passed before the stream ended.")
-    return shutting_down()

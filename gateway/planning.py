@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.breakers import Breakers
-from gateway.errors import ModelNotFound, PermissionDenied, UpstreamUnavailable
+from gateway.errors import InvalidRequest, ModelNotFound, PermissionDenied, UpstreamUnavailable
 from gateway.policy import Backend, ModelRoute, Policy, Rule
 from gateway.wire import Endpoint
 
@@ -95,6 +95,7 @@ def make_plan(
     closed_allowed: bool = True,
     decide: Decide | None = None,
     sticky: float = 0.0,
+    needs_tools: bool = False,
 ) -> Plan:
     """Order the chosen rule's targets, then the default rule's, as fallbacks.
 
@@ -117,12 +118,16 @@ def make_plan(
     ready: list[Backend] = []
     degraded: list[Backend] = []
     spilled: str | None = None
+    without_tools: list[str] = []
     for name in names:
         backend = policy.backends[name]
         if not backend.enabled or not backend.serves(endpoint):
             continue
         if not closed_allowed and backend.tier == "closed":
             continue  # a team whose data must stay on self-hosted models
+        if needs_tools and not backend.tools:
+            without_tools.append(name)
+            continue
         state = breakers[name]
         saturated = (
             backend.max_concurrency is not None and state.in_flight >= backend.max_concurrency
@@ -132,6 +137,13 @@ def make_plan(
             spilled = name
         (ready if usable and not saturated else degraded).append(backend)
     targets = ready + degraded
+    if not targets and without_tools:
+        raise InvalidRequest(
+            f"The request offers tools, and no backend for `{model}` can call tools "
+            f"({', '.join(without_tools)}). Send it without `tools`, or with "
+            '`"tool_choice": "none"`.',
+            param="tools",
+        )
     if not targets:
         raise UpstreamUnavailable(f"No backend is configured to serve `{model}` for {endpoint}.")
     if spilled is not None and ready:

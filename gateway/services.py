@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
+from gateway.auth import KeyHasher, KeyRing
 from gateway.breaker_board import Board
 from gateway.breakers import Breakers, State
 from gateway.cache import ResponseCache, build_cache
 from gateway.cancellation import Drain
+from gateway.catalog import Catalog
 from gateway.decisions import DecisionLog
 from gateway.difficulty import DifficultyClassifier
+from gateway.keys import VirtualKeys
 from gateway.limits import Limiter
 from gateway.log import AccessLog
 from gateway.metrics import Metrics
 from gateway.policy import load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
+from gateway.response_store import ResponseStore, build_response_store
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
 from gateway.shadow.adapting import Adapter
@@ -28,6 +33,8 @@ from gateway.shadow.runner import Shadower
 from gateway.state import PolicyState
 from gateway.tasks import Background
 from gateway.tracing import Tracing
+
+log = logging.getLogger("gateway.services")
 
 BACKGROUND_REDIS_TIMEOUT_S = 2.0
 log = logging.getLogger("gateway.breakers")
@@ -46,15 +53,27 @@ class Services:
         redis: Any = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
+        self.redis = redis
+        # Labels, retained requests, shadow spend and the key table are read and written off
+        # the request path: their Redis connections wait longer than the request path's (a busy
+        # CPU must not lose labels).
+        self.background_redis = _connect(settings.redis_url, BACKGROUND_REDIS_TIMEOUT_S)
+        secret = settings.key_secret.get_secret_value() if settings.key_secret else ""
+        hasher = KeyHasher(secret.encode())
+        if not hasher.configured and state.loaded.policy.teams:
+            log.warning(
+                "GATEWAY_KEY_SECRET is not set: policy keys are hashed with a built-in secret "
+                "and /admin/keys is disabled"
+            )
+        self.keys = VirtualKeys.from_settings(settings, self.background_redis, hasher, metrics)
         # Replaced whole on reload; a request keeps the one it started with.
-        self.state = state
+        self.state = replace(state, keys=KeyRing(state.loaded.policy, hasher, self.keys))
         self.classifier = classifier
         self.client = client
         self.providers: dict[str, Provider] = {
             name: factory(client) for name, factory in PROVIDERS.items()
         }
-        self.metrics = metrics
-        self.redis = redis
         # Cache writes and spend records: after the answer, never waited on by a client.
         self.background = Background()
         self.cache: ResponseCache = build_cache(settings, redis, metrics, self.background)
@@ -64,9 +83,6 @@ class Services:
         self.drain = Drain(settings.drain_grace_s)
         self.semantic = SemanticIndex()
         self.limiter = Limiter.from_settings(redis, settings, metrics)
-        # Labels, retained requests and shadow spend are written after the answer: their Redis
-        # connections wait longer than the request path's (a busy CPU must not lose labels).
-        self.background_redis = _connect(settings.redis_url, BACKGROUND_REDIS_TIMEOUT_S)
         self.shadower = Shadower(
             settings,
             self.background_redis,
@@ -80,6 +96,10 @@ class Services:
         # Periodic loops (policy watch, housekeeping), started by the app once built.
         self.loops: list[asyncio.Task[None]] = []
         self.info_labels: tuple[str, str, str] | None = None
+        # Stored Responses (`previous_response_id`), per tenant.
+        self.responses: ResponseStore = build_response_store(settings, redis, metrics)
+        # What a "*" route's backends offer, for /v1/models.
+        self.catalog = Catalog()
         # One JSON line per request unless access logging is off.
         self.access_log = AccessLog() if settings.access_log else None
         self.decisions = _decision_log(settings)
@@ -103,7 +123,12 @@ class Services:
         client = UpstreamClient(settings.upstream_max_connections)
         redis = _connect(settings.redis_url, settings.redis_timeout_ms / 1000)
         state = PolicyState.build(loaded, classifier.artifact.score_prior.tolist())
-        return cls(settings, state, classifier, client, metrics, redis)
+        services = cls(settings, state, classifier, client, metrics, redis)
+        try:
+            await services.keys.refresh()
+        except Exception:  # Redis away at startup: the key loop reads the table once it is back
+            log.warning("could not read the key table at startup; retrying in the background")
+        return services
 
     async def close(self) -> None:
         """Stop the loops, let background writes finish, close connections."""

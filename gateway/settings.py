@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     redis_url: str = ""
     redis_timeout_ms: float = 20.0
     admin_key: SecretStr | None = None
+    # HMAC secret for API keys (policy-declared and /admin/keys); the key API needs it, and
+    # every process sharing a Redis must have the same one. `openssl rand -hex 32`.
+    key_secret: SecretStr | None = None
+    # How often each worker checks whether keys made through /admin/keys changed.
+    keys_refresh_s: float = 0.5
+    # When set, /metrics wants `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     # Policy hot reload: how often the file's mtime is checked; 0 disables it.
     policy_reload_s: float = 2.0
@@ -34,6 +41,10 @@ class Settings(BaseSettings):
     # The in-process cache used when no Redis is configured.
     cache_max_entries: int = 10_000
     cache_max_bytes: int = 256 * 1024 * 1024
+    # Stored Responses (`store`, `previous_response_id`): in Redis when configured, else here.
+    responses_ttl_s: int = 30 * 24 * 3600
+    responses_max_entries: int = 10_000
+    responses_max_bytes: int = 64 * 1024 * 1024
     upstream_max_connections: int = 512
     # A classifier artifact other than the one shipped in the package.
     classifier_artifact: Path | None = None

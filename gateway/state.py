@@ -66,4 +66,6 @@ class PolicyState:
         teams = policy.teams.items()
         self_hosted = frozenset(n for n, t in teams if t.data_residency == "self_hosted")
         retaining = frozenset(n for n, t in teams if t.retain_prompts and n not in self_hosted)
-        return cls(loaded, KeyRing(policy), calibrators, cache, self_hosted, retaining)
+        # The same secret and API keys as before; policy keys from the new policy.
+        keys = previous.keys.for_policy(policy) if previous is not None else KeyRing(policy)
+        return cls(loaded, keys, calibrators, cache, self_hosted, retaining)

@@ -15,14 +15,13 @@ def finish(services: Services, call: Call) -> None:
     elapsed = time.perf_counter() - call.started
     status = call.status
     m = services.metrics
-    m.requests.labels(
-        call.endpoint, call.model, call.backend, call.tier, f"{status // 100}xx"
-    ).inc()
-    m.request_duration.labels(call.endpoint, call.model, call.tier).observe(elapsed)
+    label = call.label
+    m.requests.labels(label, call.model, call.backend, call.tier, f"{status // 100}xx").inc()
+    m.request_duration.labels(label, call.model, call.tier).observe(elapsed)
     if call.overhead_s is not None:
-        m.overhead.labels(call.endpoint).observe(call.overhead_s)
+        m.overhead.labels(label).observe(call.overhead_s)
     elif call.upstream_s:
-        m.overhead.labels(call.endpoint).observe(max(elapsed - call.upstream_s, 0.0))
+        m.overhead.labels(label).observe(max(elapsed - call.upstream_s, 0.0))
     if status in (401, 403):
         m.rejections.labels(call.team, "auth").inc()
     elif call.plan is None and status in (400, 404, 413):
@@ -39,7 +38,7 @@ def finish(services: Services, call: Call) -> None:
     entry: dict[str, Any] = {
         "msg": "request",
         "request_id": call.request_id,
-        "endpoint": call.endpoint,
+        "endpoint": label,
         "model": call.model,
         "backend": call.backend,
         "tier": call.tier,

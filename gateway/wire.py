@@ -30,6 +30,8 @@ class Upstream:
     idle_timeout_s: float = 30.0
     # Anthropic needs max_tokens; used when the client gave none.
     default_max_tokens: int = 4096
+    # Sent to an OpenAI-compatible backend as max_tokens when the client set no limit.
+    max_tokens: int | None = None
 
     @property
     def read_timeout_s(self) -> float:

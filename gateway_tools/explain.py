@@ -17,7 +17,7 @@ from typing import Any
 from gateway.breakers import Breakers
 from gateway.difficulty import DifficultyClassifier, ShareCalibrator
 from gateway.errors import UpstreamUnavailable
-from gateway.planning import choose_rule, make_plan, resolve_model
+from gateway.planning import choose_rule, make_plan, resolve_model, sticky_draw
 from gateway.policy import ModelRoute, Policy, Rule
 from gateway.wire import Endpoint
 
@@ -138,6 +138,7 @@ def explain_request(
     allowed: frozenset[str] | None = None,
     live: Mapping[str, str] | None = None,
     top: int = 8,
+    closed_allowed: bool = True,
 ) -> Explanation:
     """Explain where `body` would be routed; raises the gateway's error if it would fail."""
     live = live or {}
@@ -159,7 +160,15 @@ def explain_request(
     names += [n for n in route.rules[-1].to if n not in names]
     try:
         plan = make_plan(
-            policy, entry, route, endpoint, score, lambda i: thresholds.get(i, 1.0), health
+            policy,
+            entry,
+            route,
+            endpoint,
+            score,
+            lambda i: thresholds.get(i, 1.0),
+            health,
+            closed_allowed=closed_allowed,
+            sticky=sticky_draw(dict(body)) if route.splits else 0.0,
         )
         order = [b.name for b in plan.targets]
     except UpstreamUnavailable:

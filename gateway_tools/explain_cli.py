@@ -95,12 +95,13 @@ def explain_command(args: argparse.Namespace) -> int:
         artifact = Path(args.artifact) if args.artifact else None
         if artifact is not None and not artifact.is_file():
             raise _Fail(f"classifier artifact not found: {artifact}")
-        allowed = None
+        allowed, closed_allowed = None, True
         if args.team is not None:
             team = policy.teams.get(args.team)
             if team is None:
                 raise _Fail(f"unknown team {args.team!r} (known: {', '.join(policy.teams)})")
             allowed = frozenset(team.allowed_models) if team.allowed_models is not None else None
+            closed_allowed = team.data_residency != "self_hosted"
         live = _live(args.gateway) if args.gateway else None
         ex = explain_request(
             policy,
@@ -111,6 +112,7 @@ def explain_command(args: argparse.Namespace) -> int:
             allowed=allowed,
             live=live,
             top=args.top,
+            closed_allowed=closed_allowed,
         )
     except _Fail as exc:
         print(f"gateway: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Connect, Upstreams, run_gateway
+from tests.support.door_bodies import messages_bodies, responses_bodies
 
 # Valid Unicode only: lone surrogates cannot be sent as UTF-8 JSON at all.
 UNICODE = st.characters(exclude_categories=["Cs"])
@@ -58,6 +59,18 @@ def _assert_error(response: httpx.Response, status: int, error_type: str) -> dic
             "stream",
         ),
         (json.dumps({"model": "m", "messages": [{"role": "user"}], "tools": {}}).encode(), "tools"),
+        (
+            json.dumps({"model": "m", "messages": [{"role": {}, "content": "x"}]}).encode(),
+            "messages[0].role",
+        ),
+        (
+            json.dumps({"model": "m", "messages": [{"role": "user"}]}).encode(),
+            "messages[0].content",
+        ),
+        (
+            json.dumps({"model": "m", "messages": [{"role": "user", "content": [3]}]}).encode(),
+            "messages[0].content",
+        ),
     ],
 )
 def test_malformed_chat_requests(gateway: str, body: bytes, param: str | None) -> None:
@@ -66,6 +79,27 @@ def test_malformed_chat_requests(gateway: str, body: bytes, param: str | None) -
     )
     error = _assert_error(response, 400, "invalid_request_error")
     assert error["param"] == param
+
+
+DEEP = b"[" * 300 + b'"x"' + b"]" * 300
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", b'{"model":"m","messages":[{"role":"user","content":%s}]}'),
+        ("/v1/messages", b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":%s}]}'),
+        ("/v1/responses", b'{"model":"m","input":[{"role":"user","content":%s}]}'),
+        ("/v1/embeddings", b'{"model":"m","input":%s}'),
+    ],
+)
+def test_deep_nesting_is_a_400_on_every_door(gateway: str, path: str, body: bytes) -> None:
+    response = httpx.post(gateway + path, content=body % DEEP)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert "nested" in error["message"]
+    if path == "/v1/messages":
+        assert response.json()["type"] == "error" and error["type"] == "invalid_request_error"
 
 
 def test_oversized_body(gateway: str) -> None:
@@ -179,3 +213,23 @@ def test_fuzzed_bodies_never_500(gateway: str, body: dict[str, Any]) -> None:
         assert response.status_code < 500, response.text
         if response.status_code >= 400:
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    door=st.sampled_from(["/v1/messages", "/v1/responses"]),
+    data=st.data(),
+)
+def test_fuzzed_bodies_never_500_on_the_other_doors(
+    gateway: str, door: str, data: st.DataObject
+) -> None:
+    body = data.draw(messages_bodies if door == "/v1/messages" else responses_bodies)
+    response = httpx.post(gateway + door, content=json.dumps(body), timeout=10)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert set(error) == (
+            {"type", "message"} if door == "/v1/messages" else {"message", "type", "param", "code"}
+        )

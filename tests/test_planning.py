@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.breakers import FAILURES_TO_OPEN, Breakers
-from gateway.errors import ModelNotFound, PermissionDenied, PolicyError, UpstreamUnavailable
+from gateway.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    PermissionDenied,
+    PolicyError,
+    UpstreamUnavailable,
+)
 from gateway.planning import choose_rule, make_plan, resolve_model, sticky_draw
 from gateway.policy import Policy, parse_policy
 
@@ -178,3 +184,20 @@ def test_a_split_needs_positive_weights_and_no_to() -> None:
         parse_policy(SPLIT.replace("{a: 90, b: 10}", "{a: 0}"), "split.yaml")
     with pytest.raises(PolicyError):
         parse_policy(SPLIT.replace("split: {a: 90, b: 10}", "split: {a: 1}, to: [a]"), "s.yaml")
+
+
+def test_tools_skip_backends_that_cannot_call_them() -> None:
+    text = SPLIT.replace(
+        'b: {provider: openai, base_url: "http://b/v1", tier: open}',
+        'b: {provider: openai, base_url: "http://b/v1", tier: open, tools: false}',
+    ).replace("split: {a: 90, b: 10}", "to: [b, a]")
+    policy = parse_policy(text, "tools.yaml").policy
+    route = policy.models["ab"]
+    plan = make_plan(policy, "ab", route, "chat", 0.5, _never, Breakers(), needs_tools=True)
+    assert [b.name for b in plan.targets] == ["a"]
+    only_b = parse_policy(text.replace("to: [b, a]", "to: [b]"), "tools.yaml").policy
+    with pytest.raises(InvalidRequest, match="can call tools") as info:
+        make_plan(
+            only_b, "ab", only_b.models["ab"], "chat", 0.5, _never, Breakers(), needs_tools=True
+        )
+    assert info.value.param == "tools"

@@ -6,6 +6,7 @@ The model is tiny: assertions are on shape, usage and finish reasons, never on w
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -121,3 +122,39 @@ def test_embeddings_through_gateway(
     result = gateway_client.embeddings.create(model="smollm2", input=["hello", "world"])
     assert [d.index for d in result.data] == [0, 1]
     assert len(result.data[0].embedding) > 0
+
+
+def test_messages_door(served: tuple[str, str, str]) -> None:
+    import anthropic
+
+    _, _, gateway = served
+    with anthropic.Anthropic(base_url=gateway, api_key="k", max_retries=0, timeout=120) as claude:
+        message = claude.messages.create(
+            model="smollm2", max_tokens=8, messages=[{"role": "user", "content": "Say hello."}]
+        )
+        assert message.stop_reason in ("end_turn", "max_tokens")
+        assert message.content[0].type == "text" and message.content[0].text
+        assert message.usage.input_tokens > 0 and 0 < message.usage.output_tokens <= 8
+        ask: Any = [{"role": "user", "content": "Count to five."}]
+        with claude.messages.stream(model="smollm2", max_tokens=8, messages=ask) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+    assert text and final.usage.output_tokens > 0
+
+
+def test_responses_door(gateway_client: openai.OpenAI) -> None:
+    client = gateway_client
+    first = client.responses.create(model="smollm2", input="Say hello.", max_output_tokens=8)
+    assert first.status in ("completed", "incomplete") and first.output_text
+    assert first.usage is not None and first.usage.input_tokens > 0
+    events = list(
+        client.responses.create(
+            model="smollm2",
+            previous_response_id=first.id,
+            input="Again.",
+            max_output_tokens=8,
+            stream=True,
+        )
+    )
+    assert events[0].type == "response.created"
+    assert events[-1].type in ("response.completed", "response.incomplete")

@@ -22,7 +22,8 @@ from gateway.shadow.labels import store_unavailable
 router = APIRouter(prefix="/admin")
 
 
-def _require_admin(services: Services, request: Request) -> None:
+def require_admin(services: Services, request: Request) -> None:
+    """Refuse the request unless it carries the admin key (404 while admin is disabled)."""
     expected = services.settings.admin_key
     if expected is None or not expected.get_secret_value():
         raise NotFound("Admin endpoints are disabled: set GATEWAY_ADMIN_KEY to enable them.")
@@ -34,7 +35,7 @@ def _require_admin(services: Services, request: Request) -> None:
 @router.post("/cache/purge")
 async def purge_cache(services: ServicesDep, request: Request) -> Response:
     """Delete cached answers of a tenant (`team` or `partition`) and/or a `model`."""
-    _require_admin(services, request)
+    require_admin(services, request)
     try:
         spec = orjson.loads(await request.body() or b"{}")
     except orjson.JSONDecodeError as exc:
@@ -55,7 +56,7 @@ async def purge_cache(services: ServicesDep, request: Request) -> Response:
 @router.get("/policy")
 async def active_policy(services: ServicesDep, request: Request) -> Response:
     """The active policy: version, file, the version a rollback would return to, last error."""
-    _require_admin(services, request)
+    require_admin(services, request)
     previous = services.previous_state
     body = {
         "policy_version": services.state.loaded.version,
@@ -69,7 +70,7 @@ async def active_policy(services: ServicesDep, request: Request) -> Response:
 @router.post("/policy/rollback")
 async def rollback_policy(services: ServicesDep, request: Request) -> Response:
     """Go back to the policy that served before the last reload."""
-    _require_admin(services, request)
+    require_admin(services, request)
     if not rollback(services):
         raise InvalidRequest("No earlier policy to roll back to.", code="no_previous_policy")
     body = {"policy_version": services.state.loaded.version}
@@ -79,7 +80,7 @@ async def rollback_policy(services: ServicesDep, request: Request) -> Response:
 @router.get("/router")
 async def live_router(services: ServicesDep, request: Request) -> Response:
     """The classifier artifact this replica serves, and the one the replicas share."""
-    _require_admin(services, request)
+    require_admin(services, request)
     try:
         shared = await services.adapter.store.current()
     except Exception as exc:
@@ -91,7 +92,7 @@ async def live_router(services: ServicesDep, request: Request) -> Response:
 @router.post("/router/rollback")
 async def rollback_router(services: ServicesDep, request: Request) -> Response:
     """Serve the artifact that was live before the current one, on every replica."""
-    _require_admin(services, request)
+    require_admin(services, request)
     try:
         version = await services.adapter.rollback()
     except Exception as exc:
@@ -105,7 +106,7 @@ async def rollback_router(services: ServicesDep, request: Request) -> Response:
 @router.post("/policy/reload")
 async def reload_policy(services: ServicesDep, request: Request) -> Response:
     """Reload the policy file now; a bad file keeps the old policy and says why."""
-    _require_admin(services, request)
+    require_admin(services, request)
     try:
         reload(services)
     except PolicyError as exc:
@@ -117,7 +118,7 @@ async def reload_policy(services: ServicesDep, request: Request) -> Response:
 @router.get("/labels")
 async def labels(services: ServicesDep, request: Request) -> Response:
     """Label records as JSON lines (`since` epoch seconds, `team`, `model` filter)."""
-    _require_admin(services, request)
+    require_admin(services, request)
     query = request.query_params
     try:
         since = float(query["since"]) if "since" in query else None

@@ -22,6 +22,8 @@ class RequestHead:
     """The request headers the inference doors read (ASGI names are lower-case)."""
 
     authorization: str | None = None
+    # Anthropic's SDK sends its key here (the Messages door reads it).
+    api_key: str | None = None
     request_id: str | None = None
     cache_control: str = ""
     cache_opt_out: bool = False
@@ -40,6 +42,8 @@ def read_head(scope: Scope) -> RequestHead:
         elif name == b"content-length":
             if value.isdigit():
                 head.content_length = int(value)
+        elif name == b"x-api-key":
+            head.api_key = value.decode("latin-1")
         elif name == b"x-request-id":
             head.request_id = value.decode("latin-1")
         elif name == b"cache-control":

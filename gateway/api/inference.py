@@ -1,42 +1,72 @@
-"""The OpenAI inference door: /v1/chat/completions, /v1/completions, /v1/embeddings.
+"""The inference doors on the raw ASGI path: OpenAI's (chat, completions, embeddings), and
+Anthropic's Messages and OpenAI's Responses (`messages.py`, `responses.py`).
 
 Served as raw ASGI (see `gateway.api.asgi`): FastAPI's router, middleware and
-Request/Response objects would add nothing here but per-request cost. The door reads the
-head, hands the pipeline an `Incoming` (the body is read when the pipeline asks for it,
-after authentication), and sends what comes back: the answer, or the error rendered by
-`gateway.errors.render` with the headers known when it happened.
+Request/Response objects would add nothing here but per-request cost. `ROUTES` maps a path
+to its endpoint and door; `gateway.api.door.serve` hands the pipeline an `Incoming` (the
+body is read when the pipeline asks for it, after authentication) and sends what comes back
+in the door's dialect. Every other path goes to FastAPI.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import random
 import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.api.asgi import Reply, RequestHead, read_body, read_head, send_reply
-from gateway.cancellation import Watch, shutting_down
-from gateway.errors import ClientGone, GatewayError, InternalError, MethodNotAllowed, render
-from gateway.pipeline import Answer, Incoming, handle
+from gateway.api import messages, responses
+from gateway.api.asgi import Reply, RequestHead, read_head, send_reply
+from gateway.api.door import EVENT_STREAM, Door, error_reply, internal_error, serve
+from gateway.errors import Dialect, MethodNotAllowed
+from gateway.pipeline import Answer, BodyParser
 from gateway.services import Services
 from gateway.wire import Endpoint
 
-log = logging.getLogger("gateway.api")
+__all__ = ["ROUTES", "InferenceDoor", "internal_error", "request_id_for"]
 
-ROUTES: dict[str, Endpoint] = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
-    # Some clients use base URLs without /v1.
-    "/chat/completions": "chat",
-    "/completions": "completions",
-    "/embeddings": "embeddings",
-}
-EVENT_STREAM = b"text/event-stream; charset=utf-8"
-_INTERNAL = "The gateway hit an internal error; it has been logged."
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class OpenAIExchange:
+    """OpenAI's own doors: the body as the client sent it, the answer as the backend did."""
+
+    door: str | None = None
+    dialect: Dialect = "openai"
+    parse: BodyParser | None = None
+
+    def authorization(self, head: RequestHead) -> str | None:
+        """The bearer token."""
+        return head.authorization
+
+    async def reply(self, answer: Answer) -> Reply:
+        """The answer's bytes or SSE blocks as they are."""
+        if answer.events is None:
+            return Reply(200, answer.headers, answer.body)
+        return Reply(200, answer.headers, media_type=EVENT_STREAM, stream=answer.events)
+
+
+_OPENAI = OpenAIExchange()
+
+
+def openai_door(services: Services, request_id: str) -> OpenAIExchange:
+    """OpenAI's doors keep no per-request state: one exchange serves them all."""
+    return _OPENAI
+
+
+ROUTES: dict[str, tuple[Endpoint, Door]] = {
+    "/v1/chat/completions": ("chat", openai_door),
+    "/v1/completions": ("completions", openai_door),
+    "/v1/embeddings": ("embeddings", openai_door),
+    "/v1/messages": ("chat", messages.MessagesExchange),
+    "/v1/responses": ("chat", responses.ResponsesExchange),
+    # Some clients use base URLs without /v1.
+    "/chat/completions": ("chat", openai_door),
+    "/completions": ("completions", openai_door),
+    "/embeddings": ("embeddings", openai_door),
+    "/messages": ("chat", messages.MessagesExchange),
+    "/responses": ("chat", responses.ResponsesExchange),
+}
 
 
 def request_id_for(given: str | None) -> str:
@@ -45,18 +75,6 @@ def request_id_for(given: str | None) -> str:
         return given
     # Unique, not secret: a PRNG draw avoids a getrandom syscall per request.
     return f"{random.getrandbits(128):032x}"
-
-
-def error_reply(err: GatewayError, request_id: str) -> Reply:
-    """An error as a reply, through the one renderer."""
-    rendered = render(err, request_id)
-    return Reply(rendered.status, rendered.headers, rendered.body)
-
-
-def internal_error(path: str) -> InternalError:
-    """Log the exception being handled; the error the client gets (no details)."""
-    log.exception("unhandled error", extra={"path": path})
-    return InternalError(_INTERNAL)
 
 
 class InferenceDoor:
@@ -69,75 +87,18 @@ class InferenceDoor:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
-        endpoint = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
-        if endpoint is None:
+        route = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
             await self.app(scope, receive, send)
             return
+        endpoint, door = route
         head = read_head(scope)
         request_id = request_id_for(head.request_id)
-        if scope["method"] != "POST":
-            err = MethodNotAllowed("Method Not Allowed", headers={"allow": "POST"})
-            await send_reply(error_reply(err, request_id), receive, send)
-            return
         services = self.services
         assert services is not None, "the lifespan has not started"
-        watch = Watch(services.drain)
-        incoming = _incoming(endpoint, request_id, head, services, receive, watch)
-        started = False
-        try:
-            async with handle(services, incoming) as answer:
-                started = True
-                await send_reply(_reply(answer), watch.receiver(receive), send)
+        exchange = door(services, request_id)
+        if scope["method"] != "POST":
+            err = MethodNotAllowed("Method Not Allowed", headers={"allow": "POST"})
+            await send_reply(error_reply(err, request_id, exchange.dialect), receive, send)
             return
-        except ClientGone:
-            return
-        except GatewayError as err:
-            reply = error_reply(err, request_id)
-        except asyncio.CancelledError:
-            # Ours: the client left (no one to answer) or the drain ran out (a 503 if we can).
-            reason = watch.claim()
-            if reason is None:
-                raise
-            if started or reason != "drain":
-                return
-            reply = error_reply(shutting_down(), request_id)
-        except Exception:
-            if started:  # the answer is on its way: nothing else can be sent
-                log.exception("error while sending an answer", extra={"path": scope["path"]})
-                return
-            reply = error_reply(internal_error(scope["path"]), request_id)
-        await send_reply(reply, receive, send)
-
-
-def _reply(answer: Answer) -> Reply:
-    if answer.events is None:
-        return Reply(200, answer.headers, answer.body)
-    return Reply(200, answer.headers, media_type=EVENT_STREAM, stream=answer.events)
-
-
-def _incoming(
-    endpoint: Endpoint,
-    request_id: str,
-    head: RequestHead,
-    services: Services,
-    receive: Receive,
-    watch: Watch,
-) -> Incoming:
-    limit = services.settings.max_body_bytes
-
-    async def body() -> bytes:
-        data = await read_body(receive, head, limit)
-        watch.arm(receive)  # from now on, `receive` can only bring the disconnect
-        return data
-
-    return Incoming(
-        endpoint,
-        request_id,
-        head.authorization,
-        body,
-        head.cache_control,
-        head.cache_opt_out,
-        head.traceparent,
-        head.timeout_ms / 1000 if head.timeout_ms is not None else None,
-        watch,
-    )
+        await serve(exchange, endpoint, services, head, request_id, receive, send, scope["path"])

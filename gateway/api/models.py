@@ -1,4 +1,4 @@
-"""GET /v1/models: the model names the policy offers."""
+"""GET /v1/models: the model names the policy offers, and those behind a `"*"` route."""
 
 from __future__ import annotations
 
@@ -24,9 +24,14 @@ def _model(name: str) -> dict[str, object]:
 async def list_models(services: ServicesDep, request: Request) -> Response:
     """Every model name of the policy that the caller may use."""
     tenant = services.state.keys.authenticate(request.headers.get("authorization"))
-    names = [n for n in services.state.loaded.policy.models if n != WILDCARD]
-    if tenant.allowed_models is not None:
-        names = [n for n in names if n in tenant.allowed_models]
+    policy = services.state.loaded.policy
+    allowed = tenant.allowed_models
+    names = [n for n in policy.models if n != WILDCARD and (allowed is None or n in allowed)]
+    wildcard = policy.models.get(WILDCARD)
+    if wildcard is not None and (allowed is None or WILDCARD in allowed):
+        reached = dict.fromkeys(name for rule in wildcard.rules for name in rule.to)
+        backends = [policy.backends[name] for name in reached]
+        names = list(dict.fromkeys([*names, *await services.catalog.models(backends)]))
     body = {"object": "list", "data": [_model(n) for n in names]}
     return Response(orjson.dumps(body), media_type="application/json")
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.api.deps import ServicesDep
 from gateway.breakers import State
+from gateway.errors import AuthenticationFailed
 from gateway.metrics import render
 
 router = APIRouter()
@@ -62,7 +64,13 @@ async def readyz(services: ServicesDep) -> Response:
 
 
 @router.get("/metrics")
-async def metrics(services: ServicesDep) -> Response:
-    """Prometheus exposition."""
+async def metrics(services: ServicesDep, request: Request) -> Response:
+    """Prometheus exposition; behind `Authorization: Bearer` when GATEWAY_METRICS_TOKEN is set."""
+    token = services.settings.metrics_token
+    if token is not None and token.get_secret_value():
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise AuthenticationFailed("A valid metrics token is required.", code="invalid_token")
     payload, content_type = render(services.metrics.registry)
     return Response(payload, media_type=content_type)

@@ -1,4 +1,4 @@
-"""A backend's stream timeouts, circuit breaker and active health check (policy keys)."""
+"""A backend's timeouts, concurrency limit, circuit breaker and health check (policy keys)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,13 @@ class HealthCheck(_Strict):
 class BackendResilience(_Strict):
     """The keys `Backend` takes from here (see docs/policy.md)."""
 
+    # Per attempt: a whole (non-streaming) answer; connecting.
+    timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
     # Streams, per attempt: to the first event, then between events. Unset: min(timeout_s, 30).
     first_token_timeout_s: float | None = Field(None, gt=0)
     idle_timeout_s: float | None = Field(None, gt=0)
+    # At this many in-flight requests (per worker) the backend is saturated: traffic spills.
+    max_concurrency: int | None = Field(None, ge=1)
     breaker: BreakerPolicy = BreakerPolicy()
     health_check: HealthCheck | None = None

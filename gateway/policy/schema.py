@@ -40,7 +40,7 @@ class Price(Strict):
 
 
 class Backend(Strict, BackendResilience):
-    """One upstream model on one provider."""
+    """One upstream model on one provider (timeouts, concurrency, circuit: BackendResilience)."""
 
     provider: Literal["openai", "anthropic"]
     # Filled from the key under `backends:`.
@@ -54,14 +54,15 @@ class Backend(Strict, BackendResilience):
     tier: Tier = "open"
     price: Price = Price()
     endpoints: list[Endpoint] | None = None
-    # Non-streaming: the whole answer, per attempt (stream timeouts: BackendResilience).
-    timeout_s: float = Field(60.0, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
-    # In-flight requests above this count make the backend "saturated": planning skips it.
-    max_concurrency: int | None = Field(None, ge=1)
     headers: dict[str, str] = {}
     # Anthropic needs max_tokens; used when the client gave none.
     default_max_tokens: int = Field(4096, ge=1)
+    # Sent as max_tokens to an OpenAI-compatible backend when the client set no limit (a small
+    # local model that never stops would otherwise run to its timeout).
+    max_tokens: int | None = Field(None, ge=1)
+    # Whether it can call tools: requests that offer tools skip it, and get a clear 400 when
+    # no target can (rather than tools silently dropped by a chat template without them).
+    tools: bool = True
 
     @model_validator(mode="after")
     def _defaults(self) -> Backend:
@@ -100,6 +101,7 @@ class Backend(Strict, BackendResilience):
             first_token_timeout_s=self.first_token_timeout_s or min(self.timeout_s, 30.0),
             idle_timeout_s=self.idle_timeout_s or min(self.timeout_s, 30.0),
             default_max_tokens=self.default_max_tokens,
+            max_tokens=self.max_tokens,
         )
 
 
@@ -262,9 +264,10 @@ class Limits(Strict):
 
 
 class Team(Strict):
-    """A tenant: its virtual API keys and what it may use."""
+    """A tenant: its API keys and what it may use."""
 
-    keys: list[str] = Field(min_length=1, repr=False)
+    # Keys declared here; more can be made through /admin/keys (a team may have none here).
+    keys: list[str] = Field([], repr=False)
     allowed_models: list[str] | None = None
     limits: Limits | None = None
     # self_hosted: never routed to, shadowed on, or judged by a closed-tier backend.

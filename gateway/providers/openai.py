@@ -30,7 +30,7 @@ class OpenAIProvider(HttpProvider):
         self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any]
     ) -> Completion:
         """Send one request and return the upstream's JSON bytes untouched."""
-        content, parsed = await self.answer(upstream, _PATHS[endpoint], body)
+        content, parsed = await self.answer(upstream, _PATHS[endpoint], _capped(upstream, body))
         usage = Usage()
         usage.update_from(parsed.get("usage"))
         return Completion(content, usage)
@@ -39,6 +39,7 @@ class OpenAIProvider(HttpProvider):
         self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any], usage: Usage
     ) -> EventStream:
         """Forward SSE events; always asks for usage and hides it unless the client asked."""
+        body = _capped(upstream, body)
         client_wants_usage = wants_usage(body)
         if not client_wants_usage:
             options = body.get("stream_options")
@@ -82,3 +83,10 @@ def _take_usage(event: bytes, usage: Usage) -> bool:
         return False
     usage.update_from(parsed.get("usage"))
     return not parsed.get("choices")
+
+
+def _capped(upstream: Upstream, body: dict[str, Any]) -> dict[str, Any]:
+    """The body with the backend's default `max_tokens` when the client set no limit."""
+    if upstream.max_tokens is None or "max_tokens" in body or "max_completion_tokens" in body:
+        return body
+    return {**body, "max_tokens": upstream.max_tokens}

@@ -343,12 +343,18 @@ def _value(sample: dict[str, Any]) -> float:
 
 
 @contextmanager
-def _start_prometheus(prometheus_bin: str, targets: list[str], workdir: Path) -> Iterator[str]:
+def _start_prometheus(
+    prometheus_bin: str,
+    targets: list[str],
+    workdir: Path,
+    scrape_configs: list[dict[str, Any]] | None = None,
+) -> Iterator[str]:
     port = free_port()
+    jobs = scrape_configs or [{"job_name": "gateway", "static_configs": [{"targets": targets}]}]
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in sorted(promql.RULES.glob("*.yml"))],
-        "scrape_configs": [{"job_name": "gateway", "static_configs": [{"targets": targets}]}],
+        "scrape_configs": jobs,
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = workdir / "prometheus.log"

@@ -1,0 +1,174 @@
+"""OpenAI's Responses API as a front door: POST /v1/responses, and the stored responses
+(GET and DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items).
+
+A request is checked and translated into a chat body (`gateway.doors.responses_request`),
+with the stored conversation of `previous_response_id` in front; it is routed by the same
+pipeline as chat (endpoint label `responses`), and the chat answer is rendered back as a
+Response or its event stream (`gateway.doors.responses_answer`). With `store` (the default)
+the Response, its input items and the conversation are kept per tenant
+(`gateway.response_store`) before the client sees the end of the answer, so a follow-up can
+name it at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from gateway.api.asgi import Reply, RequestHead
+from gateway.api.deps import ServicesDep
+from gateway.api.door import EVENT_STREAM
+from gateway.auth import Tenant
+from gateway.doors import new_id
+from gateway.doors.responses_answer import shell, to_response
+from gateway.doors.responses_request import Turn, parse_request
+from gateway.doors.responses_stream import ResponseStream
+from gateway.errors import Dialect, NotFound, UpstreamError
+from gateway.pipeline import Answer, BodyParser
+from gateway.protocol import parse_body
+from gateway.services import Services
+
+router = APIRouter()
+
+
+class ResponsesExchange:
+    """One Responses request: its id, its translated turn, and where it will be stored."""
+
+    door: str | None = "responses"
+    dialect: Dialect = "openai"
+
+    def __init__(self, services: Services, request_id: str) -> None:
+        self.services = services
+        self.id = new_id("resp")
+        self.store = True
+        self.partition = ""
+        self.history: list[dict[str, Any]] = []
+        self.turn = Turn({})
+        self.base: dict[str, Any] = {}
+
+    @property
+    def parse(self) -> BodyParser:
+        """The Responses body (and the stored conversation it continues) → the chat body."""
+        return self._parse
+
+    async def _parse(self, raw: bytes, tenant: Tenant) -> dict[str, Any]:
+        body = parse_body(raw)
+        previous = body.get("previous_response_id")
+        if isinstance(previous, str) and previous:
+            record = await self.services.responses.get(tenant.partition, previous)
+            if record is None:
+                raise NotFound(
+                    f"Previous response with id '{previous}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            history = record.get("history")
+            self.history = history if isinstance(history, list) else []
+        self.turn = parse_request(body, self.history)
+        self.store = body.get("store") is not False
+        self.partition = tenant.partition
+        self.base = shell(body, self.id)
+        return self.turn.chat
+
+    def authorization(self, head: RequestHead) -> str | None:
+        """The bearer token."""
+        return head.authorization
+
+    async def reply(self, answer: Answer) -> Reply:
+        """A Response, or its event stream."""
+        if answer.events is None:
+            try:
+                completion = orjson.loads(answer.body)
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamError("The backend returned an answer that is not JSON.") from exc
+            response, message = to_response(self.base, completion)
+            await self._keep(response, message)
+            return Reply(200, answer.headers, orjson.dumps(response))
+        events = self._events(answer.events)
+        return Reply(200, answer.headers, media_type=EVENT_STREAM, stream=events)
+
+    async def _events(self, blocks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+        stream = ResponseStream(self.base)
+        try:
+            async for block in blocks:
+                out = stream.feed(block)
+                if out:
+                    yield b"".join(out)
+        finally:
+            await blocks.aclose()
+        last, message = stream.end()
+        if message is not None:
+            await self._keep(stream.response, message)
+        yield last
+
+    async def _keep(self, response: dict[str, Any], message: dict[str, Any]) -> None:
+        if not self.store:
+            return
+        history = [*self.history, *self.turn.messages, message]
+        record = {"response": response, "items": self.turn.items, "history": history}
+        await self.services.responses.put(self.partition, self.id, record)
+
+
+def _json(value: Any) -> Response:
+    return Response(orjson.dumps(value), media_type="application/json")
+
+
+async def _record(services: Services, request: Request, response_id: str) -> dict[str, Any]:
+    tenant = services.state.keys.authenticate(request.headers.get("authorization"))
+    record = await services.responses.get(tenant.partition, response_id)
+    if record is None:
+        raise _not_found(response_id)
+    return record
+
+
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"No response found with id '{response_id}'.", param="response_id")
+
+
+@router.get("/v1/responses/{response_id}")
+async def retrieve(response_id: str, services: ServicesDep, request: Request) -> Response:
+    """A stored Response of the caller's tenant."""
+    record = await _record(services, request, response_id)
+    return _json(record["response"])
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete(response_id: str, services: ServicesDep, request: Request) -> Response:
+    """Forget a stored Response."""
+    tenant = services.state.keys.authenticate(request.headers.get("authorization"))
+    if not await services.responses.delete(tenant.partition, response_id):
+        raise _not_found(response_id)
+    return _json({"id": response_id, "object": "response", "deleted": True})
+
+
+@router.get("/v1/responses/{response_id}/input_items")
+async def input_items(
+    response_id: str,
+    services: ServicesDep,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> Response:
+    """The input items of a stored Response, a page at a time."""
+    record = await _record(services, request, response_id)
+    items = [i for i in record.get("items") or () if isinstance(i, dict)]
+    if order == "desc":
+        items.reverse()
+    if after is not None:
+        ids = [i.get("id") for i in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    page = items[:limit]
+    return _json(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0].get("id") if page else None,
+            "last_id": page[-1].get("id") if page else None,
+            "has_more": len(items) > limit,
+        }
+    )
