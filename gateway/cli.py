@@ -32,11 +32,23 @@ def _die_with_parent() -> None:
 
 
 def _start_embedded(port: int) -> subprocess.Popen[bytes]:
-    """Start the embedded llama.cpp server (SmolLM2) and wait until it answers."""
+    """Start the embedded llama.cpp server (SmolLM2) and wait until it answers.
+
+    llama.cpp logs several lines per request: they go to a file (named on the console)
+    unless `GATEWAY_EMBEDDED_LOG=console`.
+    """
+    to_console = os.environ.get("GATEWAY_EMBEDDED_LOG", "") == "console"
+    log_path = Path(tempfile.gettempdir()) / f"gateway-embedded-{port}.log"
+    out = None if to_console else log_path.open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.embedded", "--port", str(port)],
+        stdout=out,
+        stderr=subprocess.STDOUT if out is not None else None,
         preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads exist yet: before uvicorn starts)
     )
+    if out is not None:
+        out.close()
+        print(f"gateway: llama.cpp (SmolLM2) on :{port}, its log in {log_path}", file=sys.stderr)
     atexit.register(proc.terminate)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -84,6 +96,12 @@ def serve(args: argparse.Namespace) -> int:
         state_dir = tempfile.mkdtemp(prefix="gateway-state-")
         atexit.register(shutil.rmtree, state_dir, True)
         os.environ["GATEWAY_BREAKER_FILE"] = str(Path(state_dir) / "breakers")
+    print(
+        f"gateway: listening on http://{settings.host}:{settings.port}/v1 "
+        f"(policy {settings.policy}, {settings.workers} worker(s))",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(
         "gateway.app:create_app_from_env",
         factory=True,
