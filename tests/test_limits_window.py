@@ -136,9 +136,14 @@ async def test_key_limits_and_team_limits_both_hold(limiter: Limiter) -> None:
 async def test_concurrent_admits_across_processes_never_pass_the_limit(
     redis_url: str, clock: Clock
 ) -> None:
-    """Four limiters with their own connections, as four gateway processes would be."""
+    """Four limiters with their own connections, as four gateway processes would be.
+
+    Each knows it is one of four (as `GATEWAY_REPLICAS` x workers tells a gateway), so should
+    a check time out on this loaded machine, its local share keeps the total under the limit
+    too; while Redis answers, exactly the limit goes through.
+    """
     clients = [aioredis.from_url(redis_url) for _ in range(4)]
-    limiters = [Limiter(c, Metrics(), timeout_s=5.0, clock=clock) for c in clients]
+    limiters = [Limiter(c, Metrics(), timeout_s=5.0, processes=4, clock=clock) for c in clients]
     t = tenant(requests_per_minute=50, tokens_per_minute=10_000)
 
     async def one(i: int) -> bool:
@@ -150,10 +155,14 @@ async def test_concurrent_admits_across_processes_never_pass_the_limit(
 
     try:
         results = await asyncio.gather(*(one(i) for i in range(400)))
+        decided_alone = [lim._down for lim in limiters]
     finally:
         for c in clients:
             await c.aclose()
-    assert sum(results) == 50
+    if any(decided_alone):
+        assert sum(results) <= 50
+    else:
+        assert sum(results) == 50
 
 
 async def test_redis_clock_is_used_without_an_injected_one(redis: aioredis.Redis) -> None:
