@@ -165,6 +165,18 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="plan backends without an API key here as disabled (default: assume keys are set)",
     )
+    parser.add_argument(
+        "--labels", metavar="FILE", help="label records (JSONL): project the open tier's shortfall"
+    )
+    parser.add_argument(
+        "--rescore", action="store_true", help="re-score records that have a prompt first"
+    )
+    parser.add_argument("--artifact", help="classifier artifact for --rescore (default: shipped)")
+    parser.add_argument(
+        "--prompts",
+        metavar="FILE",
+        help='{"id","messages"} JSONL for --rescore (default: --labels)',
+    )
 
 
 def _explain_arguments(parser: argparse.ArgumentParser) -> None:

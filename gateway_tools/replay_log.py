@@ -42,6 +42,7 @@ class Log:
     team_names: list[str]
     endpoint_names: list[str]
     backend_names: list[str]
+    request_ids: list[str] | None = None  # only when read with `ids=True`
 
     def __len__(self) -> int:
         return int(self.model.size)
@@ -110,7 +111,9 @@ def _floats(rows: list[Any], key: str) -> FloatArray:
         raise SourceError(f"{key} must be a number (or null) in every record") from None
 
 
-def _add_batch(cols: _Columns, rows: list[Any]) -> None:
+def _add_batch(cols: _Columns, rows: list[Any], ids: list[str] | None) -> None:
+    if ids is not None:
+        ids.extend(str(r.get("request_id") or "") for r in rows)
     cols.codes("model", [r["model"] for r in rows])
     cols.codes("endpoint", [r["endpoint"] for r in rows])
     cols.codes("backend", [r["backend"] or NO_BACKEND for r in rows])
@@ -124,14 +127,22 @@ def _add_batch(cols: _Columns, rows: list[Any]) -> None:
     cols.add("status", np.array([r.get("status") or 0 for r in rows], dtype=np.int64))
 
 
-def read_log(source: str, *, stream: str, progress: Callable[[int], None] | None = None) -> Log:
-    """Read every decision record of a source (file, directory or Redis URL) as columns."""
+def read_log(
+    source: str,
+    *,
+    stream: str,
+    progress: Callable[[int], None] | None = None,
+    ids: bool = False,
+) -> Log:
+    """Read every decision record of a source (file, directory or Redis URL) as columns
+    (with `ids`, also every record's `request_id`)."""
     cols = _Columns()
+    request_ids: list[str] | None = [] if ids else None
     total = 0
     for where, first, lines in batches(source, stream=stream):
         rows = _rows(where, first, lines)
         try:
-            _add_batch(cols, rows)
+            _add_batch(cols, rows, request_ids)
         except (KeyError, TypeError):  # a missing field or a row that is not an object
             _locate(where, first, lines)
             raise SourceError(f"{where}: a record has a field of the wrong type") from None
@@ -158,4 +169,5 @@ def read_log(source: str, *, stream: str, progress: Callable[[int], None] | None
         team_names=cols.names("team"),
         endpoint_names=[str(v) for v in cols.tables["endpoint"]],
         backend_names=backend_names,
+        request_ids=request_ids,
     )

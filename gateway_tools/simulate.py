@@ -45,6 +45,7 @@ class Outcome:
     cost_usd: float
     backend: IntArray  # per record, a code into `names`
     names: list[str]
+    closed: BoolArray  # per record, whether it ends on the closed tier
 
     def summary(self) -> dict[str, Any]:
         """The `candidate` / `baseline` object of the simulate JSON."""
@@ -74,6 +75,7 @@ def as_recorded(log: Log) -> Outcome:
         math.fsum(log.cost_usd.tolist()),
         log.backend,
         names,
+        log.closed,
     )
 
 
@@ -204,7 +206,7 @@ def _outcome(policy: Policy, log: Log, out: IntArray, names: list[str], kept: Bo
     # fsum: the total is the correctly rounded sum, whatever the order of the records.
     cost = math.fsum(per_record.tolist()) / 1e6
     closed = np.where(kept, log.closed, closed_tier[out])
-    return Outcome(_counts(out, names), _share(closed), float(cost), out, names)
+    return Outcome(_counts(out, names), _share(closed), float(cost), out, names, closed)
 
 
 def changed(log: Log, outcome: Outcome) -> int:

@@ -38,6 +38,20 @@ def _delta(new: float, old: float) -> str:
     return f"{100 * (new - old) / old:+.1f} %"
 
 
+def _quality_rows(summary: dict[str, Any]) -> list[str]:
+    base, cand = summary["baseline"], summary["candidate"]
+    if "projected_open_shortfall" not in cand:
+        return []
+    old, new = base["projected_open_shortfall"], cand["projected_open_shortfall"]
+    return [
+        f"| projected open shortfall (lower is better) | {old:.4f} | {new:.4f} | "
+        f"{_delta(new, old)} |",
+        f"| quality recovered | {_pct(base['quality_recovered'])} | "
+        f"{_pct(cand['quality_recovered'])} | "
+        f"{100 * (cand['quality_recovered'] - base['quality_recovered']):+.1f} pt |",
+    ]
+
+
 def render_markdown(report: Report, chart: bool) -> str:
     """The markdown page."""
     s, base, cand = report.summary, report.summary["baseline"], report.summary["candidate"]
@@ -55,6 +69,7 @@ def render_markdown(report: Report, chart: bool) -> str:
         f"{100 * (cand['closed_share'] - base['closed_share']):+.1f} pt |",
         f"| cost (USD) | {base['cost_usd']:.4f} | {cand['cost_usd']:.4f} | "
         f"{_delta(cand['cost_usd'], base['cost_usd'])} |",
+        *_quality_rows(s),
         "",
         "| backend | baseline | candidate |",
         "|---|---:|---:|",
@@ -65,6 +80,14 @@ def render_markdown(report: Report, chart: bool) -> str:
             f"| `{name}` | {base['by_backend'].get(name, 0):,} | "
             f"{cand['by_backend'].get(name, 0):,} |"
         )
+    if "rescored" in s:
+        r = s["rescored"]
+        lines += [
+            "",
+            f"Re-scored **{r['records']:,}** of {r['of']:,} records with classifier "
+            f"`{r['classifier_version']}` (prompts from `{r['prompts']}`); the others keep "
+            "their recorded score.",
+        ]
     if report.moves:
         lines += ["", "Most common moves (recorded → candidate):", ""]
         lines += ["| from | to | records |", "|---|---|---:|"]
@@ -83,8 +106,14 @@ def render_markdown(report: Report, chart: bool) -> str:
         "a re-routed request uses the tokens it recorded, priced at its new backend; cache "
         "hits stay hits at no cost; requests refused before routing stay refused; "
         "`closed_share` thresholds are the quantile of the log's own scores.",
-        "",
     ]
+    if "labels" in s:
+        lines[-1] += (
+            f" Quality is projected from {s['labels']['used']:,} label records (the judge's "
+            "view of how far the open tier fell short), as a mean label per score decile "
+            "shrunk toward the overall mean."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
