@@ -8,7 +8,12 @@ has arrived: after that, nothing is retried (content would be duplicated).
 Each attempt has a deadline: the backend's `timeout_s` for a whole answer, its
 `first_token_timeout_s` for a stream's first event, and never more than is left of the
 request's own deadline (which, once passed, ends the walk). A target whose circuit is open,
-or half-open with its probe slots taken, is skipped (`gateway.breakers`).
+or half-open with its probe slots taken, or that asked for time with `Retry-After` (a 429 or
+503), is skipped (`gateway.breakers`).
+
+Retries are bounded twice (policy `retries`): a request makes at most `max_attempts`
+attempts, and a worker's retries stay within its `RetryBudget` (a share of recent first
+attempts). Past either, the request fails at once with its last error.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from gateway.breakers import Admit
+from gateway.breakers import Admit, Breaker
 from gateway.call import Call
 from gateway.errors import (
     OWN_CREDENTIALS,
@@ -31,11 +36,14 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.policy import Backend
+from gateway.policy.resilience import Retries
 from gateway.services import Services
 from gateway.wire import Completion, EventStream, Upstream, Usage
 
 # Worth another backend besides 5xx: our own credentials refused, timeouts, saturation.
 _RETRYABLE_STATUS = OWN_CREDENTIALS | {408, 429}
+# Answers whose `Retry-After` keeps the backend aside until then.
+_PAUSING_STATUS = frozenset({429, 503})
 
 T = TypeVar("T")
 
@@ -80,6 +88,14 @@ def _refused(targets: list[Backend], services: Services) -> UpstreamUnavailable:
     )
 
 
+def _pause_if_asked(breaker: Breaker, err: GatewayError, retries: Retries) -> None:
+    """A 429 or 503 with `Retry-After`: skip the backend until then (capped)."""
+    if isinstance(err, UpstreamStatusError) and err.upstream_status in _PAUSING_STATUS:
+        wait = err.retry_after_s
+        if wait is not None and wait > 0:
+            breaker.pause(time.monotonic(), min(wait, retries.max_retry_after_s))
+
+
 async def _within(seconds: float, name: str, work: Awaitable[T]) -> T:
     """``work``, or UpstreamTimeout once ``seconds`` have passed."""
     try:
@@ -97,20 +113,37 @@ async def _walk(
 ) -> tuple[Backend, T]:
     """Try the targets in order; the first success wins, a non-retryable failure ends it.
 
-    A target whose circuit refuses the request is skipped; each attempt is bounded by the
-    backend's own ``limit`` and by what is left of the request's deadline.
+    A target whose circuit refuses the request (or that is paused) is skipped; each attempt
+    is bounded by the backend's own ``limit`` and by what is left of the request's deadline;
+    a retry needs room in the request's `max_attempts` and in the worker's retry budget.
     """
     assert call.plan is not None
     targets = call.plan.targets
     m = services.metrics
-    last: GatewayError | None = None
+    retries = call.state.loaded.policy.retries
+    budget = services.retry_budget
+    last: tuple[Backend, GatewayError, str] | None = None  # the failure before this attempt
+    attempts = 0
     refused: list[Backend] = []
     for i, backend in enumerate(targets):
         breaker = services.breakers[backend.name]
-        admitted = breaker.admit(time.monotonic(), backend.breaker)
+        now = time.monotonic()
+        admitted = Admit.REFUSED if breaker.paused(now) else breaker.admit(now, backend.breaker)
         if not admitted:
             refused.append(backend)
             continue
+        if last is None:
+            budget.first(now, retries)
+        else:
+            failed, err, kind = last
+            at_most = attempts >= retries.max_attempts
+            if at_most or not budget.try_retry(now, retries):
+                breaker.release(admitted)
+                scope = "request" if at_most else "worker"
+                m.retry_budget_exhausted.labels(failed.name, scope).inc()
+                raise err
+            m.fallbacks.labels(failed.name, backend.name, kind).inc()
+        attempts += 1
         upstream = backend.upstream
         own = limit(upstream)
         left = call.deadline - time.perf_counter()
@@ -137,12 +170,12 @@ async def _walk(
                     breaker.release(admitted)
                 raise
             breaker.failure(time.monotonic(), backend.breaker, admitted)
+            _pause_if_asked(breaker, err, retries)
             if admitted is Admit.PROBE:
                 m.breaker_probes.labels(backend.name, "failure").inc()
             if i + 1 < len(targets):
-                m.fallbacks.labels(backend.name, targets[i + 1].name, kind).inc()
                 call.fallbacks.append(backend.name)
-            last = err
+            last = (backend, err, kind)
             continue
         except BaseException:  # cancelled: the client left, or the drain ran out
             breaker.release(admitted)
@@ -162,7 +195,9 @@ async def _walk(
         return backend, result
     if last is None and refused:
         raise _refused(refused, services)
-    raise last or UpstreamUnavailable("No backend could serve the request.")
+    if last is not None:
+        raise last[1]
+    raise UpstreamUnavailable("No backend could serve the request.")
 
 
 def _whole_answer(upstream: Upstream) -> float:

@@ -1,12 +1,14 @@
 """Breaker state shared by the workers of one replica, in a small memory-mapped file.
 
 One 64-byte slot per backend, found by a digest of its name: state, consecutive failures,
-probes in flight and the time the circuit stays open until (CLOCK_MONOTONIC, the same clock
-in every process of the machine). The common case, a closed circuit, is one byte read
-without a lock; every change happens under an `flock` of the file, so "one probe at a time"
-holds across workers and a circuit opened by one worker is open for all of them.
+probes in flight, the time the circuit stays open until and the time a backend's own
+`Retry-After` holds until (CLOCK_MONOTONIC, the same clock in every process of the
+machine). The common case, a closed circuit, is one byte read without a lock; every change
+happens under an `flock` of the file, so "one probe at a time" holds across workers and a
+circuit opened by one worker is open for all of them.
 
-In-flight counts (for `max_concurrency`) stay per worker: they change on every request.
+In-flight counts (for `max_concurrency`) and the error-ratio window stay per worker: they
+change on every request.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import mmap
 import os
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,8 +30,9 @@ from gateway.policy.resilience import BreakerPolicy
 SLOTS = 512
 SLOT = 64
 KEY = 16
-# state, failures, probes, open_until
-_FIELDS = struct.Struct("<B3xIId")
+# state, failures, probes, open_until, paused_until
+_FIELDS = struct.Struct("<B3xIIdd")
+_PAUSED = KEY + _FIELDS.size - 8
 _EMPTY = bytes(KEY)
 
 
@@ -66,18 +70,29 @@ class Board:
 
     def closed(self, offset: int) -> bool:
         """Whether a slot's circuit is closed with no failures counted (no lock)."""
-        state, failures, _, _ = _FIELDS.unpack_from(self._map, offset + KEY)
+        state, failures, _, _, _ = _FIELDS.unpack_from(self._map, offset + KEY)
         return bool(state == State.CLOSED and failures == 0)
+
+    def paused_until(self, offset: int) -> float:
+        """Until when a slot's backend asked not to be called (no lock)."""
+        (until,) = struct.unpack_from("<d", self._map, offset + _PAUSED)
+        return float(until)
 
     def load(self, offset: int, breaker: Breaker) -> None:
         """Copy a slot into a breaker."""
-        state, failures, probes, open_until = _FIELDS.unpack_from(self._map, offset + KEY)
-        breaker.state, breaker.failures = State(state), failures
-        breaker.probes, breaker.open_until = probes, open_until
+        fields = _FIELDS.unpack_from(self._map, offset + KEY)
+        state, breaker.failures, breaker.probes, breaker.open_until, breaker.paused_until = fields
+        breaker.state = State(state)
 
     def save(self, offset: int, breaker: Breaker) -> None:
         """Copy a breaker into its slot."""
-        fields = (breaker.state.value, breaker.failures, breaker.probes, breaker.open_until)
+        fields = (
+            breaker.state.value,
+            breaker.failures,
+            breaker.probes,
+            breaker.open_until,
+            breaker.paused_until,
+        )
         _FIELDS.pack_into(self._map, offset + KEY, *fields)
 
     def breaker(self, name: str, on_change: OnChange | None) -> Breaker:
@@ -127,13 +142,14 @@ class SharedBreaker(Breaker):
         with self._synced():
             return Breaker.admit(self, now, policy)
 
-    def success(self, admitted: Admit = Admit.PASS) -> None:
+    def success(self, admitted: Admit = Admit.PASS, now: float | None = None) -> None:
         """As `Breaker.success`; nothing to write when it is closed already."""
         assert self.board is not None
         if admitted is not Admit.PROBE and self.board.closed(self.offset):
+            self.count(time.monotonic() if now is None else now, failed=False)
             return
         with self._synced():
-            Breaker.success(self, admitted)
+            Breaker.success(self, admitted, now)
 
     def failure(
         self,
@@ -155,6 +171,20 @@ class SharedBreaker(Breaker):
         """As `Breaker.trip`."""
         with self._synced():
             Breaker.trip(self, now, policy)
+
+    def retry_after(self, now: float) -> float:
+        """As `Breaker.retry_after`, from the shared state."""
+        return Breaker.retry_after(self._fresh(), now)
+
+    def pause(self, now: float, seconds: float) -> None:
+        """As `Breaker.pause`, for every worker."""
+        with self._synced():
+            Breaker.pause(self, now, seconds)
+
+    def paused(self, now: float) -> bool:
+        """As `Breaker.paused`, by any worker's pause (no lock)."""
+        assert self.board is not None
+        return now < self.board.paused_until(self.offset)
 
     def healthy(self, now: float) -> None:
         """As `Breaker.healthy`."""

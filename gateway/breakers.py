@@ -1,6 +1,7 @@
 """Per-backend circuit breakers and in-flight counts (state shared by workers: breaker_board).
 
-    closed ──(failures_to_open consecutive failures, or a failed health check)──▶ open
+    closed ──(failures_to_open consecutive failures, failure_ratio of the recent attempts,
+              or a failed health check)──▶ open
     open ──(open_s elapsed, or a health check passes)──▶ half-open
     half-open ──(a probe succeeds: closed at once)──▶ closed
     half-open ──(a probe fails)──▶ open again for open_s
@@ -10,13 +11,19 @@ request goes to its next target. So a backend that hangs costs one probe's timeo
 `open_s`, not a stall of every request in flight. Every admitted request ends in exactly one
 of `success`, `failure` or `release` (cancelled, or an error that says nothing about the
 backend), which gives its probe slot back.
+
+The error ratio is counted per worker (one-second buckets of attempts and failures; only
+those since the circuit last closed), the state it opens is shared. A backend that answers
+429 or 503 with `Retry-After` is `pause`d until then: planning puts it last and the walk
+skips it, like an open circuit, without changing the circuit's state.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from gateway.policy.resilience import BreakerPolicy
@@ -59,6 +66,10 @@ class Breaker:
     probes: int = 0
     in_flight: int = 0
     on_change: OnChange | None = None
+    # Skipped until then: the backend's own Retry-After (shared, like the state).
+    paused_until: float = 0.0
+    # This worker's recent attempts: [second, attempts, failures], oldest first.
+    window: deque[list[int]] = field(default_factory=deque)
 
     def current(self, now: float) -> State:
         """The state as of ``now`` (an open circuit past its time reads as half-open)."""
@@ -86,12 +97,12 @@ class Breaker:
         self.probes += 1
         return Admit.PROBE
 
-    def success(self, admitted: Admit = Admit.PASS) -> None:
+    def success(self, admitted: Admit = Admit.PASS, now: float | None = None) -> None:
         """The backend answered: the circuit closes at once."""
         self._give_back(admitted)
+        self.count(time.monotonic() if now is None else now, failed=False)
         self.failures = 0
         if self.state is not State.CLOSED:
-            self.open_until = 0.0
             self._move(State.CLOSED)
 
     def failure(
@@ -102,10 +113,48 @@ class Breaker:
     ) -> None:
         """A backend failure (connect, timeout, 5xx, 429, bad answer)."""
         self._give_back(admitted)
+        now = time.monotonic() if now is None else now
+        self.count(now, failed=True)
         self.failures += 1
         # Not closed: a failed probe (or a late failure) opens it for a full period again.
-        if self.state is not State.CLOSED or self.failures >= policy.failures_to_open:
-            self._open(time.monotonic() if now is None else now, policy)
+        if (
+            self.state is not State.CLOSED
+            or self.failures >= policy.failures_to_open
+            or self.ratio_exceeded(now, policy)
+        ):
+            self._open(now, policy)
+
+    def count(self, now: float, *, failed: bool) -> None:
+        """One attempt's outcome in this worker's window (kept for at most 60 s)."""
+        second, window = int(now), self.window
+        while window and window[0][0] <= second - 60:
+            window.popleft()
+        if not window or window[-1][0] != second:
+            window.append([second, 0, 0])
+        window[-1][1] += 1
+        window[-1][2] += failed
+
+    def ratio_exceeded(self, now: float, policy: BreakerPolicy = DEFAULT) -> bool:
+        """Whether the recent failure ratio opens the circuit (enough attempts, enough failed).
+
+        Counts the last `ratio_window_s` seconds, none from before the circuit last opened
+        (`open_until`), so a circuit that just closed starts from a clean slate.
+        """
+        since = max(now - policy.ratio_window_s, self.open_until)
+        total = failed = 0
+        for second, attempts, failures in self.window:
+            if second >= since:
+                total += attempts
+                failed += failures
+        return total >= policy.ratio_min_requests and failed >= policy.failure_ratio * total
+
+    def pause(self, now: float, seconds: float) -> None:
+        """The backend asked not to be called for ``seconds`` (`Retry-After`)."""
+        self.paused_until = max(self.paused_until, now + seconds)
+
+    def paused(self, now: float) -> bool:
+        """Whether the backend's own `Retry-After` still holds."""
+        return now < self.paused_until
 
     def release(self, admitted: Admit) -> None:
         """The attempt ended without saying anything about the backend (e.g. cancelled)."""
@@ -122,11 +171,13 @@ class Breaker:
             self.open_until = now
 
     def retry_after(self, now: float) -> float:
-        """Seconds until this circuit admits a probe again (0 if it would now)."""
-        return max(self.open_until - now, 0.0) if self.state is State.OPEN else 0.0
+        """Seconds until this backend is tried again (circuit open, or paused; 0 if now)."""
+        wait = max(self.open_until - now, 0.0) if self.state is State.OPEN else 0.0
+        return max(wait, self.paused_until - now)
 
     def _open(self, now: float, policy: BreakerPolicy) -> None:
         self.open_until = now + policy.open_s
+        self.window.clear()
         self._move(State.OPEN)
 
     def _give_back(self, admitted: Admit) -> None:

@@ -141,13 +141,22 @@ class UpstreamError(GatewayError):
 class UpstreamStatusError(UpstreamError):
     """A backend answered with an error status; its own error object is passed on if it had one."""
 
-    def __init__(self, message: str, *, upstream_status: int, body: bytes = b"") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int,
+        body: bytes = b"",
+        retry_after_s: float | None = None,
+    ) -> None:
         # A client error upstream is the client's error here too; a server error, or the
         # upstream refusing the gateway's own credentials, is ours (502).
         self.caller_error = 400 <= upstream_status < 500 and upstream_status not in OWN_CREDENTIALS
         super().__init__(message, status=upstream_status if self.caller_error else 502)
         self.upstream_status = upstream_status
         self.upstream_body = body
+        # The backend's own `Retry-After` in seconds (HTTP dates are not read).
+        self.retry_after_s = retry_after_s
 
     def body(self) -> dict[str, Any]:
         """The upstream's own error object where it had one; never for our own credentials."""

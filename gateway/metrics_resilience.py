@@ -41,6 +41,13 @@ class ResilienceMetrics:
             ["from_backend", "to_backend"],
             registry=r,
         )
+        self.retry_budget_exhausted = Counter(
+            "gateway_retry_budget_exhausted_total",
+            "Requests failed without trying their next target: the retry budget was spent "
+            "(scope: request, max_attempts; worker, the retry ratio), by the last backend tried.",
+            ["backend", "scope"],
+            registry=r,
+        )
         self.cancellations = Counter(
             "gateway_cancellations_total",
             "Requests ended by the gateway before their answer was complete, by reason.",

@@ -189,6 +189,8 @@ def _plan(services: Services, call: Call) -> None:
         threshold,
         services.breakers,
         closed_allowed=call.team not in state.self_hosted,
+        # Past the team's soft budget share: the open tier while it has a target.
+        open_first=call.admission is not None and call.admission.soft_exceeded,
         decide=decide,
         sticky=sticky_draw(call.body) if route.splits else 0.0,
         needs_tools=bool(call.body.get("tools")) and call.body.get("tool_choice") != "none",

@@ -93,6 +93,7 @@ def make_plan(
     breakers: Breakers,
     *,
     closed_allowed: bool = True,
+    open_first: bool = False,
     decide: Decide | None = None,
     sticky: float = 0.0,
     needs_tools: bool = False,
@@ -100,9 +101,14 @@ def make_plan(
     """Order the chosen rule's targets, then the default rule's, as fallbacks.
 
     Disabled backends (no API key), backends that cannot serve the endpoint and, without
-    ``closed_allowed``, closed-tier ones are left out; open circuits and saturated backends
-    go last rather than nowhere. When the rule's first choice is saturated and another
-    target is ready, the plan is a spill-over.
+    ``closed_allowed``, closed-tier ones are left out; open circuits, backends paused by
+    their `Retry-After` and saturated backends go last rather than nowhere. When the rule's
+    first choice is saturated and another target is ready, the plan is a spill-over.
+
+    ``open_first`` (the team is past its soft budget share): closed-tier targets are left out
+    too while an open-tier target would admit the request (saturated counts: it queues);
+    otherwise the plan stays as it is. When that moved the request off a closed first
+    choice, the reason is ``budget``.
     """
     rules = route.rules
     index, reason = choose_rule(route, score, threshold, decide)
@@ -119,6 +125,8 @@ def make_plan(
     degraded: list[Backend] = []
     spilled: str | None = None
     without_tools: list[str] = []
+    first: Backend | None = None  # the rule's first choice among the eligible targets
+    refusing: set[str] = set()  # circuit open (or probes taken), or paused by Retry-After
     for name in names:
         backend = policy.backends[name]
         if not backend.enabled or not backend.serves(endpoint):
@@ -128,15 +136,23 @@ def make_plan(
         if needs_tools and not backend.tools:
             without_tools.append(name)
             continue
+        first = first or backend
         state = breakers[name]
         saturated = (
             backend.max_concurrency is not None and state.in_flight >= backend.max_concurrency
         )
-        usable = state.usable(now, backend.breaker)
+        usable = state.usable(now, backend.breaker) and not state.paused(now)
+        if not usable:
+            refusing.add(name)
         if saturated and usable and not ready and not degraded:
             spilled = name
         (ready if usable and not saturated else degraded).append(backend)
     targets = ready + degraded
+    if open_first and any(b.tier != "closed" and b.name not in refusing for b in targets):
+        if first is not None and first.tier == "closed":
+            reason, spilled = "budget", None
+        ready = [b for b in ready if b.tier != "closed"]
+        targets = ready + [b for b in degraded if b.tier != "closed"]
     if not targets and without_tools:
         raise InvalidRequest(
             f"The request offers tools, and no backend for `{model}` can call tools "

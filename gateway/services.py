@@ -26,6 +26,7 @@ from gateway.metrics import Metrics
 from gateway.policy import load_policy
 from gateway.providers import PROVIDERS, Provider, UpstreamClient
 from gateway.response_store import ResponseStore, build_response_store
+from gateway.retry_budget import RetryBudget
 from gateway.semantic import SemanticIndex
 from gateway.settings import Settings
 from gateway.shadow.adapting import Adapter
@@ -80,6 +81,7 @@ class Services:
         self.board = Board(settings.breaker_file) if settings.breaker_file else None
         make = self.board.breaker if self.board is not None else None
         self.breakers = Breakers(self._breaker_moved, make)
+        self.retry_budget = RetryBudget()
         self.drain = Drain(settings.drain_grace_s)
         self.semantic = SemanticIndex()
         self.limiter = Limiter.from_settings(redis, settings, metrics)

@@ -163,3 +163,77 @@ def test_workers_share_one_board(tmp_path: Path) -> None:
     finally:
         one.close()
         two.close()
+
+
+RATIO = BreakerPolicy(failures_to_open=1000, ratio_min_requests=20, ratio_window_s=10.0)
+
+
+def test_an_error_ratio_opens_without_consecutive_failures() -> None:
+    breaker = Breaker("b")
+    for i in range(19):  # every other attempt fails: never two in a row
+        if i % 2:
+            breaker.failure(i * 0.1, RATIO)
+        else:
+            breaker.success(now=i * 0.1)
+    assert breaker.current(1.9) is State.CLOSED  # 9 of 19: too few requests
+    breaker.failure(2.0, RATIO)  # 10 of 20: 50%
+    assert breaker.current(2.0) is State.OPEN
+
+
+def test_the_ratio_forgets_old_attempts_and_the_last_opening() -> None:
+    breaker = Breaker("b")
+    for i in range(15):
+        breaker.failure(i * 0.01, RATIO)
+    for i in range(10):
+        breaker.success(now=11.0 + i * 0.01)
+    breaker.failure(11.5, RATIO)  # the 15 failures have left the 10 s window
+    assert breaker.current(11.5) is State.CLOSED
+    for i in range(19):
+        breaker.failure(12.0 + i * 0.01, RATIO)
+    assert breaker.current(12.5) is State.OPEN
+    probe = breaker.admit(18.0, RATIO)
+    breaker.success(probe, now=18.0)  # closed: what came before the opening is forgotten
+    breaker.failure(18.1, RATIO)
+    assert breaker.current(18.1) is State.CLOSED
+
+
+outcomes = st.lists(st.tuples(st.floats(0.0, 2.0), st.booleans()), max_size=120)
+
+
+@settings(deadline=None, max_examples=300)
+@given(outcomes=outcomes, ratio=st.sampled_from([0.25, 0.5, 1.0]), volume=st.integers(1, 30))
+def test_the_ratio_opens_exactly_when_the_window_says(
+    outcomes: list[tuple[float, bool]], ratio: float, volume: int
+) -> None:
+    policy = BreakerPolicy(
+        failures_to_open=1000, failure_ratio=ratio, ratio_min_requests=volume, ratio_window_s=5
+    )
+    breaker, now, seen = Breaker("b"), 100.0, []
+    for dt, failed in outcomes:
+        now += dt
+        seen.append((int(now), failed))
+        recent = [f for second, f in seen if second >= now - 5]
+        if failed:
+            breaker.failure(now, policy)
+        else:
+            breaker.success(now=now)
+        should = failed and len(recent) >= volume and sum(recent) >= ratio * len(recent)
+        assert (breaker.current(now) is State.OPEN) == should
+        if should:
+            return  # the reference model stops at the first opening
+
+
+def test_retry_after_pauses_a_backend_for_every_worker(tmp_path: Path) -> None:
+    board = Board(tmp_path / "board")
+    try:
+        one, two = board.breaker("b", None), board.breaker("b", None)
+        one.pause(10.0, 30.0)
+        assert two.paused(20.0) and not two.paused(40.0)
+        assert two.retry_after(20.0) == pytest.approx(20.0)
+        assert two.admit(20.0) is Admit.PASS  # a pause is not a circuit state
+        # The ratio window is each worker's own; what it opens is shared.
+        for i in range(20):
+            one.failure(50.0 + i * 0.01, RATIO)
+        assert two.current(50.5) is State.OPEN
+    finally:
+        board.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -150,3 +151,134 @@ async def test_tied_scores_split_by_the_target_share(upstreams: Upstreams, tmp_p
         await services.close()
     share = tiers[-200:].count("closed") / 200
     assert 0.15 <= share <= 0.45, share
+
+
+async def _started(policy_text: str, tmp_path: Path) -> Services:
+    policy = tmp_path / "guards.yaml"
+    policy.write_text(policy_text)
+    settings = Settings(policy=policy, redis_url="", policy_reload_s=0, access_log=False)
+    return await Services.start(settings, Metrics())
+
+
+def _sample(services: Services, name: str, **labels: str) -> float:
+    return services.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+GUARDS_POLICY = """
+retries: {{max_attempts: {attempts}, ratio: {ratio}, min_per_s: {floor}, window_s: 10}}
+backends:
+  broken-a: {{provider: openai, base_url: "{oai}/fail500/v1", tier: open,
+             breaker: {{failures_to_open: 1000, ratio_min_requests: 1000}}}}
+  broken-b: {{provider: openai, base_url: "{oai}/fail500/v1", tier: open,
+             breaker: {{failures_to_open: 1000, ratio_min_requests: 1000}}}}
+  busy: {{provider: openai, base_url: "{oai}/busy/v1", tier: open}}
+  open: {{provider: openai, base_url: "{oai}/v1", tier: open}}
+models:
+  "*": {{to: [open]}}
+  three: {{to: [broken-a, broken-b, open]}}
+  two: {{to: [broken-a, open]}}
+  busy-first: {{to: [busy, open]}}
+teams:
+  t: {{keys: [sk-team]}}
+"""
+
+
+async def test_a_request_tries_at_most_max_attempts_targets(
+    upstreams: Upstreams, tmp_path: Path
+) -> None:
+    text = GUARDS_POLICY.format(oai=upstreams.openai_url, attempts=2, ratio=1.0, floor=100)
+    services = await _started(text, tmp_path)
+    try:
+        with pytest.raises(GatewayError) as info:
+            async with handle(services, _incoming({**CHAT, "model": "three"})):
+                pytest.fail("no answer expected")
+        assert info.value.http_status == 502  # broken-b's 500: the last error, at once
+        exhausted = "gateway_retry_budget_exhausted_total"
+        assert _sample(services, exhausted, backend="broken-b", scope="request") == 1
+        errors = "gateway_upstream_errors_total"
+        assert _sample(services, errors, backend="broken-a", kind="status_5xx") == 1
+        assert _sample(services, errors, backend="broken-b", kind="status_5xx") == 1
+        async with handle(services, _incoming({**CHAT, "model": "two"})) as answer:
+            assert answer.headers["x-gateway-backend"] == "open"  # two attempts: allowed
+    finally:
+        await services.close()
+
+
+async def test_the_workers_retry_budget_fails_fast_once_spent(
+    upstreams: Upstreams, tmp_path: Path
+) -> None:
+    # No floor, 50% of first attempts: of 10 requests that all fail over, 5 may retry.
+    text = GUARDS_POLICY.format(oai=upstreams.openai_url, attempts=3, ratio=0.5, floor=0)
+    services = await _started(text, tmp_path)
+    answered = failed = 0
+    try:
+        for _ in range(10):
+            try:
+                async with handle(services, _incoming({**CHAT, "model": "two"})) as answer:
+                    assert answer.headers["x-gateway-backend"] == "open"
+                    answered += 1
+            except GatewayError as err:
+                assert err.http_status == 502  # broken-a's own failure
+                failed += 1
+        assert (answered, failed) == (5, 5)
+        exhausted = "gateway_retry_budget_exhausted_total"
+        assert _sample(services, exhausted, backend="broken-a", scope="worker") == 5
+        fallbacks = "gateway_fallbacks_total"
+        labels = {"from_backend": "broken-a", "to_backend": "open", "reason": "status_5xx"}
+        assert _sample(services, fallbacks, **labels) == 5  # only retries that were made
+    finally:
+        await services.close()
+
+
+async def test_retry_after_keeps_a_backend_aside_until_then(
+    upstreams: Upstreams, tmp_path: Path
+) -> None:
+    text = GUARDS_POLICY.format(oai=upstreams.openai_url, attempts=3, ratio=0.2, floor=3)
+    services = await _started(text, tmp_path)
+    try:
+        for _ in range(3):
+            async with handle(services, _incoming({**CHAT, "model": "busy-first"})) as answer:
+                assert answer.headers["x-gateway-backend"] == "open"
+        errors = "gateway_upstream_errors_total"
+        # Asked once (503, Retry-After: 30); then skipped without a call.
+        assert _sample(services, errors, backend="busy", kind="status_5xx") == 1
+        breaker = services.breakers["busy"]
+        assert breaker.paused(time.monotonic())
+        assert 25 < breaker.retry_after(time.monotonic()) <= 30
+    finally:
+        await services.close()
+
+
+SOFT_POLICY = """
+backends:
+  open: {{provider: openai, base_url: "{oai}/v1", tier: open, price: {{input_per_mtok: 0}}}}
+  strong: {{provider: openai, base_url: "{oai}/v1", api_key: k, tier: closed,
+           price: {{input_per_mtok: 10, output_per_mtok: 100}}}}
+models:
+  "*": {{to: [strong, open]}}
+  closed-only: {{to: [strong]}}
+teams:
+  soft: {{keys: [sk-soft], limits: {{budget_usd_per_day: 1.0, soft_budget_share: 0.01}}}}
+  plain: {{keys: [sk-plain], limits: {{budget_usd_per_day: 1.0}}}}
+"""
+
+
+async def test_a_team_past_its_soft_budget_share_stays_on_the_open_tier(
+    upstreams: Upstreams, tmp_path: Path
+) -> None:
+    # Each request holds ~$0.05 at `strong`'s prices: past 1% of $1 from the first one.
+    services = await _started(SOFT_POLICY.format(oai=upstreams.openai_url), tmp_path)
+    try:
+        async with handle(services, _incoming(CHAT, key="sk-soft")) as answer:
+            assert answer.headers["x-gateway-tier"] == "open"
+        async with handle(services, _incoming(CHAT, key="sk-plain")) as answer:
+            assert answer.headers["x-gateway-tier"] == "closed"
+        # No open target left: the closed one stays (a soft limit never refuses).
+        body = {**CHAT, "model": "closed-only"}
+        async with handle(services, _incoming(body, key="sk-soft")) as answer:
+            assert answer.headers["x-gateway-tier"] == "closed"
+        decisions = "gateway_routing_decisions_total"
+        assert _sample(services, decisions, model="*", tier="open", reason="budget") == 1
+        assert _sample(services, decisions, model="*", tier="closed", reason="alias") == 1
+    finally:
+        await services.close()

@@ -201,3 +201,48 @@ def test_tools_skip_backends_that_cannot_call_them() -> None:
             only_b, "ab", only_b.models["ab"], "chat", 0.5, _never, Breakers(), needs_tools=True
         )
     assert info.value.param == "tools"
+
+
+@settings(deadline=None)
+@given(score=scores, paused=st.sets(st.sampled_from(["open-a", "open-b", "gpt", "claude"])))
+def test_backends_paused_by_retry_after_go_last_but_stay(score: float, paused: set[str]) -> None:
+    policy = PARSED
+    breakers = Breakers()
+    now = time.monotonic()
+    for name in paused:
+        breakers[name].pause(now, 30.0)
+    plan = make_plan(policy, "auto", policy.models["auto"], "chat", score, _never, breakers)
+    names = [b.name for b in plan.targets]
+    assert names == [n for n in names if n not in paused] + [n for n in names if n in paused]
+    unpaused = make_plan(policy, "auto", policy.models["auto"], "chat", score, _never, Breakers())
+    assert sorted(names) == sorted(b.name for b in unpaused.targets)
+
+
+@settings(deadline=None)
+@given(score=scores)
+def test_past_the_soft_budget_the_open_tier_is_kept_while_it_has_a_target(score: float) -> None:
+    policy = PARSED
+    route = policy.models["auto"]
+    plain = make_plan(policy, "auto", route, "chat", score, _never, Breakers())
+    soft = make_plan(policy, "auto", route, "chat", score, _never, Breakers(), open_first=True)
+    assert [b.name for b in soft.targets] == [b.name for b in plain.targets if b.tier == "open"]
+    # `budget` says the soft share moved the request off a closed first choice.
+    moved = plain.targets[0].tier == "closed"
+    assert soft.reason == ("budget" if moved else plain.reason)
+    # No open target at all: the closed ones stay, for the plan's usual reason.
+    only = policy.models["embed-only"]
+    kept = make_plan(policy, "embed-only", only, "chat", score, _never, Breakers(), open_first=True)
+    assert [b.name for b in kept.targets] == ["claude"] and kept.reason == "alias"
+
+
+def test_past_the_soft_budget_a_broken_open_tier_keeps_the_closed_one() -> None:
+    policy = PARSED
+    route = policy.models["auto"]
+    breakers = Breakers()
+    for _ in range(FAILURES_TO_OPEN):
+        breakers["open-a"].failure()
+    plan = make_plan(policy, "auto", route, "chat", 0.1, _never, breakers, open_first=True)
+    assert [b.name for b in plan.targets] == ["gpt", "open-a"] and plan.reason == "default"
+    breakers["open-b"].in_flight = 2  # saturated: it queues, the closed tier is not used
+    plan = make_plan(policy, "auto", route, "chat", 0.5, _never, breakers, open_first=True)
+    assert [b.name for b in plan.targets] == ["open-b", "open-a"]

@@ -18,6 +18,11 @@ class BreakerPolicy(_Strict):
     open_s: float = Field(5.0, gt=0)
     # Requests admitted at a time while half-open; the rest go to the next target.
     half_open_probes: int = Field(1, ge=1)
+    # Error ratio: the circuit also opens when at least `failure_ratio` of the last
+    # `ratio_window_s` seconds' attempts failed, once they number `ratio_min_requests`.
+    failure_ratio: float = Field(0.5, gt=0, le=1)
+    ratio_min_requests: int = Field(20, ge=1)
+    ratio_window_s: float = Field(10.0, gt=0, le=60)
 
 
 class HealthCheck(_Strict):
@@ -28,6 +33,26 @@ class HealthCheck(_Strict):
     timeout_s: float = Field(1.0, gt=0)
     # Consecutive failed checks that open the circuit.
     failures: int = Field(2, ge=1)
+
+
+class Retries(_Strict):
+    """How many targets one request may try, and how many retries a worker may send."""
+
+    # Targets one request tries at most (the first attempt included).
+    max_attempts: int = Field(3, ge=1)
+    # Retries (attempts after a request's first) per worker, over the last `window_s`: at most
+    # `ratio` of the first attempts plus `min_per_s` a second, so an outage does not double load.
+    ratio: float = Field(0.2, ge=0)
+    min_per_s: float = Field(3.0, ge=0)
+    window_s: float = Field(10.0, gt=0, le=60)
+    # Longest an upstream's `Retry-After` (on a 429 or 503) keeps a backend aside.
+    max_retry_after_s: float = Field(60.0, ge=0)
+
+
+class PolicyResilience(_Strict):
+    """The policy-wide keys `Policy` takes from here (see docs/policy.md)."""
+
+    retries: Retries = Retries()
 
 
 class BackendResilience(_Strict):

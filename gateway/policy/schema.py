@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from gateway.policy.resilience import BackendResilience
+from gateway.policy.resilience import BackendResilience, PolicyResilience
 from gateway.wire import Endpoint, Upstream
 
 Tier = Literal["open", "closed"]
@@ -255,8 +255,8 @@ class Limits(Strict):
     # Prompt plus completion tokens; the prompt is estimated at admission, settled after.
     tokens_per_minute: int | None = Field(None, ge=1)
     budget_usd_per_month: float | None = Field(None, gt=0)
-    # Share of a budget past which admissions say `soft_exceeded` (the planner may then keep
-    # the team on the open tier). Team limits only.
+    # Share of a budget past which admissions say `soft_exceeded` (the planner then keeps
+    # the team on the open tier while it has a target). Team limits only.
     soft_budget_share: float | None = Field(None, gt=0, lt=1)
     # When Redis is slow or down: "open" enforces each replica's share of the limits locally,
     # "closed" refuses the team's requests (503). Team limits only.
@@ -280,7 +280,7 @@ class Team(Strict):
     key_limits: Limits | None = None
 
 
-class Policy(Strict):
+class Policy(Strict, PolicyResilience):
     """A whole policy file."""
 
     version: str | None = None

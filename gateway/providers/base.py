@@ -38,11 +38,27 @@ class Provider(Protocol):
         ...
 
 
-def status_error(backend: str, status: int, body: bytes) -> UpstreamStatusError:
-    """The error for a non-2xx answer from a backend."""
+def status_error(
+    backend: str, status: int, body: bytes, retry_after: str | None = None
+) -> UpstreamStatusError:
+    """The error for a non-2xx answer from a backend (with its `Retry-After`, in seconds)."""
     return UpstreamStatusError(
-        f"backend {backend} answered HTTP {status}", upstream_status=status, body=body[:65536]
+        f"backend {backend} answered HTTP {status}",
+        upstream_status=status,
+        body=body[:65536],
+        retry_after_s=retry_after_seconds(retry_after),
     )
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A `Retry-After` header's delay in seconds; None when absent or an HTTP date."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 class HttpProvider:
@@ -94,7 +110,7 @@ class HttpProvider:
         finally:
             response.close()
         if response.status >= 400:
-            raise status_error(upstream.name, response.status, content)
+            raise status_error(upstream.name, response.status, content, response.retry_after)
         try:
             parsed = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
@@ -110,7 +126,8 @@ class HttpProvider:
         response = await self.post(upstream, path, payload)
         try:
             if response.status >= 400:
-                raise status_error(upstream.name, response.status, await response.read())
+                content = await response.read()
+                raise status_error(upstream.name, response.status, content, response.retry_after)
             buffer = bytearray()
             async for chunk in response.chunks():
                 block = complete_events(buffer, chunk)

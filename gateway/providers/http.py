@@ -30,6 +30,11 @@ class UpstreamResponse:
         """The HTTP status code."""
         return self._response.status
 
+    @property
+    def retry_after(self) -> str | None:
+        """The `Retry-After` header, if the answer had one."""
+        return self._response.headers.get("retry-after")
+
     async def read(self) -> bytes:
         """The whole body."""
         try:

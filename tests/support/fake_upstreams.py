@@ -3,7 +3,8 @@
 Behaviour is chosen by a path prefix, so one server covers every fault:
 `/v1` answers normally, `/fail500/v1` answers 500, `/slow/v1` waits 3 s before answering,
 `/cut/v1` stops a stream half way, `/garbage/v1` returns a non-JSON body,
-`/ratelimited/v1` answers 429, `/cookie/v1` answers normally with a `Set-Cookie`.
+`/ratelimited/v1` answers 429, `/busy/v1` answers 503 with `Retry-After: 30`,
+`/cookie/v1` answers normally with a `Set-Cookie`.
 `GET /_last` returns the last request body received (and its `Cookie` header).
 """
 
@@ -82,6 +83,9 @@ async def _faults(mode: str) -> Response | None:
         return Response(b'{"error":{"message":"boom","type":"server_error"}}', 500)
     if mode == "ratelimited":
         return Response(b'{"error":{"message":"slow down","type":"rate_limit_error"}}', 429)
+    if mode == "busy":
+        body = b'{"error":{"message":"overloaded","type":"server_error"}}'
+        return Response(body, 503, headers={"retry-after": "30"})
     if mode == "slow":
         await asyncio.sleep(3)
     if mode == "garbage":
@@ -245,6 +249,7 @@ def openai_app(state: FakeUpstream) -> Starlette:
 
     routes = [Route("/_last", last)]
     prefixes = ("", "/fail500", "/slow", "/cut", "/garbage", "/ratelimited", "/cookie", "/nousage")
+    prefixes += ("/busy",)
     for prefix in prefixes:
         routes += [
             Route(prefix + "/v1/chat/completions", chat, methods=["POST"]),
