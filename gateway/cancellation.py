@@ -23,6 +23,8 @@ from gateway.errors import GatewayError, UpstreamTimeout
 log = logging.getLogger("gateway.drain")
 
 Reason = Literal["client_gone", "drain", "idle", "deadline"]
+# A request still running after this long starts watching for its client leaving.
+ARM_AFTER_S = 0.05
 Receive = Callable[[], Awaitable[Any]]
 
 
@@ -54,12 +56,14 @@ class Watch:
     """One request's reasons to stop early; created in the task that serves the request."""
 
     __slots__ = (
+        "_arm_timer",
         "_claimed",
         "_deadline",
         "_drain",
         "_gone",
         "_idle_s",
         "_loop",
+        "_receive",
         "_since",
         "_task",
         "_timer",
@@ -75,6 +79,8 @@ class Watch:
         self.closed = False
         self._claimed = False
         self._gone: asyncio.Future[Any] | None = None
+        self._receive: Receive | None = None
+        self._arm_timer: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._idle_s = 0.0
         self._deadline = float("inf")
@@ -85,9 +91,20 @@ class Watch:
             drain.register(self)
 
     def arm(self, receive: Receive) -> None:
-        """Once the whole body is read, the next ASGI message can only be the disconnect."""
-        if self._gone is None:
-            self._gone = asyncio.ensure_future(receive())
+        """Once the whole body is read, the next ASGI message can only be the disconnect.
+
+        Watching for it takes a task, so it starts only if the request is still running
+        after `ARM_AFTER_S` (or when a stream starts): most whole answers are over sooner,
+        and a client that leaves within that time costs the backend at most that much.
+        """
+        if self._gone is None and self._arm_timer is None:
+            self._receive = receive
+            self._arm_timer = self._loop.call_later(ARM_AFTER_S, self._arm_now)
+
+    def _arm_now(self) -> None:
+        self._arm_timer = None
+        if self._gone is None and not self.closed and self._receive is not None:
+            self._gone = asyncio.ensure_future(self._receive())
             self._gone.add_done_callback(self._left)
 
     def _left(self, gone: asyncio.Future[Any]) -> None:
@@ -95,13 +112,19 @@ class Watch:
             self.cancel("client_gone")
 
     def receiver(self, receive: Receive) -> Receive:
-        """``receive`` for sending the reply: the disconnect this watch already waits for."""
-        gone = self._gone
-        if gone is None:
+        """``receive`` for sending the reply: the disconnect this watch waits for (a stream
+        asks for it at once; a whole answer never does)."""
+        if self._receive is None:
             return receive
 
         async def disconnect() -> Any:
-            return await asyncio.shield(gone)
+            if self._gone is None:
+                if self._arm_timer is not None:
+                    self._arm_timer.cancel()
+                    self._arm_timer = None
+                self._arm_now()
+            assert self._gone is not None
+            return await asyncio.shield(self._gone)
 
         return disconnect
 
@@ -161,6 +184,8 @@ class Watch:
     def close(self) -> None:
         """The request is over: stop watching."""
         self.closed = True
+        if self._arm_timer is not None:
+            self._arm_timer.cancel()
         if self._gone is not None and not self._gone.done():
             self._gone.cancel()
         if self._timer is not None:
