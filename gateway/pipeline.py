@@ -147,8 +147,7 @@ def _after(services: Services, call: Call, shadow: Shadow | None, answer: bytes)
         services.shadower.consider(call, shadow, answer)
     if call.tenant is not None and call.state.retains(call.team):
         record = {"messages": call.body.get("messages"), "model": call.model, "score": call.score}
-        retained = services.shadower.retained
-        services.background.spawn(retained.keep(call.tenant.partition, call.request_id, record))
+        services.shadower.retained.offer(call.tenant.partition, call.request_id, record)
 
 
 def _classify(services: Services, call: Call, known: float | None = None) -> None:

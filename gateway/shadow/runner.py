@@ -90,7 +90,7 @@ class Shadower:
         self._classifier_version = classifier_version
         timeout_s = BACKGROUND_TIMEOUT_S
         self.labels = LabelStore(redis, timeout_s, settings.labels_max)
-        self.retained = Retained(redis, timeout_s, settings.retain_s)
+        self.retained = Retained(redis, timeout_s, settings.retain_s, background.spawn)
         self.in_flight = 0
         self._spent: dict[str, float] = {}  # UTC day → USD (Redis's total when shared)
 
