@@ -108,19 +108,27 @@ class UpstreamClient:
         connect_timeout_s: float,
         read_timeout_s: float,
     ) -> UpstreamResponse:
-        """Send a POST and return once the status line and headers have arrived."""
+        """Send a POST and return once the status line and headers have arrived.
+
+        A pooled keep-alive connection the backend closed while idle fails at once with
+        `ServerDisconnectedError` before any answer: that one is sent again, once, on a new
+        connection (the backend never saw the request).
+        """
         session = self._session or self._open()
-        try:
-            response = await session.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=self._timeout(connect_timeout_s, read_timeout_s),
-                allow_redirects=False,
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise map_error(exc, backend) from exc
-        return UpstreamResponse(response, backend)
+        timeout = self._timeout(connect_timeout_s, read_timeout_s)
+        for attempt in (1, 2):
+            try:
+                response = await session.post(
+                    url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                )
+            except aiohttp.ServerDisconnectedError as exc:
+                if attempt == 1:
+                    continue
+                raise map_error(exc, backend) from exc
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise map_error(exc, backend) from exc
+            return UpstreamResponse(response, backend)
+        raise AssertionError("unreachable")
 
     async def get(
         self, url: str, headers: Mapping[str, str], *, backend: str, timeout_s: float
