@@ -23,7 +23,7 @@ import orjson
 
 from gateway.difficulty.classifier import DifficultyClassifier
 from gateway_tools import cli_adapt
-from gateway_tools.cli_adapt import InputError
+from gateway_tools.cli_adapt import InputError, parse_record
 from gateway_tools.cli_adapt import Parser as _Parser
 from gateway_tools.evaluate import BOOTSTRAP
 
@@ -40,19 +40,6 @@ def _classifier(model: str | None) -> DifficultyClassifier:
         raise InputError(f"{path}: not a usable classifier artifact ({exc})") from None
 
 
-def _parse_line(raw: bytes, where: str) -> tuple[Any, dict[str, Any]]:
-    try:
-        row = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"{where}: invalid JSON: {exc}") from None
-    if not isinstance(row, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    messages = row.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InputError(f"{where}: 'messages' is missing or not a non-empty list")
-    return row.get("id"), row
-
-
 def classify_file(input_path: str, output_path: str, model: str | None = None) -> int:
     """Score every line of ``input_path`` into ``output_path``; returns the line count."""
     classifier = _classifier(model)
@@ -66,7 +53,8 @@ def classify_file(input_path: str, output_path: str, model: str | None = None) -
     for number, raw in enumerate(raw_lines, start=1):
         if not raw.strip():
             continue
-        row_id, row = _parse_line(raw, f"{input_path}, line {number}")
+        row = parse_record(raw, f"{input_path}, line {number}")
+        row_id = row.get("id")
         out.append(orjson.dumps({"id": row_id, "score": classifier.score(row)}))
     payload = b"\n".join(out) + (b"\n" if out else b"")
     if output_path == "-":

@@ -25,6 +25,20 @@ class InputError(Exception):
     """Bad user input; reported as one line on stderr with exit code 2."""
 
 
+def parse_record(raw: bytes, where: str) -> dict[str, Any]:
+    """One JSONL line of `{"id", "messages", ...}`; raises `InputError` naming ``where``."""
+    try:
+        row = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{where}: invalid JSON: {exc}") from None
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InputError(f"{where}: 'messages' is missing or not a non-empty list")
+    return row
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that raises ``InputError`` instead of exiting on a usage error."""
 
@@ -53,21 +67,13 @@ def read_labels(path: Path) -> tuple[list[dict[str, Any]], list[float]]:
         if not raw.strip():
             continue
         where = f"{path}, line {number}"
-        try:
-            row = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InputError(f"{where}: invalid JSON: {exc}") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        messages = row.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise InputError(f"{where}: 'messages' is missing or not a non-empty list")
+        row = parse_record(raw, where)
         label = row.get("label")
         if isinstance(label, bool) or not isinstance(label, (int, float)):
             raise InputError(f"{where}: 'label' is missing or not a number")
         if not (math.isfinite(label) and 0.0 <= label <= 1.0):
             raise InputError(f"{where}: 'label' must be within [0, 1], got {label}")
-        bodies.append({"messages": messages})
+        bodies.append({"messages": row["messages"]})
         labels.append(float(label))
     if not labels:
         raise InputError(f"{path}: no label records")

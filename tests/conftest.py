@@ -256,3 +256,9 @@ def redis_db(redis_server: RedisServer) -> Iterator[RedisDb]:
     """A database of the test Redis for this test alone, emptied before and after."""
     with redis_server.lease() as db:
         yield db
+
+
+@pytest.fixture
+def redis_url(redis_db: RedisDb) -> str:
+    """The URL of this test's own database (for `GATEWAY_REDIS_URL` and clients)."""
+    return redis_db.url

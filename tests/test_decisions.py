@@ -6,9 +6,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,33 +138,6 @@ def test_a_deleted_file_is_reopened_and_a_full_queue_drops(tmp_path: Path) -> No
         assert decisions.dropped == 2
     finally:
         decisions.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server not found: install redis-server")
-    port = free_port()
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    cmd += ["--appendonly", "no"]
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        yield url
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_redis_stream_is_bounded_and_exports(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,13 +15,6 @@ from gateway.metrics import Metrics
 from gateway.policy import Limits, parse_policy
 from gateway.providers.base import Usage
 from tests.support.limits import Clock, tenant
-from tests.support.redis_process import running_redis
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(Path(tmp_path_factory.mktemp("redis"))) as url:
-        yield url
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,13 +13,6 @@ from gateway.limits import Limiter
 from gateway.metrics import Metrics
 from gateway.policy import Limits
 from tests.support.limits import T0, Clock, same_team, tenant
-from tests.support.redis_process import running_redis
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_redis(Path(tmp_path_factory.mktemp("redis"))) as url:
-        yield url
 
 
 @pytest.fixture

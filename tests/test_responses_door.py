@@ -14,7 +14,6 @@ import pytest
 import redis
 
 from tests.conftest import Upstreams, run_gateway
-from tests.support.redis_server import RedisDb
 
 TOOLS: Any = [
     {
@@ -301,12 +300,6 @@ def test_metrics_label_the_door(gateway: str, client: openai.OpenAI) -> None:
     client.responses.create(model="any-model", input="metrics", store=False)
     metrics = httpx.get(gateway + "/metrics").text
     assert 'gateway_requests_total{backend="open",endpoint="responses"' in metrics
-
-
-@pytest.fixture
-def redis_url(redis_db: RedisDb) -> str:
-    """A database of the Redis the tests started (never the machine's)."""
-    return redis_db.url
 
 
 def test_stored_in_redis_with_a_ttl_per_tenant(
