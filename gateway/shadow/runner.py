@@ -63,14 +63,6 @@ def shadow_of(policy: Policy, model: str) -> Shadow | None:
     return own if own is not None else policy.shadow
 
 
-def may_use_prompts(policy: Policy, team: str, shadow: Shadow | None) -> bool:
-    """Whether a team's prompts may go into labels (opt-in) and its data leave self-hosting."""
-    spec = policy.teams.get(team)
-    if spec is None:
-        return shadow is not None and shadow.include_anonymous and not policy.teams
-    return spec.retain_prompts and spec.data_residency == "any"
-
-
 class Shadower:
     """Samples answers for shadow evaluation and runs it off the critical path."""
 
@@ -101,7 +93,10 @@ class Shadower:
         if shadow is None or shadow.sample <= 0 or call.endpoint != "chat" or opted_out:
             return None
         body = call.body
-        if (body.get("n") or 1) > 1 or not may_use_prompts(policy, call.team, shadow):
+        # Labels keep prompts: only teams that opted in (and may leave self-hosting), or
+        # anonymous callers where the policy says so and has no teams.
+        allowed = call.state.retains(call.team) if policy.teams else shadow.include_anonymous
+        if (body.get("n") or 1) > 1 or not allowed:
             return None
         spec = policy.teams.get(call.team)
         if spec is not None and spec.side_effect_tools and _offers(body, spec.side_effect_tools):
