@@ -264,7 +264,8 @@ class Metrics(ResilienceMetrics):
         )
         self.adaptations = Counter(
             "gateway_adaptations_total",
-            "Live adaptation rounds by result (adapted, kept, too_few, busy, failed).",
+            "Live adaptation rounds by result "
+            "(adapted, recalibrated, kept, too_few, busy, failed).",
             ["result"],
             registry=r,
         )

@@ -27,7 +27,9 @@ import numpy as np
 
 from gateway.difficulty.artifact import HISTOGRAM_BINS, Artifact, Residual
 from gateway.difficulty.classifier import DifficultyClassifier
+from gateway_tools import recalibrate as recalibration
 from gateway_tools.evaluate import apgr, bootstrap_apgr, interval
+from gateway_tools.recalibrate import Recalibration
 from gateway_tools.sparse import CsrRows, fit_logistic
 
 _NON_WORD = re.compile(r"[\W_]+")
@@ -49,6 +51,8 @@ class AdaptConfig:
     min_labels: int = 50
     # adopt only if this share of the resampled gains is above zero at most (one-sided)
     guard_quantile: float = 0.1
+    # when the residual is not clearly better: rescale the base's scores if that is (ranking kept)
+    recalibrate: bool = True
     max_iter: int = 200
     seed: int = 0
 
@@ -102,6 +106,8 @@ class Outcome:
     artifact: Artifact
     adapted: bool
     validation: Validation
+    # Set when the base was kept but its scores were put on the labels' scale (same ranking).
+    recalibration: Recalibration | None = None
 
 
 def group_of(messages: Any) -> str:
@@ -290,7 +296,13 @@ def adapt(base: Artifact, ls: LabelSet, config: AdaptConfig) -> Outcome:
         oof = ls.base.copy()
     check = validate(ls, oof, config)
     if not check.better:
-        return Outcome(base, False, check)
+        if check.reason or not config.recalibrate:
+            return Outcome(base, False, check)
+        recal = recalibration.check(ls, fold_of(ls.groups, config.folds, config.seed), config)
+        if not recal.better:
+            return Outcome(base, False, check)
+        meta = {"validation": check.as_meta(), "base": version_of(base)}
+        return Outcome(recalibration.recalibrated(base, recal, meta), False, check, recal)
     everything = np.arange(len(ls.labels))
     meta = {"validation": check.as_meta(), "base": version_of(base)}
     residual = fit_residual(base, ls, everything, config, meta)

@@ -43,6 +43,7 @@ class Row:
     mean_label: float = float("nan")
     mean_base: float = float("nan")
     mean_after: float = float("nan")
+    recalibrated: bool = False  # base kept, its scores rescaled (same ranking)
 
 
 def subset(ls: LabelSet, idx: np.ndarray) -> LabelSet:
@@ -143,7 +144,7 @@ def simulate(
             outcome = adapt(bases[key], subset(ls, labelled), config)
             after = ls.base[scored]
             res = outcome.artifact.residual
-            if outcome.adapted and res is not None:
+            if res is not None and (outcome.adapted or outcome.recalibration is not None):
                 after = residual_logit(outcome.artifact, res, ls, scored)
             s, w = strong[scored], weak[scored]
             if float(s.mean() - w.mean()) < MIN_GAP:
@@ -165,10 +166,15 @@ def simulate(
                     float(ls.labels[scored].mean()),
                     _mean_probability(ls.base[scored]),
                     _mean_probability(after),
+                    outcome.recalibration is not None,
                 )
             )
-            log(f"{name} {share:.0%}: {'adapted' if outcome.adapted else 'base kept'}")
+            log(f"{name} {share:.0%}: {_verdict(rows[-1])}")
     return rows
+
+
+def _verdict(row: Row) -> str:
+    return "adapted" if row.adapted else "recalibrated" if row.recalibrated else "base kept"
 
 
 def _mean_probability(logits: np.ndarray) -> float:
@@ -192,6 +198,10 @@ class Macro:
     with_interval: int
     above: int
     below: int
+    recalibrated: int = 0
+    # mean |mean score - mean label| over the deployments: base, and what adapt returned
+    miscalibration_base: float = float("nan")
+    miscalibration_after: float = float("nan")
 
 
 def macro(part: Sequence[Row]) -> Macro:
@@ -208,6 +218,9 @@ def macro(part: Sequence[Row]) -> Macro:
         len(ok),
         sum(1 for c in cis if c is not None and c[0] > 0),
         sum(1 for c in cis if c is not None and c[1] < 0),
+        sum(r.recalibrated for r in part),
+        float(np.mean([abs(r.mean_base - r.mean_label) for r in part])),
+        float(np.mean([abs(r.mean_after - r.mean_label) for r in part])),
     )
 
 
@@ -216,8 +229,8 @@ def format_summary(results: Sequence[tuple[str, Sequence[Row]]]) -> str:
     level = f"{CI_LEVEL:.0%}"
     lines = [
         f"| deployments | labelled | adapted | APGR base | APGR adapted | gain | gain {level} CI "
-        "| clearly above | clearly below |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| clearly above | clearly below | rescaled | miscalibration base / after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rows in results:
         for share in sorted({r.share for r in rows}):
@@ -226,9 +239,14 @@ def format_summary(results: Sequence[tuple[str, Sequence[Row]]]) -> str:
             lines.append(
                 f"| {name} | {share:.0%} | {m.adapted} of {m.deployments} | {m.base:.3f} "
                 f"| {m.after:.3f} | {m.after - m.base:+.3f} | {_ci(m.gain)}{note} | {m.above} "
-                f"| {m.below} |"
+                f"| {m.below} | {m.recalibrated} "
+                f"| {m.miscalibration_base:.3f} / {m.miscalibration_after:.3f} |"
             )
     return "\n".join(lines)
+
+
+def _mark(row: Row) -> str:
+    return "yes" if row.adapted else "rescaled" if row.recalibrated else "no"
 
 
 def format_rows(rows: Sequence[Row]) -> str:
@@ -245,7 +263,7 @@ def format_rows(rows: Sequence[Row]) -> str:
         ]
         for r in part:
             out.append(
-                f"| {r.group} | {r.labels} | {r.scored} | {'yes' if r.adapted else 'no'} "
+                f"| {r.group} | {r.labels} | {r.scored} | {_mark(r)} "
                 f"| {r.base:.3f} | {r.after:.3f} | {r.after - r.base:+.3f} "
                 f"| {_ci(r.boot_after - r.boot_base) if r.adapted else 'base kept'} "
                 f"| {r.mean_label:.3f} | {r.mean_base:.3f} "

@@ -115,9 +115,18 @@ def describe(outcome: Outcome, base_version: str, quantile: float = 0.1) -> list
         )
     else:
         lines.append(
-            f"kept the base: the adapted model is not clearly better (the {quantile:.0%} "
-            f"quantile of the resampled gain must be above 0); artifact {base_version}"
+            f"kept the base's ranking: the adapted model is not clearly better (the "
+            f"{quantile:.0%} quantile of the resampled gain must be above 0)"
         )
+        r = outcome.recalibration
+        if r is None:
+            lines.append(f"artifact {base_version} (the base, unchanged)")
+        else:
+            lines.append(
+                f"recalibrated: scores rescaled (logit x {r.scale:.3f} {r.bias:+.3f}, same "
+                f"ranking): held-out log loss {r.loss_base:.4f} -> {r.loss_recalibrated:.4f}; "
+                f"artifact {version_of(outcome.artifact)}"
+            )
     return lines
 
 
@@ -129,7 +138,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     bodies, labels = read_labels(Path(args.labels))
     base, version = _load_base(args.base)
     config = AdaptConfig(
-        seed=args.seed, bootstrap=args.bootstrap, guard_quantile=args.guard_quantile
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+        guard_quantile=args.guard_quantile,
+        recalibrate=args.recalibrate,
     )
     outcome = adapt(base, featurize(base, bodies, labels), config)
     out = Path(args.out)
@@ -166,6 +178,12 @@ GUARD_HELP = (
 )
 
 
+RECAL_HELP = (
+    "when the adapted model is not clearly better, keep the base as it is instead of "
+    "rescaling its scores to the labels (a rescale keeps every request's rank)"
+)
+
+
 def _shares(value: str) -> list[float]:
     try:
         shares = [float(part) for part in value.split(",") if part]
@@ -191,7 +209,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     shares = args.share or list(SHARES)
     config = AdaptConfig(
-        seed=args.seed, bootstrap=args.bootstrap, guard_quantile=args.guard_quantile
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+        guard_quantile=args.guard_quantile,
+        recalibrate=args.recalibrate,
     )
     results = []
     for by in ("collection", "fold") if args.by == "both" else (args.by,):
@@ -214,6 +235,7 @@ def subparsers() -> dict[str, tuple[Parser, Callable[[argparse.Namespace], int]]
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--bootstrap", type=_positive, default=200, help="resamples for the intervals")
     ad.add_argument("--guard-quantile", type=_quantile, default=0.1, help=GUARD_HELP)
+    ad.add_argument("--no-recalibrate", dest="recalibrate", action="store_false", help=RECAL_HELP)
 
     sim = Parser(
         prog="gateway classify simulate-adapt",
@@ -233,4 +255,5 @@ def subparsers() -> dict[str, tuple[Parser, Callable[[argparse.Namespace], int]]
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--bootstrap", type=_positive, default=200)
     sim.add_argument("--guard-quantile", type=_quantile, default=0.1, help=GUARD_HELP)
+    sim.add_argument("--no-recalibrate", dest="recalibrate", action="store_false", help=RECAL_HELP)
     return {"adapt": (ad, cmd_adapt), "simulate-adapt": (sim, cmd_simulate)}

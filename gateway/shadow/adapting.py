@@ -90,7 +90,8 @@ class Adapter:
             self._services.metrics.adaptations.labels(result).inc()
 
     async def adapt_once(self, min_labels: int) -> str:
-        """One round: adapted | kept (the guard kept the base) | too_few | busy | failed."""
+        """One round: adapted | recalibrated (the base's ranking, rescaled scores) | kept
+        (the guard kept the base) | too_few | busy | failed."""
         try:
             labels = await self._services.shadower.labels.read()
         except Exception:
@@ -111,7 +112,7 @@ class Adapter:
         await self.store.keep(base.version, base.artifact.to_bytes())
         await self.store.publish(candidate.version, data, base.version)
         self.swap(candidate)
-        return "adapted"
+        return "recalibrated" if "+recalibrated" in candidate.version else "adapted"
 
     async def _fit(self, labels: list[dict[str, object]], base: DifficultyClassifier) -> bytes:
         with tempfile.TemporaryDirectory(prefix="gateway-adapt-") as tmp:

@@ -117,10 +117,60 @@ def test_few_labels_keep_the_base(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert DifficultyClassifier.load(out).version == DifficultyClassifier.load().version
 
 
+def _adapt_cli_args(tmp_path: Path, rows: list[dict[str, Any]], capsys: Any, *extra: str) -> str:
+    labels = _write(tmp_path / "labels.jsonl", rows)
+    out = tmp_path / "adapted.npz"
+    assert main(["adapt", "--labels", str(labels), "--out", str(out), *extra]) == 0
+    return capsys.readouterr().out
+
+
 def test_noisy_labels_keep_the_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out, report = _adapt_cli(tmp_path, _label_rows(400, signal=False), capsys)
+    report = _adapt_cli_args(tmp_path, _label_rows(400, signal=False), capsys, "--no-recalibrate")
     assert "kept the base" in report and "held-out APGR on the labels" in report
+    assert "(the base, unchanged)" in report
+    out = tmp_path / "adapted.npz"
     assert out.read_bytes() == Artifact.from_bytes(DEFAULT_ARTIFACT.read_bytes()).to_bytes()
+
+
+def _noise_rows(n: int, rate: float, seed: int = 0) -> list[dict[str, Any]]:
+    """Labels that say nothing about which prompt is harder, at a base rate of ``rate``."""
+    rng = random.Random(seed)
+    rows = _label_rows(n, signal=False, seed=seed)
+    for row in rows:
+        row["label"] = float(rng.random() < rate)
+    return rows
+
+
+def test_a_miscalibrated_base_is_rescaled_with_its_ranking_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The open tier falls short on 70% of this deployment's requests; the base says far less.
+    rows = _noise_rows(400, 0.7)
+    report = _adapt_cli_args(tmp_path, rows, capsys)
+    assert "kept the base's ranking" in report and "recalibrated: scores rescaled" in report
+    base = DifficultyClassifier.load()
+    rescaled = DifficultyClassifier.load(tmp_path / "adapted.npz")
+    assert rescaled.version != base.version and "+recalibrated" in rescaled.version
+    bodies = [{"messages": r["messages"]} for r in _label_rows(200, signal=True, seed=7)]
+    before = [base.score(b) for b in bodies]
+    after = [rescaled.score(b) for b in bodies]
+    # Same order (a rescale is monotone), and on the labels' scale now.
+    assert np.argsort(before, kind="stable").tolist() == np.argsort(after, kind="stable").tolist()
+    mean_label = float(np.mean([r["label"] for r in rows]))
+    assert abs(float(np.mean(after)) - mean_label) < abs(float(np.mean(before)) - mean_label) / 2
+
+
+def test_a_calibrated_base_is_not_rescaled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Labels drawn at the base's own probabilities: nothing to correct.
+    base = DifficultyClassifier.load()
+    rng = random.Random(3)
+    rows = _label_rows(400, signal=False, seed=3)
+    for row in rows:
+        row["label"] = float(rng.random() < base.score({"messages": row["messages"]}))
+    report = _adapt_cli_args(tmp_path, rows, capsys)
+    assert "(the base, unchanged)" in report, report
 
 
 def test_a_learnable_signal_is_adapted_and_served(
