@@ -9,6 +9,12 @@ per request, start-up excluded. Compare two checkouts with ``--pythonpath``.
     python bench/instructions.py                                  # this checkout
     python bench/instructions.py --pythonpath ../other-checkout   # another one
     python bench/instructions.py --policy bench/policies/features.yaml --key sk-bench
+    python bench/instructions.py --system starlette-aio   # a bare proxy of the shared harness
+
+``--system`` counts one of the shared harness's minimal proxies (``../shared/bench/proxies``,
+run with its own venv, ``/tmp/bench/py-venv`` after its ``setup.sh``) under the same
+callgrind, the same upstream and the same requests, so "the gateway costs X times a bare
+Starlette proxy" is a ratio of instruction counts rather than of two noisy throughputs.
 """
 
 from __future__ import annotations
@@ -27,6 +33,14 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "bench"
+SYSTEMS = {  # the shared harness's proxies: module under proxies/
+    "starlette": "starlette_proxy",
+    "starlette-aio": "starlette_aio_proxy",
+    "fastapi": "fastapi_proxy",
+    "asgi": "asgi_proxy",
+    "asgi-aiohttp": "asgi_aiohttp_proxy",
+}
 BODY = {
     "model": "gpt-4o-mini",
     "messages": [
@@ -88,13 +102,21 @@ def count(args: argparse.Namespace, upstream: str, requests: int, workdir: Path)
         "BENCH_TEAM_KEY": args.key,
     }
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    command += [sys.executable, "-m", "gateway", "serve", "--policy", str(args.policy)]
-    command += ["--port", str(port), "--workers", "1"]
+    health = "/healthz"
+    if args.system:
+        env["UPSTREAM_BASE"] = upstream
+        command += [str(Path(args.bench_python)), "-m", "uvicorn", f"{SYSTEMS[args.system]}:app"]
+        command += ["--app-dir", str(SHARED / "proxies"), "--loop", "uvloop"]
+        command += ["--http", "httptools", "--no-access-log", "--port", str(port)]
+        health = "/"  # any answer (a 404) means it is up
+    else:
+        command += [sys.executable, "-m", "gateway", "serve", "--policy", str(args.policy)]
+        command += ["--port", str(port), "--workers", "1"]
     log = (workdir / f"gateway.{requests}.log").open("wb")
     proc = subprocess.Popen(command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/healthz")
+        wait_http(base + health)
         headers = {"authorization": f"Bearer {args.key}"}
         with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
             for _ in range(requests):
@@ -116,6 +138,8 @@ def main() -> int:
     parser.add_argument("--pythonpath", default=str(REPO), help="checkout whose gateway runs")
     parser.add_argument("--policy", default=str(REPO / "policies/examples/passthrough.yaml"))
     parser.add_argument("--key", default="sk-bench", help="bearer key (features policy)")
+    parser.add_argument("--system", choices=sorted(SYSTEMS), help="count a bare proxy instead")
+    parser.add_argument("--bench-python", default="/tmp/bench/py-venv/bin/python")
     parser.add_argument("--n1", type=int, default=20)
     parser.add_argument("--n2", type=int, default=120)
     args = parser.parse_args()
@@ -130,7 +154,8 @@ def main() -> int:
         upstream.terminate()
         upstream.wait(10)
     per_request = (second - first) / (args.n2 - args.n1)
-    print(f"{args.pythonpath}: {per_request / 1e6:.2f} M instructions/request "
+    name = args.system or args.pythonpath
+    print(f"{name}: {per_request / 1e6:.2f} M instructions/request "
           f"({args.n1}: {first:,}, {args.n2}: {second:,})")  # fmt: skip
     return 0
 
