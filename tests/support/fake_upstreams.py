@@ -279,7 +279,8 @@ def anthropic_app(state: FakeUpstream) -> Starlette:
         if fault is not None:
             return fault
         last_text = ""
-        for block in body["messages"][-1]["content"]:
+        last = body["messages"][-1]["content"]
+        for block in [{"type": "text", "text": last}] if isinstance(last, str) else last:
             if block.get("type") == "text":
                 last_text = block["text"]
         content: list[dict[str, Any]]
