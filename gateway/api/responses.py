@@ -91,7 +91,8 @@ class ResponsesExchange:
         self.base = shell(body, self.id)
         self.input = native.input_items(body["input"])
         own = {k: v for k, v in body.items() if k not in _OWN}
-        own["input"] = [*self.thread, *self.input]
+        if self.thread:  # the stored conversation in front; else the input as it came
+            own["input"] = [*self.thread, *self.input]
         first = unknown[0] if unknown else None
         return self.turn.chat, Native("responses", own, unknown=first)
 
