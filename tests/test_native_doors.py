@@ -114,6 +114,7 @@ RICH: dict[str, Any] = {
     "metadata": {"user_id": "u-1"},
     "top_k": 5,
     "service_tier": "auto",
+    "future_field": {"a": 1},  # unknown to the gateway: Anthropic's to judge
 }
 DIRECT = {"x-api-key": "test-anthropic-key", "anthropic-version": "2023-06-01"}
 
@@ -148,7 +149,17 @@ def test_messages_go_to_anthropic_as_is(gateway: str, upstreams: Upstreams) -> N
     assert (after[0] - before[0], after[1] - before[1]) == (21, 9)
 
 
+def test_unknown_messages_fields_without_anthropic_are_a_400(gateway: str) -> None:
+    body = {"model": "open-only", "max_tokens": 8, "future_field": 1}
+    body["messages"] = [{"role": "user", "content": "x"}]
+    response = httpx.post(gateway + "/v1/messages", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and "'future_field'" in error["message"]
+
+
 def test_messages_stream_is_relayed_unchanged(gateway: str, upstreams: Upstreams) -> None:
+    before = _tokens(gateway, "claude", "prompt"), _tokens(gateway, "claude", "completion")
     body = {**RICH, "model": "claude", "stream": True}
     streamed = httpx.post(gateway + "/v1/messages", json=body, headers={"x-api-key": "k"})
     assert streamed.headers["content-type"].startswith("text/event-stream")
@@ -157,6 +168,8 @@ def test_messages_stream_is_relayed_unchanged(gateway: str, upstreams: Upstreams
     direct = httpx.post(upstreams.anthropic_url + "/v1/messages", json=sent, headers=DIRECT)
     assert streamed.text == direct.text
     assert "signature_delta" in streamed.text
+    after = _tokens(gateway, "claude", "prompt"), _tokens(gateway, "claude", "completion")
+    assert (after[0] - before[0], after[1] - before[1]) == (21, 9)
 
 
 def test_messages_sdk_stream_keeps_thinking(claude: anthropic.Anthropic) -> None:
@@ -269,9 +282,12 @@ def test_unknown_fields_without_a_native_backend_are_a_400(client: openai.OpenAI
 def test_responses_stream_is_relayed_unchanged(
     gateway: str, client: openai.OpenAI, native: tuple[str, FakeUpstream]
 ) -> None:
+    before = _tokens(gateway, "gpt", "prompt"), _tokens(gateway, "gpt", "completion")
     with client.responses.stream(model="gpt", input="stream it") as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
+    after = _tokens(gateway, "gpt", "prompt"), _tokens(gateway, "gpt", "completion")
+    assert (after[0] - before[0], after[1] - before[1]) == (13, 5)
     assert kinds[:2] == ["response.created", "response.in_progress"]
     assert kinds[-1] == "response.completed" and "response.output_text.delta" in kinds
     assert final.output_text == "echo: stream it"

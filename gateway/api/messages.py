@@ -25,6 +25,7 @@ from gateway.api.door import EVENT_STREAM
 from gateway.auth import Tenant
 from gateway.doors import native
 from gateway.doors.messages_answer import MessageStream, error_event, to_message
+from gateway.doors.messages_checks import REQUEST
 from gateway.doors.messages_request import parse_request
 from gateway.errors import Dialect, UpstreamError
 from gateway.pipeline import Answer, BodyParser
@@ -65,10 +66,13 @@ class MessagesExchange:
 
     async def _parse(self, raw: bytes, tenant: Tenant) -> tuple[dict[str, Any], Native]:
         body = parse_body(raw)
-        chat = parse_request(body)
+        # Fields the door does not know go to an Anthropic backend only (a 400 elsewhere).
+        unknown = [name for name in body if name not in REQUEST]
+        chat = parse_request({k: v for k, v in body.items() if k in REQUEST} if unknown else body)
         self.model = chat["model"]
         self.stops = list(body.get("stop_sequences") or ())
-        return chat, Native("messages", body, self.headers)
+        first = unknown[0] if unknown else None
+        return chat, Native("messages", body, self.headers, first)
 
     def authorization(self, head: RequestHead) -> str | None:
         """`x-api-key`, or a bearer token."""
