@@ -50,8 +50,6 @@ DIALECTS: dict[str, Dialect] = {
         frozenset({"response.completed", "response.incomplete", "response.failed", "error"}),
     ),
 }
-# Bytes that only events worth parsing contain: everything else passes unread.
-_MARKS = (b"usage", b"message_stop", b'"error"')
 
 
 def prepared(upstream: Upstream, request: Native) -> tuple[str, dict[str, Any]]:
@@ -76,13 +74,19 @@ class Watcher:
         self.dialect = DIALECTS[dialect]
         self.usage = usage
         self.ended = False
+        # Only events of these types are parsed (found by their quoted names); the rest of
+        # the stream passes unread.
+        self.marks = [f'"{kind}"'.encode() for kind in self.dialect.with_usage | self.dialect.last]
+
+    def _worth_reading(self, data: bytes) -> bool:
+        return any(mark in data for mark in self.marks)
 
     def feed(self, block: bytes) -> None:
         """Take a block of whole SSE events."""
-        if not any(mark in block for mark in _MARKS):
+        if not self._worth_reading(block):
             return
         for event in split_block(block):
-            if any(mark in event for mark in _MARKS):
+            if self._worth_reading(event):
                 self._event(event)
 
     def _event(self, event: bytes) -> None:
