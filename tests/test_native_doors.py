@@ -370,3 +370,22 @@ def test_responses_native_cache_and_cut_stream(
     )
     last = cut.text.strip().split("\n\n")[-1]
     assert last.startswith("event: error\ndata: ") and '"type":"error"' in last
+
+
+def test_native_responses_stay_with_their_tenant(
+    gateway: str, native: tuple[str, FakeUpstream]
+) -> None:
+    with (
+        openai.OpenAI(base_url=gateway + "/v1", api_key="sk-tenant-a", max_retries=0) as a,
+        openai.OpenAI(base_url=gateway + "/v1", api_key="sk-tenant-b", max_retries=0) as b,
+    ):
+        kept = a.responses.create(model="gpt", input="mine")
+        assert a.responses.retrieve(kept.id).id == kept.id
+        with pytest.raises(openai.NotFoundError):
+            b.responses.retrieve(kept.id)
+        with pytest.raises(openai.NotFoundError):
+            b.responses.create(model="gpt", previous_response_id=kept.id, input="theirs?")
+        unstored = a.responses.create(model="gpt", input="forget me", store=False)
+        assert native[1].last["store"] is False  # the client's choice goes up as is
+        with pytest.raises(openai.NotFoundError):
+            a.responses.retrieve(unstored.id)
