@@ -32,11 +32,15 @@ sys.path.insert(0, str(REPO))
 from gateway.doors import (  # noqa: E402
     messages_answer,
     messages_request,
+    native,
     responses_answer,
     responses_request,
     responses_stream,
 )
 from gateway.protocol import parse_body, validate  # noqa: E402
+from gateway.providers.native import Watcher  # noqa: E402
+from gateway.sse import data_of  # noqa: E402
+from gateway.wire import Usage  # noqa: E402
 from tests.support.fake_upstreams import FakeUpstream, openai_app, serve_in_thread  # noqa: E402
 from tests.support.model_servers import free_port  # noqa: E402
 
@@ -78,6 +82,38 @@ def _chunks() -> list[bytes]:
     words = [chunk({"content": f" word{i}"}) for i in range(20)]
     tail = [chunk({}, "stop"), b"data: " + orjson.dumps(usage) + b"\n\n", b"data: [DONE]\n\n"]
     return [chunk({"role": "assistant", "content": ""}), *words, *tail]
+
+
+def _native_blocks(dialect: str) -> list[bytes]:
+    """The same 20-word answer as an Anthropic Messages or a Responses event stream."""
+
+    def ev(kind: str, data: dict[str, Any]) -> bytes:
+        return f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+    words = [f" word{i}" for i in range(20)]
+    usage = {"input_tokens": 12, "output_tokens": 20}
+    if dialect == "messages":
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "content": []}
+        text = {"type": "text", "text": ""}
+        return [
+            ev("message_start", {"message": {**message, "model": "m", "usage": usage}}),
+            ev("content_block_start", {"index": 0, "content_block": text}),
+            *(ev("content_block_delta", {"index": 0, "delta": {"text": w}}) for w in words),
+            ev("content_block_stop", {"index": 0}),
+            ev("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": usage}),
+            ev("message_stop", {}),
+        ]
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed"}
+    done = {**item, "content": [{"type": "output_text", "text": "".join(words)}]}
+    response = {"id": "resp_1", "object": "response", "output": [done], "usage": usage}
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    return [
+        ev("response.created", {"response": {**response, "output": [], "usage": None}}),
+        ev("response.output_item.added", {"output_index": 0, "item": {**item, "content": []}}),
+        *(ev("response.output_text.delta", {**where, "delta": w}) for w in words),
+        ev("response.output_item.done", {"output_index": 0, "item": done}),
+        ev("response.completed", {"response": response}),
+    ]
 
 
 def _per_request_us(work: Any, n: int = 3000) -> float:
@@ -125,12 +161,44 @@ def translation_costs() -> None:
         else:
             orjson.dumps(responses_answer.to_response(base, orjson.loads(completion))[0])
 
+    anthropic_blocks, responses_blocks = _native_blocks("messages"), _native_blocks("responses")
+    message = orjson.dumps({"type": "message", "usage": {"input_tokens": 1, "output_tokens": 2}})
+
+    def messages_native(stream: bool) -> None:
+        # The chat view is still built (the classifier reads it); the answer is relayed.
+        messages_request.parse_request(parse_body(raw["messages"]))
+        if stream:
+            watcher = Watcher("messages", Usage())
+            for block in anthropic_blocks:
+                watcher.feed(block)  # the provider reads usage
+                native.gateway_error(block)  # the door relays
+        else:
+            Usage().update_native(orjson.loads(message).get("usage"))
+
+    def responses_native(stream: bool) -> None:
+        body = parse_body(raw["responses"])
+        responses_request.parse_request(body, [])
+        responses_answer.shell(body, "resp_1")
+        if stream:
+            watcher = Watcher("responses", Usage())
+            for block in responses_blocks:
+                watcher.feed(block)
+                native.gateway_error(block)
+                done = native.finished_response(block)  # what the door stores
+                if done is not None:
+                    native.history_of(done)
+        else:
+            native.history_of(orjson.loads(data_of(responses_blocks[-1]) or b"{}")["response"])
+
     print(f"{'door work, in-process':<32}{'whole us':>10}{'stream us':>11}")
     print(f"{'chat (parse + checks only)':<32}{_per_request_us(chat):>10.1f}{'-':>11}")
-    for name, work in (("messages", messages), ("responses", responses)):
+    works = [("messages", messages), ("responses", responses)]
+    works += [("messages, as is", messages_native), ("responses, as is", responses_native)]
+    for name, work in works:
         whole = _per_request_us(lambda w=work: w(False))
         streamed = _per_request_us(lambda w=work: w(True))
-        print(f"{name + ' (request + answer)':<32}{whole:>10.1f}{streamed:>11.1f}")
+        label = name if "as is" in name else name + " (request + answer)"
+        print(f"{label:<32}{whole:>10.1f}{streamed:>11.1f}")
     print()
 
 

@@ -30,6 +30,7 @@ from gateway.call import Call
 from gateway.errors import (
     OWN_CREDENTIALS,
     GatewayError,
+    InvalidRequest,
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
@@ -38,7 +39,7 @@ from gateway.errors import (
 from gateway.policy import Backend
 from gateway.policy.resilience import Retries
 from gateway.services import Services
-from gateway.wire import Completion, EventStream, Upstream, Usage
+from gateway.wire import Completion, EventStream, Native, Upstream, Usage
 
 # Worth another backend besides 5xx: our own credentials refused, timeouts, saturation.
 _RETRYABLE_STATUS = OWN_CREDENTIALS | {408, 429}
@@ -46,6 +47,8 @@ _RETRYABLE_STATUS = OWN_CREDENTIALS | {408, 429}
 _PAUSING_STATUS = frozenset({429, 503})
 
 T = TypeVar("T")
+# What one target is sent: the chat body, or the door's own body for a backend that speaks it.
+Sent = dict[str, object] | Native
 
 
 @dataclass(slots=True)
@@ -56,6 +59,7 @@ class OpenStream:
     first: bytes
     events: EventStream
     usage: Usage
+    dialect: str = "chat"
 
 
 def retryable(err: GatewayError) -> bool:
@@ -105,10 +109,23 @@ async def _within(seconds: float, name: str, work: Awaitable[T]) -> T:
         raise UpstreamTimeout(f"backend {name} did not answer within {seconds:g} s") from exc
 
 
+def _request(services: Services, call: Call, backend: Backend) -> Sent | None:
+    """What ``backend`` is sent: the door's own body when its provider speaks the door's
+    dialect, else the chat body; None when the request can only be served natively."""
+    model = backend.model or call.asked
+    native = call.native
+    if native is not None:
+        if services.providers[backend.provider].speaks(backend.upstream, native.dialect):
+            return native.to(model)
+        if native.unknown is not None:
+            return None
+    return {**call.body, "model": model}
+
+
 async def _walk(
     services: Services,
     call: Call,
-    attempt: Callable[[Backend, Upstream, dict[str, object]], Awaitable[T]],
+    attempt: Callable[[Backend, Upstream, Sent], Awaitable[T]],
     limit: Callable[[Upstream], float],
 ) -> tuple[Backend, T]:
     """Try the targets in order; the first success wins, a non-retryable failure ends it.
@@ -126,6 +143,9 @@ async def _walk(
     attempts = 0
     refused: list[Backend] = []
     for i, backend in enumerate(targets):
+        body = _request(services, call, backend)
+        if body is None:
+            continue
         breaker = services.breakers[backend.name]
         now = time.monotonic()
         admitted = Admit.REFUSED if breaker.paused(now) else breaker.admit(now, backend.breaker)
@@ -150,7 +170,6 @@ async def _walk(
         if left <= 0:
             breaker.release(admitted)
             raise UpstreamTimeout("The request's deadline passed before a backend answered.")
-        body = {**call.body, "model": backend.model or call.asked}
         breaker.in_flight += 1
         started = time.perf_counter()
         try:
@@ -197,6 +216,10 @@ async def _walk(
         raise _refused(refused, services)
     if last is not None:
         raise last[1]
+    unknown = call.native.unknown if call.native is not None else None
+    if unknown is not None:
+        message = f"Unknown parameter: '{unknown}' (no backend for this model takes it)."
+        raise InvalidRequest(message, param=unknown, code="unknown_parameter")
     raise UpstreamUnavailable("No backend could serve the request.")
 
 
@@ -211,8 +234,10 @@ def _first_token(upstream: Upstream) -> float:
 async def complete(services: Services, call: Call) -> tuple[Backend, Completion]:
     """The first whole answer a target gives."""
 
-    async def attempt(backend: Backend, upstream: Upstream, body: dict[str, object]) -> Completion:
+    async def attempt(backend: Backend, upstream: Upstream, body: Sent) -> Completion:
         provider = services.providers[backend.provider]
+        if isinstance(body, Native):
+            return await provider.complete_native(upstream, body)
         return await provider.complete(upstream, call.endpoint, body)
 
     return await _walk(services, call, attempt, _whole_answer)
@@ -221,9 +246,13 @@ async def complete(services: Services, call: Call) -> tuple[Backend, Completion]
 async def open_stream(services: Services, call: Call) -> OpenStream:
     """The first stream a target opens and sends a first event on."""
 
-    async def attempt(backend: Backend, upstream: Upstream, body: dict[str, object]) -> OpenStream:
+    async def attempt(backend: Backend, upstream: Upstream, body: Sent) -> OpenStream:
         usage = Usage()
-        events = services.providers[backend.provider].stream(upstream, call.endpoint, body, usage)
+        provider = services.providers[backend.provider]
+        if isinstance(body, Native):
+            events = provider.stream_native(upstream, body, usage)
+        else:
+            events = provider.stream(upstream, call.endpoint, body, usage)
         try:
             first = await anext(events)
         except StopAsyncIteration:
@@ -232,7 +261,8 @@ async def open_stream(services: Services, call: Call) -> OpenStream:
         except BaseException:
             await events.aclose()
             raise
-        return OpenStream(backend, first, events, usage)
+        dialect = body.dialect if isinstance(body, Native) else "chat"
+        return OpenStream(backend, first, events, usage, dialect)
 
     _, opened = await _walk(services, call, attempt, _first_token)
     return opened

@@ -39,11 +39,13 @@ class CachedAnswer:
     completion_tokens: int
     score: float | None = None
     scorer: str = ""  # the classifier version that computed `score`
+    # "chat": an OpenAI answer; else a door's own (a Message, a Response, or their events).
+    dialect: str = "chat"
 
     def dumps(self) -> bytes:
         """Serialise: a small JSON header line, then the answer's bytes as they were."""
         head = [self.backend, self.tier, self.prompt_tokens, self.completion_tokens]
-        head += [self.score, self.scorer]
+        head += [self.score, self.scorer, self.dialect]
         return orjson.dumps(head) + b"\n" + self.body
 
     @classmethod
@@ -56,10 +58,11 @@ class CachedAnswer:
         except (orjson.JSONDecodeError, ValueError, TypeError):
             return None
         score = rest[0] if rest else None
+        dialect = str(rest[2]) if len(rest) > 2 else "chat"
         if not isinstance(score, int | float) or isinstance(score, bool):
-            return cls(body, str(backend), str(tier), *tokens)
+            return cls(body, str(backend), str(tier), *tokens, dialect=dialect)
         scorer = str(rest[1]) if len(rest) > 1 else ""
-        return cls(body, str(backend), str(tier), *tokens, float(score), scorer)
+        return cls(body, str(backend), str(tier), *tokens, float(score), scorer, dialect)
 
 
 def cache_key(

@@ -51,7 +51,16 @@ def plan_cache(call: Call, cache_control: str, opt_out: bool, scorer: str) -> Ca
     assert call.tenant is not None
     partition = "shared" if settings.shared_across_tenants else call.tenant.partition
     version = f"{call.state.loaded.version}+{scorer}"
-    key = cache_key(partition, call.model, version, call.endpoint, body)
+    native = call.native
+    if native is None:
+        key = cache_key(partition, call.model, version, call.endpoint, body)
+    else:
+        # Keyed by the door's own body: a backend that speaks it reads fields the chat view
+        # drops (thinking, cache_control, ...); its answers are kept whole or as streamed,
+        # so a semantic match must be of the same form too.
+        form = f"{native.dialect}:{'stream' if call.stream else 'whole'}"
+        key = cache_key(partition, call.model, version, form, native.body)
+        version = f"{version}:{form}"
     semantic = None
     split = split_last_turn(body) if settings.semantic and call.endpoint == "chat" else None
     if split is not None:
@@ -89,9 +98,14 @@ async def lookup(services: Services, call: Call, cache: CachePlan) -> CachedAnsw
 
 
 async def store(
-    services: Services, call: Call, cache: CachePlan, body: bytes, usage: Usage
+    services: Services,
+    call: Call,
+    cache: CachePlan,
+    body: bytes,
+    usage: Usage,
+    dialect: str = "chat",
 ) -> None:
-    """Keep an answer; the entry keeps the score so a hit need not classify again."""
+    """Keep an answer (in ``dialect``); it keeps the score so a hit need not classify again."""
     if cache.key is None:
         return
     entry = CachedAnswer(
@@ -102,6 +116,7 @@ async def store(
         usage.completion_tokens,
         call.score,
         services.classifier.version,
+        dialect,
     )
     await services.cache.set(cache.key, entry.dumps(), cache.ttl_s)
     if cache.semantic is not None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.auth import Tenant
 from gateway.limits import Admission
 from gateway.policy import Backend
-from gateway.wire import Endpoint
+from gateway.wire import Endpoint, Native
 
 if TYPE_CHECKING:
     from gateway.planning import Plan
@@ -25,6 +25,8 @@ class Call:
     # The policy the request started with: a reload mid-request does not change it.
     state: PolicyState
     body: dict[str, Any] = field(default_factory=dict)
+    # The door's own body, for a backend that speaks its dialect (None: chat only).
+    native: Native | None = None
     asked: str = ""
     model: str = "-"
     tenant: Tenant | None = None

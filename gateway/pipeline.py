@@ -30,16 +30,17 @@ from gateway.planning import make_plan, resolve_model, sticky_draw
 from gateway.policy import Shadow
 from gateway.protocol import parse_body, validate
 from gateway.services import Services
-from gateway.streaming import Assembler, error_event, replay
-from gateway.wire import Endpoint, Usage, wants_usage
+from gateway.streaming import Assembler, Recorder, error_event, replay
+from gateway.wire import Endpoint, Native, Usage, wants_usage
 
 # nginx's "client closed request": the client left before it could be answered.
 CLIENT_GONE = 499
 # What a request cut short is logged as (a server-side cancellation of unknown cause: 503).
 _CUT_STATUS: dict[Reason | None, int] = {"client_gone": CLIENT_GONE, "idle": 504, "deadline": 504}
 
-# A door's own dialect → the checked chat body (with its "model"); for the caller's tenant.
-BodyParser = Callable[[bytes, Tenant], Awaitable[dict[str, Any]]]
+# A door's own dialect → the checked chat body (with its "model"), the view every step reads,
+# and the door's own body for backends that speak its dialect; for the caller's tenant.
+BodyParser = Callable[[bytes, Tenant], Awaitable[tuple[dict[str, Any], Native | None]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,9 @@ class Incoming:
     """What a front door hands the pipeline: the request, without its transport.
 
     A door that speaks another dialect (Messages, Responses) gives ``parse``, which checks
-    its body and translates it into the chat body the pipeline reads, and ``door``, the
-    endpoint label of its metrics; OpenAI's doors give neither.
+    its body and translates it into the chat body the pipeline reads (plus its own body, sent
+    as is to a backend whose provider speaks the dialect), and ``door``, the endpoint label
+    of its metrics; OpenAI's doors give neither.
     """
 
     endpoint: Endpoint
@@ -68,11 +70,15 @@ class Incoming:
 
 @dataclass(slots=True)
 class Answer:
-    """What the pipeline answers: a whole JSON body, or a stream of SSE blocks."""
+    """What the pipeline answers: a whole JSON body, or a stream of SSE blocks.
+
+    ``dialect``: "chat" (OpenAI's), or the door's own when a backend answered it natively.
+    """
 
     headers: dict[str, str]
     body: bytes = b""
     events: AsyncGenerator[bytes, None] | None = None
+    dialect: str = "chat"
 
 
 @asynccontextmanager
@@ -112,7 +118,7 @@ async def _answer(services: Services, call: Call, request: Incoming, watch: Watc
         call.body = parse_body(raw)
         call.asked = validate(call.endpoint, call.body)
     else:
-        call.body = await request.parse(raw, call.tenant)
+        call.body, call.native = await request.parse(raw, call.tenant)
         call.asked = call.body["model"]
     call.stream = call.endpoint != "embeddings" and call.body.get("stream") is True
     policy = call.state.loaded.policy
@@ -132,13 +138,14 @@ async def _answer(services: Services, call: Call, request: Incoming, watch: Watc
     if call.stream:
         opened = await attempt.open_stream(services, call)
         events = _relay(services, call, opened, cache, shadow, watch)
-        return Answer(call.headers(), events=events)
+        return Answer(call.headers(), events=events, dialect=opened.dialect)
     backend, completion = await attempt.complete(services, call)
-    charge(services, call, backend, completion.usage, len(completion.body))
-    await caching.store(services, call, cache, completion.body, completion.usage)
-    _after(services, call, shadow, completion.body)
+    body, dialect = completion.body, completion.dialect
+    charge(services, call, backend, completion.usage, len(body))
+    await caching.store(services, call, cache, body, completion.usage, dialect)
+    _after(services, call, shadow if dialect == "chat" else None, body)
     call.status = 200
-    return Answer(call.headers(), completion.body)
+    return Answer(call.headers(), body, dialect=dialect)
 
 
 def _after(services: Services, call: Call, shadow: Shadow | None, answer: bytes) -> None:
@@ -210,7 +217,9 @@ def _from_cache(services: Services, call: Call, hit: CachedAnswer) -> Answer:
     charge_hit(services, call, Usage(hit.prompt_tokens, hit.completion_tokens))
     call.status = 200
     if not call.stream:
-        return Answer(call.headers(), hit.body)
+        return Answer(call.headers(), hit.body, dialect=hit.dialect)
+    if hit.dialect != "chat":  # a native stream, kept as it came
+        return Answer(call.headers(), events=_whole(hit.body), dialect=hit.dialect)
     events = replay(orjson.loads(hit.body), wants_usage(call.body))
     return Answer(call.headers(), events=_whole(b"".join(events)))
 
@@ -239,7 +248,12 @@ async def _relay(
     # What a stream's client feels the gateway add is its delay to the first event.
     call.overhead_s = max(to_first - call.upstream_s, 0.0)
     breaker = services.breakers[backend.name]
-    assembler = Assembler() if cache.key is not None or shadow is not None else None
+    native = opened.dialect != "chat"  # kept as it came, and not shadowed
+    shadow = None if native else shadow
+    keep = cache.key is not None or shadow is not None
+    assembler: Assembler | Recorder | None = None
+    if keep:
+        assembler = Recorder() if native else Assembler()
     call.status = 200
     sent = len(opened.first)
     breaker.in_flight += 1
@@ -259,9 +273,11 @@ async def _relay(
             if assembler is not None:
                 assembler.feed(block)
     except GatewayError as err:
+        assembler = None
         attempt.broke(services, call, backend, err)
         yield error_event(err)
     except asyncio.CancelledError:
+        assembler = None
         reason = watch.claim("drain", "idle", "deadline")
         if reason is None:
             raise
@@ -275,10 +291,7 @@ async def _relay(
         breaker.in_flight -= 1
         await events.aclose()
         charge(services, call, backend, usage, sent)
-    whole = assembler.result() if assembler is not None else None
-    if whole is not None:
-        # The client may not have asked for usage; the stored answer always has it.
-        whole["usage"] = usage.as_json()
-        body = orjson.dumps(whole)
-        await caching.store(services, call, cache, body, usage)
+    body = assembler.body(usage) if assembler is not None else None
+    if body is not None:
+        await caching.store(services, call, cache, body, usage, opened.dialect)
         _after(services, call, shadow, body)

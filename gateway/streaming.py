@@ -8,6 +8,7 @@ import orjson
 
 from gateway.errors import GatewayError
 from gateway.sse import DONE, DONE_DATA, data_of, frame
+from gateway.wire import Usage
 
 
 def error_event(err: GatewayError) -> bytes:
@@ -78,6 +79,14 @@ class Assembler:
             slot["name"] += function.get("name") or ""
             slot["args"].append(function.get("arguments") or "")
 
+    def body(self, usage: Usage) -> bytes | None:
+        """The whole answer as JSON, with ``usage`` (a client may not have asked for it)."""
+        whole = self.result()
+        if whole is None:
+            return None
+        whole["usage"] = usage.as_json()
+        return orjson.dumps(whole)
+
     def result(self) -> dict[str, Any] | None:
         """The answer as a non-streaming response object, or None if the stream was not whole."""
         if not (self.complete and self.valid and self.head and self.choices):
@@ -122,6 +131,27 @@ class Assembler:
         if self.usage:
             out["usage"] = self.usage
         return {k: v for k, v in out.items() if v is not None or k == "system_fingerprint"}
+
+
+class Recorder:
+    """Keeps a native stream (a door's own dialect) as it came, to be replayed as is."""
+
+    # Events after which a recorded stream is not an answer worth keeping.
+    _FAILED = (b"event: error", b"event: response.failed", b"event: response.incomplete")
+
+    def __init__(self) -> None:
+        self.blocks: list[bytes] = []
+        self.valid = True
+
+    def feed(self, block: bytes) -> None:
+        """Take a block of one or more complete SSE events."""
+        self.blocks.append(block)
+        if any(mark in block for mark in self._FAILED):
+            self.valid = False
+
+    def body(self, usage: Usage) -> bytes | None:
+        """The events as one block, or None if the stream failed."""
+        return b"".join(self.blocks) if self.valid and self.blocks else None
 
 
 def replay(completion: dict[str, Any], include_usage: bool) -> list[bytes]:

@@ -1,7 +1,8 @@
 """The wire types shared by the pipeline and the providers: what goes up and what comes back.
 
 Providers see only these (never the policy's models): an `Upstream` says where and how to
-call, a `Completion` or an `EventStream` is what came back, `Usage` the tokens it reported.
+call, a `Native` is a front door's own body for a backend that speaks the door's dialect, a
+`Completion` or an `EventStream` is what came back, `Usage` the tokens it reported.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Upstream:
     default_max_tokens: int = 4096
     # Sent to an OpenAI-compatible backend as max_tokens when the client set no limit.
     max_tokens: int | None = None
+    # Front-door dialects it speaks itself besides its family's ("responses": OpenAI's).
+    dialects: frozenset[str] = frozenset()
 
     @property
     def read_timeout_s(self) -> float:
@@ -54,6 +57,21 @@ class Usage:
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
 
+    def update_native(self, usage: Any) -> None:
+        """Take counts from an Anthropic or Responses usage object (`input_tokens`, ...).
+
+        Anthropic counts cache writes and reads apart from `input_tokens`; all are input.
+        """
+        if not isinstance(usage, dict):
+            return
+        parts = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        counts = [usage.get(k) for k in parts]
+        if any(isinstance(c, int) for c in counts):
+            self.prompt_tokens = sum(c for c in counts if isinstance(c, int))
+        output = usage.get("output_tokens")
+        if isinstance(output, int):
+            self.completion_tokens = output
+
     def update_from(self, usage: Any) -> None:
         """Take counts from an OpenAI `usage` object, ignoring anything malformed."""
         if isinstance(usage, dict):
@@ -65,16 +83,39 @@ class Usage:
                 self.completion_tokens = completion
 
 
+@dataclass(frozen=True, slots=True)
+class Native:
+    """A front door's request in its own dialect, for a backend that speaks it.
+
+    ``body`` is what the client sent (gateway-only fields removed); the target's model name
+    replaces ``model``. ``headers`` go up with it (Anthropic's `anthropic-beta`). ``unknown``:
+    a field of the body the chat translation cannot carry; a target that does not speak the
+    dialect is skipped, and the request is refused (naming it) when none does.
+    """
+
+    dialect: str
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    unknown: str | None = None
+
+    def to(self, model: str) -> Native:
+        """The same request for a backend that calls the model ``model``."""
+        return Native(self.dialect, {**self.body, "model": model}, self.headers, self.unknown)
+
+
 @dataclass(slots=True)
 class Completion:
-    """A whole (non-streamed) answer, already in OpenAI wire format."""
+    """A whole (non-streamed) answer: OpenAI's wire format, or a `Native` request's own."""
 
     body: bytes
     usage: Usage
+    # "chat": an OpenAI body; else the native dialect it answers in ("messages", "responses").
+    dialect: str = "chat"
 
 
 # A stream yields blocks of complete SSE events in OpenAI form (`data: {...}\n\n`), the last
-# ending with `data: [DONE]\n\n`; it fills the Usage it was given as counts arrive.
+# ending with `data: [DONE]\n\n` (a native stream: the backend's events as they came); it
+# fills the Usage it was given as counts arrive.
 EventStream = AsyncGenerator[bytes, None]
 
 

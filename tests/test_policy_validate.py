@@ -252,3 +252,17 @@ def test_validate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     ]
     assert main(["policy", "validate", str(tmp_path / "missing.yaml")]) == 1
     assert "cannot read policy file" in capsys.readouterr().err
+
+
+def test_native_responses_need_an_openai_compatible_backend() -> None:
+    text = BACKENDS + (
+        "  claude: {provider: anthropic, api_key: k, responses: native}\n"  # 11
+        "models:\n"
+        "  m: {to: [gpt, claude]}\n"
+    )
+    assert problems(text) == ["p.yaml:11: backends.claude.responses: native needs provider: openai"]
+    native = BACKENDS.replace("    tier: closed\n", "    tier: closed\n    responses: native\n")
+    loaded = parse_policy(native + "models:\n  m: {to: [gpt, local]}\n", "p.yaml", {})
+    backends = loaded.policy.backends
+    assert backends["gpt"].upstream.dialects == frozenset({"responses"})
+    assert backends["local"].upstream.dialects == frozenset()

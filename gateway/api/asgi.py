@@ -31,6 +31,8 @@ class RequestHead:
     traceparent: str | None = None
     # `x-gateway-timeout-ms`: the client's own deadline.
     timeout_ms: int | None = None
+    # Anthropic's beta features: passed on when the Messages door forwards a body as is.
+    anthropic_beta: str | None = None
 
 
 def read_head(scope: Scope) -> RequestHead:
@@ -54,6 +56,8 @@ def read_head(scope: Scope) -> RequestHead:
             head.traceparent = value.decode("latin-1")
         elif name == b"x-gateway-timeout-ms" and value.isdigit():
             head.timeout_ms = int(value)
+        elif name == b"anthropic-beta":
+            head.anthropic_beta = value.decode("latin-1")
     return head
 
 

@@ -51,7 +51,7 @@ class Exchange(Protocol):
 class Door(Protocol):
     """Starts an exchange per request."""
 
-    def __call__(self, services: Services, request_id: str) -> Exchange:
+    def __call__(self, services: Services, request_id: str, head: RequestHead) -> Exchange:
         """A new exchange."""
         ...
 

@@ -49,7 +49,7 @@ class OpenAIExchange:
 _OPENAI = OpenAIExchange()
 
 
-def openai_door(services: Services, request_id: str) -> OpenAIExchange:
+def openai_door(services: Services, request_id: str, head: RequestHead) -> OpenAIExchange:
     """OpenAI's doors keep no per-request state: one exchange serves them all."""
     return _OPENAI
 
@@ -96,7 +96,7 @@ class InferenceDoor:
         request_id = request_id_for(head.request_id)
         services = self.services
         assert services is not None, "the lifespan has not started"
-        exchange = door(services, request_id)
+        exchange = door(services, request_id, head)
         if scope["method"] != "POST":
             err = MethodNotAllowed("Method Not Allowed", headers={"allow": "POST"})
             await send_reply(error_reply(err, request_id, exchange.dialect), receive, send)

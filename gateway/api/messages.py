@@ -3,7 +3,9 @@
 The request is checked and translated into a chat body (`gateway.doors.messages_request`),
 routed by the same pipeline as chat (classifier, policy, cache, limits, metrics under the
 endpoint label `messages`), and the chat answer is rendered back as a Message or its event
-stream (`gateway.doors.messages_answer`). Errors have Anthropic's shape. The key comes in
+stream (`gateway.doors.messages_answer`). The body as the client sent it goes along: an
+Anthropic backend gets it as is (model renamed, `anthropic-beta` passed on) and its answer
+comes back untouched (`gateway.doors.native`). Errors have Anthropic's shape. The key comes in
 `x-api-key` (Anthropic's SDK) or `Authorization: Bearer`; `anthropic-version` is accepted.
 """
 
@@ -21,13 +23,16 @@ from gateway.api.asgi import Reply, RequestHead, read_body, read_head
 from gateway.api.deps import ServicesDep
 from gateway.api.door import EVENT_STREAM
 from gateway.auth import Tenant
-from gateway.doors.messages_answer import MessageStream, to_message
+from gateway.doors import native
+from gateway.doors.messages_answer import MessageStream, error_event, to_message
+from gateway.doors.messages_checks import REQUEST
 from gateway.doors.messages_request import parse_request
 from gateway.errors import Dialect, UpstreamError
 from gateway.pipeline import Answer, BodyParser
 from gateway.planning import resolve_model
 from gateway.protocol import parse_body
 from gateway.services import Services
+from gateway.wire import Native
 
 router = APIRouter()
 
@@ -48,21 +53,26 @@ class MessagesExchange:
     door: str | None = "messages"
     dialect: Dialect = "anthropic"
 
-    def __init__(self, services: Services, request_id: str) -> None:
+    def __init__(self, services: Services, request_id: str, head: RequestHead) -> None:
         self.model = ""
         self.stops: list[str] = []
+        beta = head.anthropic_beta
+        self.headers = {"anthropic-beta": beta} if beta else {}
 
     @property
     def parse(self) -> BodyParser:
         """The Messages body → the chat body."""
         return self._parse
 
-    async def _parse(self, raw: bytes, tenant: Tenant) -> dict[str, Any]:
+    async def _parse(self, raw: bytes, tenant: Tenant) -> tuple[dict[str, Any], Native]:
         body = parse_body(raw)
-        chat = parse_request(body)
+        # Fields the door does not know go to an Anthropic backend only (a 400 elsewhere).
+        unknown = [name for name in body if name not in REQUEST]
+        chat = parse_request({k: v for k, v in body.items() if k in REQUEST} if unknown else body)
         self.model = chat["model"]
         self.stops = list(body.get("stop_sequences") or ())
-        return chat
+        first = unknown[0] if unknown else None
+        return chat, Native("messages", body, self.headers, first)
 
     def authorization(self, head: RequestHead) -> str | None:
         """`x-api-key`, or a bearer token."""
@@ -70,6 +80,11 @@ class MessagesExchange:
 
     async def reply(self, answer: Answer) -> Reply:
         """A Message, or its event stream."""
+        if answer.dialect == "messages":  # an Anthropic backend's own answer
+            if answer.events is None:
+                return Reply(200, answer.headers, answer.body)
+            stream = native.relay(answer.events, error_event)
+            return Reply(200, answer.headers, media_type=EVENT_STREAM, stream=stream)
         if answer.events is None:
             try:
                 completion = orjson.loads(answer.body)

@@ -61,9 +61,8 @@ class ResponseStream:
             data = data_of(raw) if raw else None
             if data is None or self.done:
                 continue
-            if not self.started:
-                out += self._start()
             if data == DONE_DATA:
+                out += [] if self.started else self._start()
                 out += self._close()
                 self.done = True
                 continue
@@ -71,6 +70,8 @@ class ResponseStream:
                 chunk = orjson.loads(data)
             except orjson.JSONDecodeError:
                 chunk = {"error": {"message": "The backend sent a malformed stream event."}}
+            if not self.started:  # named by the model that answers, as every later event
+                out += self._start(chunk.get("model") if isinstance(chunk, dict) else None)
             if not isinstance(chunk, dict) or "error" in chunk:
                 error = chunk.get("error") if isinstance(chunk, dict) else None
                 message = error.get("message") if isinstance(error, dict) else None
@@ -79,9 +80,11 @@ class ResponseStream:
             out += self._chunk(chunk)
         return out
 
-    def _start(self) -> list[bytes]:
+    def _start(self, model: Any = None) -> list[bytes]:
         self.started = True
         response = self.response
+        if isinstance(model, str) and model:
+            response["model"] = model
         return [
             self._event("response.created", response=response),
             self._event("response.in_progress", response=response),

@@ -57,12 +57,12 @@ class Backend(Strict, BackendResilience):
     headers: dict[str, str] = {}
     # Anthropic needs max_tokens; used when the client gave none.
     default_max_tokens: int = Field(4096, ge=1)
-    # Sent as max_tokens to an OpenAI-compatible backend when the client set no limit (a small
-    # local model that never stops would otherwise run to its timeout).
+    # Sent as max_tokens when the client set no limit (a small local model may never stop).
     max_tokens: int | None = Field(None, ge=1)
-    # Whether it can call tools: requests that offer tools skip it, and get a clear 400 when
-    # no target can (rather than tools silently dropped by a chat template without them).
+    # Whether it can call tools: requests with tools skip it (a 400 when no target can).
     tools: bool = True
+    # "native": it serves /v1/responses itself (forwarded as is, not translated to chat).
+    responses: Literal["translate", "native"] = "translate"
 
     @model_validator(mode="after")
     def _defaults(self) -> Backend:
@@ -102,6 +102,7 @@ class Backend(Strict, BackendResilience):
             idle_timeout_s=self.idle_timeout_s or min(self.timeout_s, 30.0),
             default_max_tokens=self.default_max_tokens,
             max_tokens=self.max_tokens,
+            dialects=frozenset(("responses",) if self.responses == "native" else ()),
         )
 
 

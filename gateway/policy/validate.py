@@ -53,6 +53,8 @@ def _check_backends(policy: Policy, problems: Problems) -> None:
         if url.scheme not in ("http", "https") or not url.hostname:
             # The value is not echoed: a URL may carry credentials.
             problems.add(("backends", name, "base_url"), "must be an http:// or https:// URL")
+        if backend.responses == "native" and backend.provider != "openai":
+            problems.add(("backends", name, "responses"), "native needs provider: openai")
         if name not in used and policy.savings_reference != name:
             problems.add(("backends", name), "no model routes to this backend", warning=True)
 

@@ -1,4 +1,8 @@
-"""Anthropic's Messages API behind the OpenAI chat completions interface."""
+"""Anthropic's Messages API behind the OpenAI chat completions interface.
+
+A request that came in through the Messages door is forwarded as is instead
+(`HttpProvider.complete_native`): no translation either way.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ class AnthropicProvider(HttpProvider):
     def auth_headers(self, key: str) -> dict[str, str]:
         """Anthropic takes its key in `x-api-key`."""
         return {"x-api-key": key}
+
+    def speaks(self, upstream: Upstream, dialect: str) -> bool:
+        """The Messages API, always."""
+        return dialect == "messages"
 
     @staticmethod
     def _translate(upstream: Upstream, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:

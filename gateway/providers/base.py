@@ -7,15 +7,17 @@ status) and epilogue (closing the response) so a provider only translates.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from typing import Any, ClassVar, Protocol
 
 import orjson
 
 from gateway.errors import UpstreamError, UpstreamStatusError
+from gateway.providers import native
 from gateway.providers.http import UpstreamClient, UpstreamResponse
 from gateway.sse import complete_events
-from gateway.wire import Completion, Endpoint, EventStream, Upstream, Usage
+from gateway.wire import Completion, Endpoint, EventStream, Native, Upstream, Usage
 
 
 class Provider(Protocol):
@@ -31,6 +33,18 @@ class Provider(Protocol):
         self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any], usage: Usage
     ) -> EventStream:
         """Send one streaming request; the first `anext` raises if the backend fails."""
+        ...
+
+    def speaks(self, upstream: Upstream, dialect: str) -> bool:
+        """Whether this backend takes a front door's own dialect as is (`Native`)."""
+        ...
+
+    async def complete_native(self, upstream: Upstream, request: Native) -> Completion:
+        """Forward a request in a dialect it speaks; the answer as the backend gave it."""
+        ...
+
+    def stream_native(self, upstream: Upstream, request: Native, usage: Usage) -> EventStream:
+        """Forward a streaming request in a dialect it speaks; its events as they come."""
         ...
 
     async def check(self, upstream: Upstream, path: str, timeout_s: float) -> None:
@@ -80,9 +94,35 @@ class HttpProvider:
             headers.update(self.auth_headers(upstream.api_key))
         return headers
 
-    async def post(self, upstream: Upstream, path: str, payload: Any) -> UpstreamResponse:
-        """POST a JSON payload to ``upstream.base_url + path``."""
-        headers = {"content-type": "application/json", **self._headers(upstream)}
+    def speaks(self, upstream: Upstream, dialect: str) -> bool:
+        """A dialect the backend was declared to speak (the policy's `responses: native`)."""
+        return dialect in upstream.dialects
+
+    async def complete_native(self, upstream: Upstream, request: Native) -> Completion:
+        """Forward the door's body; the answer's bytes untouched, its `usage` read."""
+        path, payload = native.prepared(upstream, request)
+        content, parsed = await self.answer(upstream, path, payload, request.headers)
+        native.check_answer(upstream, request.dialect, parsed)
+        usage = Usage()
+        usage.update_native(parsed.get("usage"))
+        return Completion(content, usage, request.dialect)
+
+    async def stream_native(self, upstream: Upstream, request: Native, usage: Usage) -> EventStream:
+        """Forward the door's streaming body; its events as they come, usage read on the way."""
+        path, payload = native.prepared(upstream, request)
+        watcher = native.Watcher(request.dialect, usage)
+        async with aclosing(self.blocks(upstream, path, payload, request.headers)) as blocks:
+            async for block in blocks:
+                watcher.feed(block)
+                yield block
+        if not watcher.ended:
+            raise ended_early(upstream)
+
+    async def post(
+        self, upstream: Upstream, path: str, payload: Any, extra: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        """POST a JSON payload to ``upstream.base_url + path`` (with ``extra`` headers)."""
+        headers = {"content-type": "application/json", **self._headers(upstream), **(extra or {})}
         return await self._client.post(
             upstream.base_url + path,
             orjson.dumps(payload),
@@ -101,10 +141,10 @@ class HttpProvider:
             raise status_error(upstream.name, status, b"")
 
     async def answer(
-        self, upstream: Upstream, path: str, payload: Any
+        self, upstream: Upstream, path: str, payload: Any, extra: Mapping[str, str] | None = None
     ) -> tuple[bytes, dict[str, Any]]:
         """A whole answer as bytes and as a JSON object; raise on an error status or bad JSON."""
-        response = await self.post(upstream, path, payload)
+        response = await self.post(upstream, path, payload, extra)
         try:
             content = await response.read()
         finally:
@@ -120,10 +160,10 @@ class HttpProvider:
         return content, parsed
 
     async def blocks(
-        self, upstream: Upstream, path: str, payload: Any
+        self, upstream: Upstream, path: str, payload: Any, extra: Mapping[str, str] | None = None
     ) -> AsyncGenerator[bytes, None]:
         """POST a streaming request; yield blocks of whole SSE events; always close."""
-        response = await self.post(upstream, path, payload)
+        response = await self.post(upstream, path, payload, extra)
         try:
             if response.status >= 400:
                 content = await response.read()

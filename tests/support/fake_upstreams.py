@@ -70,6 +70,7 @@ class FakeUpstream:
         self.last: dict[str, Any] = {}
         self.count = 0
         self.cookie: str | None = None
+        self.headers: dict[str, str] = {}  # of the last request
         self.streams_abandoned = 0  # chat streams whose reader went away before the end
 
 
@@ -265,6 +266,7 @@ def anthropic_app(state: FakeUpstream) -> Starlette:
     async def messages(request: Request) -> Response:
         body = orjson.loads(await request.body())
         state.last, state.count = body, state.count + 1
+        state.headers = dict(request.headers)
         if request.headers.get("x-api-key") != "test-anthropic-key":
             err = {"type": "error", "error": {"type": "authentication_error", "message": "bad key"}}
             return Response(orjson.dumps(err), 401, media_type="application/json")
@@ -279,7 +281,8 @@ def anthropic_app(state: FakeUpstream) -> Starlette:
         if fault is not None:
             return fault
         last_text = ""
-        for block in body["messages"][-1]["content"]:
+        last = body["messages"][-1]["content"]
+        for block in [{"type": "text", "text": last}] if isinstance(last, str) else last:
             if block.get("type") == "text":
                 last_text = block["text"]
         content: list[dict[str, Any]]
@@ -298,6 +301,8 @@ def anthropic_app(state: FakeUpstream) -> Starlette:
         else:
             content = [{"type": "text", "text": "echo: " + last_text}]
             stop = "end_turn"
+        if body.get("thinking"):  # extended thinking: a signed thinking block comes first
+            content.insert(0, {"type": "thinking", "thinking": "Hmm, an echo.", "signature": "s1"})
         message = {
             "id": "msg_fake",
             "type": "message",
@@ -339,6 +344,13 @@ def anthropic_app(state: FakeUpstream) -> Starlette:
                         yield ev("content_block_delta", {"index": i, "delta": delta})
                         if cut and j >= 1:
                             raise ConnectionResetError("scripted cut")
+                elif block["type"] == "thinking":
+                    start_block = {"type": "thinking", "thinking": "", "signature": ""}
+                    yield ev("content_block_start", {"index": i, "content_block": start_block})
+                    delta = {"type": "thinking_delta", "thinking": block["thinking"]}
+                    yield ev("content_block_delta", {"index": i, "delta": delta})
+                    delta = {"type": "signature_delta", "signature": block["signature"]}
+                    yield ev("content_block_delta", {"index": i, "delta": delta})
                 else:
                     start_block = {**block, "input": {}}
                     yield ev("content_block_start", {"index": i, "content_block": start_block})
