@@ -20,7 +20,7 @@ backends:
   flaky:
     provider: openai
     base_url: "{flaky}"
-    breaker: {{failures_to_open: 2, open_s: 0.5, half_open_probes: 1}}
+    breaker: {{failures_to_open: 2, open_s: 5.0, half_open_probes: 1}}
 models:
   "*": {{to: [flaky, steady]}}
 """
@@ -33,6 +33,16 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         tmp = tmp_path_factory.mktemp("two-workers")
         with run_gateway(policy, {"GATEWAY_WORKERS": "2"}, tmp=tmp) as url:
             yield url, faults
+
+
+def _wait_half_open(http: httpx.Client, backend: str, timeout_s: float = 30.0) -> None:
+    """Until `/readyz` says the circuit has come out of `open_s` (shared: either worker)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if http.get("/readyz").json()["backends"][backend]["circuit"] == "half_open":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{backend}'s circuit did not become half-open")
 
 
 def _fresh(url: str) -> httpx.Client:
@@ -48,7 +58,7 @@ def test_the_circuit_is_shared_by_the_workers(two_workers: tuple[str, FaultUpstr
         assert backends == ["steady"] * 8
         assert lane.requests == 2, "two failures, in whichever worker, open it for both"
         lane = faults.script("flaky", mode="ok", delay_s=1.0)
-        time.sleep(0.6)
+        _wait_half_open(http, "flaky")
         start = threading.Barrier(16)
 
         def one(_: int) -> str:
