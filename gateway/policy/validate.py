@@ -55,6 +55,11 @@ def _check_backends(policy: Policy, problems: Problems) -> None:
             problems.add(("backends", name, "base_url"), "must be an http:// or https:// URL")
         if backend.responses == "native" and backend.provider != "openai":
             problems.add(("backends", name, "responses"), "native needs provider: openai")
+        prefill = ("backends", name, "tool_call_prefill")
+        if backend.tool_call_prefill and not backend.tools:
+            problems.add(prefill, "is set, but `tools` is false")
+        if backend.tool_call_prefill and backend.provider != "openai":
+            problems.add(prefill, "applies to provider: openai only")
         if name not in used and policy.savings_reference != name:
             problems.add(("backends", name), "no model routes to this backend", warning=True)
 

@@ -1,6 +1,7 @@
 """Any OpenAI-compatible upstream: vLLM, llama.cpp, OpenAI, Gemini's OpenAI endpoint, ...
 
-Bytes are forwarded as they come; only `usage` is read out of answers, for accounting.
+Bytes are forwarded as they come; only `usage` is read out of answers, for accounting. A
+backend with `tool_call_prefill` gets required tool calls begun for it (forced_call.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import orjson
 
 from gateway.providers.base import HttpProvider, ended_early
+from gateway.providers.forced_call import force_tool_call
 from gateway.sse import DONE_DATA, data_of, split_block
 from gateway.wire import Completion, Endpoint, EventStream, Upstream, Usage, wants_usage
 
@@ -30,7 +32,7 @@ class OpenAIProvider(HttpProvider):
         self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any]
     ) -> Completion:
         """Send one request and return the upstream's JSON bytes untouched."""
-        content, parsed = await self.answer(upstream, _PATHS[endpoint], _capped(upstream, body))
+        content, parsed = await self.answer(upstream, _PATHS[endpoint], _outgoing(upstream, body))
         usage = Usage()
         usage.update_from(parsed.get("usage"))
         return Completion(content, usage)
@@ -39,7 +41,7 @@ class OpenAIProvider(HttpProvider):
         self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any], usage: Usage
     ) -> EventStream:
         """Forward SSE events; always asks for usage and hides it unless the client asked."""
-        body = _capped(upstream, body)
+        body = _outgoing(upstream, body)
         client_wants_usage = wants_usage(body)
         if not client_wants_usage:
             options = body.get("stream_options")
@@ -85,8 +87,10 @@ def _take_usage(event: bytes, usage: Usage) -> bool:
     return not parsed.get("choices")
 
 
-def _capped(upstream: Upstream, body: dict[str, Any]) -> dict[str, Any]:
-    """The body with the backend's default `max_tokens` when the client set no limit."""
+def _outgoing(upstream: Upstream, body: dict[str, Any]) -> dict[str, Any]:
+    """The body with the backend's default `max_tokens` when the client set no limit (and a
+    required tool call begun, on a backend that needs it)."""
+    body = force_tool_call(upstream.tool_call_prefill, body)
     if upstream.max_tokens is None or "max_tokens" in body or "max_completion_tokens" in body:
         return body
     return {**body, "max_tokens": upstream.max_tokens}
