@@ -165,6 +165,19 @@ def test_base_url_must_be_a_url_and_is_not_echoed() -> None:
     assert not any("s3cret" in p for p in found)
 
 
+def test_tool_call_prefill_needs_tools_and_an_openai_backend() -> None:
+    text = "backends:\n"
+    text += (
+        "  a: {provider: openai, base_url: 'http://a/v1', tools: false, tool_call_prefill: '<c>'}\n"
+    )
+    text += "  b: {provider: anthropic, api_key: k, tool_call_prefill: '<c>'}\n"
+    text += "models:\n  m: {to: [a, b]}\n"
+    assert problems(text) == [
+        "p.yaml:2: backends.a.tool_call_prefill: is set, but `tools` is false",
+        "p.yaml:3: backends.b.tool_call_prefill: applies to provider: openai only",
+    ]
+
+
 def test_overlapping_model_names() -> None:
     text = BACKENDS + (
         "models:\n"  # 11
