@@ -45,7 +45,7 @@ NAMES = {"get_weather", "add"}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 # Every answer is fresh from the model (the default policy caches temperature-0 answers).
 FRESH = {"x-gateway-cache": "bypass"}
-# A call is ~25 tokens; the answer stops after it.
+# A one-argument call is ~40 tokens; the answer stops after it.
 CALL_TOKENS = 64
 
 
@@ -60,7 +60,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         tmp = tmp_path_factory.mktemp("embedded-tools")
         # The shipped policy as is, but for its deadlines (120 s, 30 s to a stream's first event
         # and between events): on a busy 2-core machine llama.cpp decoded ~1 token/s, with
-        # 25 s between two events (measured while other suites ran); a call is ~30 tokens.
+        # 25 s between two events (measured while other suites ran); a call is ~40 tokens.
         policy = DEFAULT_POLICY.read_text()
         deadline = "\n    timeout_s: 120\n"
         assert deadline in policy
