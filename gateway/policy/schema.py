@@ -59,12 +59,11 @@ class Backend(Strict, BackendResilience):
     default_max_tokens: int = Field(4096, ge=1)
     # Sent as max_tokens when the client set no limit (a small local model may never stop).
     max_tokens: int | None = Field(None, ge=1)
-    # Whether it can call tools: requests with tools skip it (a 400 when no target can).
+    # Can it call tools (else skipped: a 400 if no target can); what opens one: forced_call.py.
     tools: bool = True
+    tool_call_prefill: str | None = Field(None, min_length=1)
     # "native": it serves /v1/responses itself (forwarded as is, not translated to chat).
     responses: Literal["translate", "native"] = "translate"
-    # What opens a call in its chat template: a required call is begun with it (forced_call.py).
-    tool_call_prefill: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _defaults(self) -> Backend:
@@ -88,10 +87,7 @@ class Backend(Strict, BackendResilience):
 
     @cached_property
     def upstream(self) -> Upstream:
-        """What a provider needs to call this backend (not the policy's price or tier).
-
-        Built on first use, after the policy has named its backends; kept like `rules`.
-        """
+        """What a provider needs (not price or tier); built once, after backends are named."""
         return Upstream(
             name=self.name,
             base_url=self.base_url,
