@@ -71,6 +71,20 @@ def _assert_error(response: httpx.Response, status: int, error_type: str) -> dic
             json.dumps({"model": "m", "messages": [{"role": "user", "content": [3]}]}).encode(),
             "messages[0].content",
         ),
+        *(
+            (
+                json.dumps(
+                    {
+                        "model": "m",
+                        "messages": [{"role": "user", "content": "x"}],
+                        "tools": [{"type": "function", "function": {"name": "add"}}],
+                        "tool_choice": {"type": "function", "function": {"name": name}},
+                    }
+                ).encode(),
+                "tool_choice",
+            )
+            for name in ("refund", ["add"])  # not offered; not even a name
+        ),
     ],
 )
 def test_malformed_chat_requests(gateway: str, body: bytes, param: str | None) -> None:
