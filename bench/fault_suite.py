@@ -85,6 +85,9 @@ class Timings:
     drain_gap_s: float = 1.0
     drain_lead_s: float = 8.0
     poll_s: float = 0.25  # how often /metrics is read
+    # A phase that waits for a condition (the circuit opened, closed, a probe failed) waits
+    # this much longer than its length at most.
+    cap_s: float = 30.0
 
     @property
     def phases(self) -> list[tuple[str, float]]:
@@ -384,6 +387,7 @@ class Run:
     leaves: list[float | None] = field(default_factory=list)
     drained: list[Drained] = field(default_factory=list)
     drain_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    held: dict[str, bool] = field(default_factory=dict)  # phase → its condition was met
     term_at: float = 0.0
     in_flight_at_term: int = 0
     exited_after_s: float = 0.0
@@ -420,69 +424,86 @@ async def _drive(t: Timings, url: str, faults: FaultProcess, vllm_url: str) -> R
                 run.polls.append(with_time)
                 await asyncio.sleep(t.poll_s)
 
-        async def at(offset: float) -> None:
-            await asyncio.sleep(max(0.0, start + offset - time.monotonic()))
+        async def boundary(ended: str | None, begins: str) -> None:
+            # One scrape: the end of one phase, the start of the next (before its fault).
+            scrape = await _scrape(aside)
+            run.scrapes[begins] = scrape
+            if ended is not None:
+                run.scrapes[f"{ended}:end"] = scrape
 
-        async def settle_then_scrape(name: str) -> None:
-            # A probe caught by the fault fails up to `timeout_s` after it healed.
-            await asyncio.sleep(t.timeout_s + 1.0)
-            run.scrapes[name] = await _scrape(aside)
+        def mark(name: str) -> None:
+            run.marks[name] = time.monotonic()
+            run.load.append(os.getloadavg()[0])
+
+        async def hold(name: str, length: float, what: str = "", value: str = "") -> None:
+            """The phase lasts ``length``, then until the scripted backend's breaker counter
+            ``what``/``value`` has grown since it began (its circuit opened, closed, a probe
+            failed), for at most `cap_s` more: a condition, not a guess at how long it takes."""
+            await asyncio.sleep(max(0.0, run.marks[name] + length - time.monotonic()))
+            if not what:
+                return
+            began = _breaker(run.scrapes[name], what, value)
+            deadline = time.monotonic() + t.cap_s
+            while time.monotonic() < deadline:
+                if run.polls and _breaker(run.polls[-1][1], what, value) > began:
+                    run.held[name] = True
+                    return
+                await asyncio.sleep(t.poll_s)
+            run.held[name] = False
 
         async def script() -> None:
-            offsets: dict[str, float] = {}
-            offset = 0.0
-            for name, length in t.phases:
-                offsets[name] = offset
-                offset += length
-            offsets["end"] = offset
-            settles: list[asyncio.Task[None]] = []
-            drains: list[asyncio.Task[None]] = []
-
-            async def phase(name: str) -> None:
-                await at(offsets[name])
-                run.marks[name] = time.monotonic()
-                run.load.append(os.getloadavg()[0])
-
-            await phase("warm")
+            healthy = {"mode": "ok", "delay_s": 0.02, "chunks": 5, "gap_s": 0.1}
+            await boundary(None, "warm")
+            mark("warm")
             run.leaves.append(await _leave(url, control))
-            await phase("killed")
+            await hold("warm", t.warm_s)
+
+            await boundary("warm", "killed")
             run.killed_at = await control.run(faults.kill)
-            await at(offsets["back"])
+            mark("killed")
+            await hold("killed", t.killed_s, "transitions", "open")
             await control.run(faults.start)
             run.restarted_at = time.monotonic()
             await control.run(lambda: _script_lanes(t, faults))
-            run.marks["back"] = run.restarted_at
-            run.load.append(os.getloadavg()[0])
+            await boundary("killed", "back")
+            mark("back")
             run.leaves.append(await _leave(url, control))
-            await phase("hang")
-            run.scrapes["hang"] = await _scrape(aside)
-            await control.run(lambda: faults.script(MAIN, mode="hang"))
-            await phase("hang_healed")
-            await control.run(lambda: faults.script(MAIN, mode="ok", delay_s=0.02, chunks=5))
-            settles.append(asyncio.create_task(settle_then_scrape("hang_healed")))
-            run.leaves.append(await _leave(url, control))
-            await phase("fail500")
-            run.scrapes["fail500"] = await _scrape(aside)
-            await control.run(lambda: faults.script(MAIN, mode="fail500", delay_s=0.02))
-            await phase("fail_healed")
-            await control.run(lambda: faults.script(MAIN, mode="ok", delay_s=0.02, chunks=5))
-            settles.append(asyncio.create_task(settle_then_scrape("fail_healed")))
-            run.leaves.append(await _leave(url, control))
-            # ---- SPILL_OVER_PHASE: "vLLM queue saturated → spill-over" goes here ----
-            await at(offsets["end"] - t.drain_lead_s)
-            run.drained = [Drained() for _ in range(t.drain_streams)]
-            for i, drained in enumerate(run.drained):
-                drains.append(asyncio.create_task(_long_stream(aside, f"long{i}", drained)))
-            await at(offsets["end"])
-            run.marks["end"] = time.monotonic()
-            stop.set()
-            await asyncio.gather(*settles)
-            run.drain_tasks = drains
+            await hold("back", t.back_s, "transitions", "closed")
 
-        start = time.monotonic()
+            await boundary("back", "hang")
+            await control.run(lambda: faults.script(MAIN, mode="hang"))
+            mark("hang")
+            await hold("hang", t.hang_s, "probes", "failure")
+            await boundary("hang", "hang_healed")
+            run.marks["hang:healing"] = time.monotonic()  # still hung until this call returns
+            await control.run(lambda: faults.script(MAIN, **healthy))
+            mark("hang_healed")
+            run.leaves.append(await _leave(url, control))
+            await hold("hang_healed", t.hang_healed_s, "transitions", "closed")
+
+            await boundary("hang_healed", "fail500")
+            await control.run(lambda: faults.script(MAIN, mode="fail500", delay_s=0.02))
+            mark("fail500")
+            await hold("fail500", t.fail_s, "probes", "failure")
+            await boundary("fail500", "fail_healed")
+            run.marks["fail500:healing"] = time.monotonic()
+            await control.run(lambda: faults.script(MAIN, **healthy))
+            mark("fail_healed")
+            run.leaves.append(await _leave(url, control))
+            await hold("fail_healed", t.fail_healed_s - t.drain_lead_s, "transitions", "closed")
+            # ---- SPILL_OVER_PHASE: "vLLM queue saturated → spill-over" goes here ----
+            run.drained = [Drained() for _ in range(t.drain_streams)]
+            run.drain_tasks = [
+                asyncio.create_task(_long_stream(aside, f"long{i}", drained))
+                for i, drained in enumerate(run.drained)
+            ]
+            await asyncio.sleep(t.drain_lead_s)
+            await boundary("fail_healed", "end")
+            mark("end")
+            stop.set()
+
         clients = [_client(http, n, t, stop, run.results) for n in range(t.clients)]
         await asyncio.gather(script(), poll(), *clients)
-        run.scrapes["end"] = await _scrape(aside)
         run.vllm_requests = (
             _sum(series((await vllm.get("/metrics")).text), "vllm:request_success_total")
             - vllm_before
@@ -548,9 +569,13 @@ def _first_poll(run: Run, since: float, check: Callable[[dict[str, float]], bool
 def fault_figures(run: Run, name: str, healed: str) -> Fault:
     """The figures of the fault phase ``name`` and the healthy phase after it."""
     start, heal = run.marks[name], run.marks[healed]
-    before, after = run.scrapes[name], run.scrapes[healed]
+    before, after = run.scrapes[name], run.scrapes[f"{healed}:end"]
     counted = int(_breaker(after, "probes", "failure") - _breaker(before, "probes", "failure"))
-    during = sorted((v for v in run.visits if start <= v.arrived < heal), key=lambda v: v.arrived)
+    # Arrived while the fault was surely in place (after it was set, before healing began).
+    healing = run.marks[f"{name}:healing"]
+    during = sorted(
+        (v for v in run.visits if start <= v.arrived < healing), key=lambda v: v.arrived
+    )
     probes = min(counted, len(during))
     wave, probing = during[: len(during) - probes], during[len(during) - probes :]
     first_failure = min((v.left for v in wave if v.left is not None), default=heal)
@@ -645,6 +670,10 @@ def _q(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def _length(run: Run, fault: str) -> float:
+    return run.marks[f"{fault}:healing"] - run.marks[fault]
+
+
 def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
@@ -654,7 +683,7 @@ def report(run: Run) -> str:
     t = run.t
     lines = [
         f"{t.clients} clients (a third streaming, one in ten vLLM first), "
-        f"{sum(length for _, length in t.phases):g} s, 2 workers; scripted `timeout_s` "
+        f"{run.marks['end'] - run.marks['warm']:.0f} s, 2 workers; scripted `timeout_s` "
         f"{t.timeout_s:g}, breaker `failures_to_open` {t.failures_to_open}, `open_s` "
         f"{t.open_s:g}, `half_open_probes` 1; load average per phase "
         f"{', '.join(f'{x:.1f}' for x in run.load)} on {os.cpu_count()} CPUs",
@@ -698,7 +727,8 @@ def report(run: Run) -> str:
         f"({', '.join(codes) or '-'}); circuit open {_s(kill.opened_after_s)} after the kill; "
         f"restarted after {kill.restart_s:.1f} s, first request reached it "
         f"{_s(kill.back_after_s)} later, {kill.back_answers} answers from it in the phase |",
-        f"| scripted upstream hangs for {t.hang_s:g} s | {hang.reached} requests reached it: "
+        f"| scripted upstream hangs for {_length(run, 'hang'):.1f} s | {hang.reached} requests "
+        f"reached it: "
         f"{hang.wave} before its circuit opened (arrived over {hang.wave_s:.2f} s; held "
         f"{_q(holds, 50):.2f} s p50, {(holds[-1] if holds else 0):.2f} s max, then hung up on "
         f"and answered by vLLM; {hang.not_hung_up} not hung up on), then {hang.probes} probes "
@@ -706,8 +736,8 @@ def report(run: Run) -> str:
         f"{_s(hang.opened_after_s)} after the hang began; healed: first request "
         f"{_s(hang.back_after_s)} later, circuit closed after {_s(hang.closed_after_s)} "
         f"({hang.probe_successes} successful probe), {hang.healed_answers} answers from it |",
-        f"| scripted upstream answers 500 for {t.fail_s:g} s | {fail.reached} requests reached "
-        f"it: {fail.wave} 500s before its circuit opened (over {fail.wave_s:.2f} s; circuit "
+        f"| scripted upstream answers 500 for {_length(run, 'fail500'):.1f} s | {fail.reached} "
+        f"requests reached it: {fail.wave} 500s before its circuit opened (over {fail.wave_s:.2f} s; circuit "
         f"open {_s(fail.opened_after_s)} after the first 500s, {fail.opened} open transitions), "
         f"then {fail.probes} failed probes ({fail.probe_overlaps} overlapping); healed: "
         f"first request {_s(fail.back_after_s)} later, closed after {_s(fail.closed_after_s)} "
@@ -731,7 +761,10 @@ def report(run: Run) -> str:
         f"retry budget exhausted "
         f"{_sum(run.scrapes['end'], 'gateway_retry_budget_exhausted_total'):.0f} times; "
         f"{_sum(run.scrapes['end'], 'gateway_breaker_probes_total', backend='scripted'):.0f} "
-        f"probes of the scripted backend in all.",
+        f"probes of the scripted backend in all. Phases held until their condition "
+        f"(killed: circuit open; back, healed: closed; faults: a probe failed): "
+        + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in run.held.items())
+        + ".",
     ]
     odd = [r for r in run.results if not r.ok and r not in kill.streams_cut] + [
         r for r in kill.streams_cut if r.end != "error"
@@ -741,24 +774,34 @@ def report(run: Run) -> str:
 
 
 def main() -> int:
-    """Start vLLM, run the suite, print its tables."""
+    """Start vLLM (or use a running one), run the suite, print its tables."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=None)
     parser.add_argument("--short", action="store_true", help="the timeline CI runs")
+    parser.add_argument("--vllm-url", help="a running vLLM's OpenAI base URL (.../v1)")
+    parser.add_argument(
+        "--vllm-ready-s", type=float, default=600, help="how long vLLM may take to start"
+    )
     args = parser.parse_args()
     t = SHORT if args.short else FULL
     if args.clients is not None:
         t = replace(t, clients=args.clients)
-    from tests.support.model_servers import run_vllm, vllm_setup_problem
-
-    problem = vllm_setup_problem()
-    if problem is not None:
-        print(problem, file=sys.stderr)
-        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="fault-suite-"))
     began = time.monotonic()
-    with run_vllm() as vllm_url:
-        ready = time.monotonic() - began
-        run = run_suite(t, vllm_url, Path(tempfile.mkdtemp(prefix="fault-suite-")))
+    if args.vllm_url:
+        run = run_suite(t, args.vllm_url, tmp)
+        ready = 0.0
+    else:
+        from tests.support import model_servers
+
+        problem = model_servers.vllm_setup_problem()
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 2
+        model_servers.VLLM_READY_TIMEOUT = args.vllm_ready_s
+        with model_servers.run_vllm() as vllm_url:
+            ready = time.monotonic() - began
+            run = run_suite(t, vllm_url, tmp)
     print(report(run))
     print(f"\nvLLM ready after {ready:.0f} s; whole run {time.monotonic() - began:.0f} s")
     return 0
