@@ -738,7 +738,8 @@ def report(run: Run) -> str:
         f"({hang.probe_successes} successful probe), {hang.healed_answers} answers from it |",
         f"| scripted upstream answers 500 for {_length(run, 'fail500'):.1f} s | {fail.reached} "
         f"requests reached it: {fail.wave} 500s before its circuit opened (over "
-        f"{fail.wave_s:.2f} s; circuit open {_s(fail.opened_after_s)} after the first 500s, {fail.opened} open transitions), "
+        f"{fail.wave_s:.2f} s; circuit open {_s(fail.opened_after_s)} after the first 500s, "
+        f"{fail.opened} open transitions), "
         f"then {fail.probes} failed probes ({fail.probe_overlaps} overlapping); healed: "
         f"first request {_s(fail.back_after_s)} later, closed after {_s(fail.closed_after_s)} "
         f"({fail.probe_successes} successful probe), {fail.healed_answers} answers from it |",
