@@ -135,7 +135,14 @@ backends:
     tier: open
     timeout_s: {timeout_s}
     breaker: {{failures_to_open: {failures_to_open}, open_s: {open_s}, half_open_probes: 1}}
-  vllm: {{provider: openai, base_url: "{vllm}", model: smollm2, tier: open, timeout_s: 60}}
+  vllm:
+    provider: openai
+    base_url: "{vllm}"
+    model: smollm2
+    tier: open
+    # A CPU-only vLLM absorbing every client: generous limits, it is slow, not broken.
+    timeout_s: 60
+    first_token_timeout_s: 60
   leave: {{provider: openai, base_url: "{leave}", tier: open, timeout_s: {hang_s}}}
 {long_backends}
 models:
