@@ -15,7 +15,6 @@ import pytest
 from bench.fault_suite import SHORT, Run, fault_figures, kill_figures, report, run_suite
 from tests.support import model_servers
 
-
 # vLLM took over 180 s (the fixture's limit) to start on this 2-core machine at load 25.
 VLLM_READY_S = 600.0
 
