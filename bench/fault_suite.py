@@ -151,7 +151,7 @@ models:
   leave: {{to: [leave]}}
 {long_models}
 """
-MAX_TOKENS = 5
+MAX_TOKENS = 4
 MAIN, LEAVE = "main", "leave"
 
 
@@ -212,7 +212,8 @@ async def _request(http: httpx.AsyncClient, model: str, stream: bool, out: Resul
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": MAX_TOKENS,
-        "messages": [{"role": "user", "content": "Say hi."}],
+        # A system turn of our own: shorter than the one SmolLM2's template adds without it.
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
     }
     if not stream:
         response = await http.post("/v1/chat/completions", json=body)
@@ -627,6 +628,7 @@ class Kill:
     cut_as_allowed: int  # of those: on scripted, in flight at the kill, after a first event,
     # ended with an SSE error event
     in_flight: int  # requests in flight at the kill (any backend)
+    state_at_kill: str  # the scripted backend's circuit just before the kill
     opened_after_s: float | None  # kill → the first poll that saw its circuit open
     restart_s: float  # kill → the upstream answering again (the killed phase's length)
     back_after_s: float | None  # restart → the first request at the upstream
@@ -655,6 +657,7 @@ def kill_figures(run: Run) -> Kill:
         streams_cut=failed,
         cut_as_allowed=len(allowed),
         in_flight=sum(1 for r in run.results if r.started < k < r.ended),
+        state_at_kill=STATES[int(_breaker(run.scrapes["killed"], "state", ""))],
         opened_after_s=_first_poll(
             run, k, lambda s: _breaker(s, "transitions", "open") > opened_before
         ),
@@ -669,6 +672,9 @@ def kill_figures(run: Run) -> Kill:
             if r.backend == "scripted" and r.ok and run.restarted_at <= r.started < back_end
         ),
     )
+
+
+STATES = ("closed", "half-open", "open")
 
 
 def _q(values: list[float], q: int) -> float:
@@ -723,6 +729,11 @@ def report(run: Run) -> str:
     leave_logged = sum(1 for e in run.access if e.get("model") == "leave" and e["status"] == 499)
     codes = sorted({r.error_code for r in kill.streams_cut})
     holds = sorted(hang.holds)
+    end = run.scrapes["end"]
+    errors = ", ".join(
+        f"{kind} {_sum(end, 'gateway_upstream_errors_total', backend='scripted', kind=kind):.0f}"
+        for kind in ("connect", "timeout", "status_5xx", "bad_response")
+    )
     lines += [
         "",
         "| fault | measured |",
@@ -731,7 +742,8 @@ def report(run: Run) -> str:
         f"{kill.whole_failed} non-streaming requests failed (whole run); "
         f"{len(kill.streams_cut)} streams ended without `[DONE]`, {kill.cut_as_allowed} of them "
         f"past their first event on the killed upstream and ended with an SSE error event "
-        f"({', '.join(codes) or '-'}); circuit open {_s(kill.opened_after_s)} after the kill; "
+        f"({', '.join(codes) or '-'}); circuit {kill.state_at_kill} at the kill, open "
+        f"{_s(kill.opened_after_s)} after it; "
         f"restarted after {kill.restart_s:.1f} s, first request reached it "
         f"{_s(kill.back_after_s)} later, {kill.back_answers} answers from it in the phase |",
         f"| scripted upstream hangs for {_length(run, 'hang'):.1f} s | {hang.reached} requests "
@@ -766,11 +778,10 @@ def report(run: Run) -> str:
         f"Totals: {len(run.results)} requests, "
         f"{sum(1 for r in run.results if r.backend == 'vllm')} answered by vLLM "
         f"({run.vllm_requests:.0f} finished by vLLM itself, its own count); "
-        f"retry budget exhausted "
-        f"{_sum(run.scrapes['end'], 'gateway_retry_budget_exhausted_total'):.0f} times; "
-        f"{_sum(run.scrapes['end'], 'gateway_breaker_probes_total', backend='scripted'):.0f} "
-        f"probes of the scripted backend in all. Phases held until their condition "
-        f"(killed: circuit open; back, healed: closed; faults: a probe failed): "
+        f"retry budget exhausted {_sum(end, 'gateway_retry_budget_exhausted_total'):.0f} times; "
+        f"{_sum(end, 'gateway_breaker_probes_total', backend='scripted'):.0f} probes of the "
+        f"scripted backend in all; its errors by kind: {errors}. Phases held until their "
+        "condition (killed: circuit open; back, healed: closed; faults: a probe failed): "
         + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in run.held.items())
         + ".",
     ]
