@@ -18,10 +18,13 @@ timeline (60 s by default) while the scripted upstream goes through, in turn:
    `timeout_s`; once its circuit is open only probes reach it, one at a time.
 5. `hang_healed`: it answers again.
 6. `fail500`: it answers 500; the circuit opens, probes are counted.
-7. `fail_healed`: it answers again; near the end ten long streams (20-29 s) start.
+7. `fail_healed`: it answers again.
 
-Then the load stops and the gateway gets SIGTERM with the ten streams in flight: all must
-end with `[DONE]` within the default drain (30 s). In every healthy phase one client sends a
+A phase lasts its length, then, where it has one, until its condition (the circuit opened,
+closed, a probe failed) as `/metrics` shows it, so that a slow machine stretches the
+timeline instead of skipping a step. Then the load stops, ten long streams (20-29 s) start,
+and once each has sent its first event the gateway gets SIGTERM: all must end with `[DONE]`
+within the default drain (30 s). In every healthy phase one client sends a
 non-streaming request to a lane that never answers and leaves: the upstream sees its
 connection closed (measured on the upstream's side).
 
@@ -78,12 +81,11 @@ class Timings:
     timeout_s: float = 1.0
     failures_to_open: int = 3
     open_s: float = 2.0
-    # The drain: streams of `drain_chunks + i` events, `drain_gap_s` apart, started
-    # `drain_lead_s` before the load ends.
+    # The drain: streams of `drain_chunks + i` events, `drain_gap_s` apart, started when the
+    # load has ended; SIGTERM once each has sent its first event.
     drain_streams: int = 10
     drain_chunks: int = 21
     drain_gap_s: float = 1.0
-    drain_lead_s: float = 8.0
     poll_s: float = 0.25  # how often /metrics is read
     # A phase that waits for a condition (the circuit opened, closed, a probe failed) waits
     # this much longer than its length at most.
@@ -119,7 +121,6 @@ SHORT = Timings(
     open_s=1.5,
     drain_chunks=10,
     drain_gap_s=0.5,
-    drain_lead_s=1.0,
 )
 
 # The "vLLM queue saturated → spill-over" phase (issue 14) is built separately: it drives the
@@ -134,6 +135,9 @@ backends:
     base_url: "{scripted}"
     tier: open
     timeout_s: {timeout_s}
+    # Between stream events: far above the scripted 0.1 s gaps, so that a starved machine does
+    # not end streams the faults did not touch.
+    idle_timeout_s: 10
     breaker: {{failures_to_open: {failures_to_open}, open_s: {open_s}, half_open_probes: 1}}
   vllm:
     provider: openai
@@ -394,7 +398,6 @@ class Run:
     restarted_at: float = 0.0
     leaves: list[float | None] = field(default_factory=list)
     drained: list[Drained] = field(default_factory=list)
-    drain_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     held: dict[str, bool] = field(default_factory=dict)  # phase → its condition was met
     term_at: float = 0.0
     in_flight_at_term: int = 0
@@ -479,6 +482,7 @@ async def _drive(t: Timings, url: str, faults: FaultProcess, vllm_url: str) -> R
             await hold("back", t.back_s, "transitions", "closed")
 
             await boundary("back", "hang")
+            run.marks["hang:set"] = time.monotonic()  # healthy until this call returns
             await control.run(lambda: faults.script(MAIN, mode="hang"))
             mark("hang")
             await hold("hang", t.hang_s, "probes", "failure")
@@ -490,6 +494,7 @@ async def _drive(t: Timings, url: str, faults: FaultProcess, vllm_url: str) -> R
             await hold("hang_healed", t.hang_healed_s, "transitions", "closed")
 
             await boundary("hang_healed", "fail500")
+            run.marks["fail500:set"] = time.monotonic()
             await control.run(lambda: faults.script(MAIN, mode="fail500", delay_s=0.02))
             mark("fail500")
             await hold("fail500", t.fail_s, "probes", "failure")
@@ -498,20 +503,20 @@ async def _drive(t: Timings, url: str, faults: FaultProcess, vllm_url: str) -> R
             await control.run(lambda: faults.script(MAIN, **healthy))
             mark("fail_healed")
             run.leaves.append(await _leave(url, control))
-            await hold("fail_healed", t.fail_healed_s - t.drain_lead_s, "transitions", "closed")
+            await hold("fail_healed", t.fail_healed_s, "transitions", "closed")
             # ---- SPILL_OVER_PHASE: "vLLM queue saturated → spill-over" goes here ----
-            run.drained = [Drained() for _ in range(t.drain_streams)]
-            run.drain_tasks = [
-                asyncio.create_task(_long_stream(aside, f"long{i}", drained))
-                for i, drained in enumerate(run.drained)
-            ]
-            await asyncio.sleep(t.drain_lead_s)
             await boundary("fail_healed", "end")
             mark("end")
             stop.set()
 
         clients = [_client(http, n, t, stop, run.results) for n in range(t.clients)]
         await asyncio.gather(script(), poll(), *clients)
+        # The drain: the load is over, only the long streams run when SIGTERM comes.
+        run.drained = [Drained() for _ in range(t.drain_streams)]
+        drains = [
+            asyncio.create_task(_long_stream(aside, f"long{i}", drained))
+            for i, drained in enumerate(run.drained)
+        ]
         run.vllm_requests = (
             _sum(series((await vllm.get("/metrics")).text), "vllm:request_success_total")
             - vllm_before
@@ -524,7 +529,7 @@ async def _drive(t: Timings, url: str, faults: FaultProcess, vllm_url: str) -> R
         proc.send_signal(signal.SIGTERM)
         run.exit_code = await asyncio.to_thread(proc.wait, 90)
         run.exited_after_s = time.monotonic() - run.term_at
-        await asyncio.gather(*run.drain_tasks)
+        await asyncio.gather(*drains)
     run.visits = [v for v in await control.run(faults.visits) if v.lane == MAIN]
     return run
 
@@ -564,7 +569,7 @@ class Fault:
     closed: int  # closed transitions after healing
     back_after_s: float | None  # healing → the first request at the upstream
     closed_after_s: float | None  # healing → the first poll that saw it closed
-    healed_answers: int  # answered by the scripted backend after healing
+    healed_answers: int  # answers from the scripted backend that ended after healing
 
 
 def _first_poll(run: Run, since: float, check: Callable[[dict[str, float]], bool]) -> float | None:
@@ -579,11 +584,10 @@ def fault_figures(run: Run, name: str, healed: str) -> Fault:
     start, heal = run.marks[name], run.marks[healed]
     before, after = run.scrapes[name], run.scrapes[f"{healed}:end"]
     counted = int(_breaker(after, "probes", "failure") - _breaker(before, "probes", "failure"))
-    # Arrived while the fault was surely in place (after it was set, before healing began).
-    healing = run.marks[f"{name}:healing"]
-    during = sorted(
-        (v for v in run.visits if start <= v.arrived < healing), key=lambda v: v.arrived
-    )
+    # What the upstream failed (500, or hung and answered 504 once the gateway hung up) from
+    # the moment the fault was being set to the moment the healing was in place.
+    window = [v for v in run.visits if run.marks[f"{name}:set"] <= v.arrived < heal]
+    during = sorted((v for v in window if v.status != 200), key=lambda v: v.arrived)
     probes = min(counted, len(during))
     wave, probing = during[: len(during) - probes], during[len(during) - probes :]
     first_failure = min((v.left for v in wave if v.left is not None), default=heal)
@@ -614,7 +618,7 @@ def fault_figures(run: Run, name: str, healed: str) -> Fault:
             run, heal, lambda s: _breaker(s, "transitions", "closed") > closed_before
         ),
         healed_answers=sum(
-            1 for r in run.results if r.backend == "scripted" and r.ok and r.started >= heal
+            1 for r in run.results if r.backend == "scripted" and r.ok and r.ended >= heal
         ),
     )
 
@@ -632,7 +636,7 @@ class Kill:
     opened_after_s: float | None  # kill → the first poll that saw its circuit open
     restart_s: float  # kill → the upstream answering again (the killed phase's length)
     back_after_s: float | None  # restart → the first request at the upstream
-    back_answers: int  # answered by it after the restart, in the back phase
+    back_answers: int  # requests started after the kill and answered by it (so: restarted)
 
 
 def kill_figures(run: Run) -> Kill:
@@ -667,9 +671,7 @@ def kill_figures(run: Run) -> Kill:
             default=None,
         ),
         back_answers=sum(
-            1
-            for r in run.results
-            if r.backend == "scripted" and r.ok and run.restarted_at <= r.started < back_end
+            1 for r in run.results if r.backend == "scripted" and r.ok and k <= r.started < back_end
         ),
     )
 

@@ -31,14 +31,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     yield done
 
 
-def test_the_load_ran_through_every_phase_with_both_upstreams(run: Run) -> None:
-    names = [name for name, _ in SHORT.phases]
-    bounds = [run.marks[n] for n in [*names, "end"]]
-    for name, lo, hi in zip(names, bounds, bounds[1:], strict=False):
-        assert any(lo <= r.started < hi for r in run.results), f"no request in {name}"
+def test_both_upstreams_served_and_every_phase_met_its_condition(run: Run) -> None:
     backends = {r.backend for r in run.results if r.ok}
     assert {"scripted", "vllm"} <= backends
     assert run.vllm_requests > 0  # vLLM's own count: the real server answered
+    # killed: its circuit opened; back, healed: it closed again; faults: a probe failed.
+    assert run.held == dict.fromkeys(
+        ["killed", "back", "hang", "hang_healed", "fail500", "fail_healed"], True
+    )
 
 
 def test_killing_an_upstream_fails_only_streams_past_their_first_byte(run: Run) -> None:
@@ -47,7 +47,7 @@ def test_killing_an_upstream_fails_only_streams_past_their_first_byte(run: Run) 
     # Every stream that did not end with [DONE] was on the killed upstream when it died, had
     # sent at least one event, and ended with the gateway's SSE error event (never cut).
     assert kill.cut_as_allowed == len(kill.streams_cut), kill.streams_cut
-    # After the restart traffic went back to it.
+    # Restarted, it answered again (a request sent after the kill, answered by it).
     assert kill.back_answers > 0
 
 
@@ -57,8 +57,8 @@ def test_a_faulty_upstream_gets_one_probe_at_a_time_then_traffic_back(
 ) -> None:
     figures = fault_figures(run, fault, healed)
     lo, hi = run.marks[fault], run.marks[healed]
-    during = [r for r in run.results if lo <= r.started < hi]
-    assert during and all(r.ok for r in during), [r for r in during if not r.ok]
+    failed = [r for r in run.results if lo <= r.started < hi and not r.ok]
+    assert failed == []
     assert figures.opened >= 1  # its circuit opened
     # Once open, only probes reached it: at least one (the fault outlasts timeout_s + open_s),
     # never two at once, none before its first failure; and the gateway itself hung up on

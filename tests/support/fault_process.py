@@ -5,7 +5,7 @@
 It serves the same lanes (`/<lane>/v1/chat/completions`, `/<lane>/v1/models`) and, for the
 process that started it, a control API: `POST /_control/script` gives a lane a new script
 (the keywords of `FaultUpstream.script`), `GET /_control/lanes` returns each lane's counters
-and (with `?visits=1`) every chat request the server received, as `[lane, arrived, left]` on
+and (with `?visits=1`) every chat request the server received, as `[lane, arrived, left, status]` on
 the monotonic clock (one clock for every process of a machine, so the caller can compare it
 with its own).
 
@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.support.fault_upstream import FaultUpstream, fault_app
 from tests.support.model_servers import free_port
@@ -48,10 +48,16 @@ def _recording(app: ASGIApp, visits: list[list[Any]]) -> ASGIApp:
         if scope["type"] != "http" or not path.endswith("/chat/completions"):
             await app(scope, receive, send)
             return
-        visit: list[Any] = [path.strip("/").split("/", 1)[0], time.monotonic(), None]
+        visit: list[Any] = [path.strip("/").split("/", 1)[0], time.monotonic(), None, None]
         visits.append(visit)
+
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                visit[3] = message["status"]
+            await send(message)
+
         try:
-            await app(scope, receive, send)
+            await app(scope, receive, noting)
         finally:
             visit[2] = time.monotonic()
 
@@ -93,11 +99,15 @@ def control_app() -> ASGIApp:
 
 @dataclass
 class Visit:
-    """One chat request as the scripted server saw it (monotonic times; `left` None: open)."""
+    """One chat request as the scripted server saw it (monotonic times; `left` None: open).
+
+    `status` is the one it answered with (a hung request is answered 504 once its client
+    has left; None: nothing was sent)."""
 
     lane: str
     arrived: float
     left: float | None
+    status: int | None
 
 
 class FaultProcess:
