@@ -732,10 +732,13 @@ def report(run: Run) -> str:
     codes = sorted({r.error_code for r in kill.streams_cut})
     holds = sorted(hang.holds)
     end = run.scrapes["end"]
-    errors = ", ".join(
-        f"{kind} {_sum(end, 'gateway_upstream_errors_total', backend='scripted', kind=kind):.0f}"
-        for kind in ("connect", "timeout", "status_5xx", "bad_response")
-    )
+
+    def errors(backend: str) -> str:
+        return ", ".join(
+            f"{kind} {_sum(end, 'gateway_upstream_errors_total', backend=backend, kind=kind):.0f}"
+            for kind in ("connect", "timeout", "status_5xx", "bad_response")
+        )
+
     lines += [
         "",
         "| fault | measured |",
@@ -782,7 +785,8 @@ def report(run: Run) -> str:
         f"({run.vllm_requests:.0f} finished by vLLM itself, its own count); "
         f"retry budget exhausted {_sum(end, 'gateway_retry_budget_exhausted_total'):.0f} times; "
         f"{_sum(end, 'gateway_breaker_probes_total', backend='scripted'):.0f} probes of the "
-        f"scripted backend in all; its errors by kind: {errors}. Phases held until their "
+        f"scripted backend in all; upstream errors by kind: scripted {errors('scripted')}; "
+        f"vLLM {errors('vllm')}. Phases held until their "
         "condition (killed: circuit open; back, healed: closed; faults: a probe failed): "
         + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in run.held.items())
         + ".",
