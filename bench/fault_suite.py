@@ -1,6 +1,7 @@
 """The fault-injection suite of issue 14: a real vLLM and a scripted upstream, faults in turn.
 
     PYTHONPATH=. .venv/bin/python bench/fault_suite.py [--clients 50] [--short]
+        [--vllm-url http://127.0.0.1:PORT/v1]   # a running vLLM; else it starts one
 
 `gateway serve --workers 2` in front of two upstreams: the scripted one
 (`tests/support/fault_process.py`, a process of its own so that it can be killed) and a real
