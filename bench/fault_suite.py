@@ -567,7 +567,7 @@ class Fault:
     holds: list[float]  # how long the upstream held each of the wave
     not_hung_up: int  # of the wave, those the gateway did not hang up on (nor answered)
     probe_overlaps: int  # probes at the upstream at the same time as another (0: one at a time)
-    probes_before_first_failure: int  # "probes" that arrived before any failure (0)
+    probes_before_first_failure: int  # probes that arrived before the first failure (0)
     opened: int  # open transitions during the fault
     opened_after_s: float | None  # the first poll that saw it open, from the fault's start
     wave_s: float  # the fault's start to the wave's last arrival
@@ -598,7 +598,9 @@ def fault_figures(run: Run, name: str, healed: str) -> Fault:
     during = sorted((v for v in window if v.status != 200), key=lambda v: v.arrived)
     probes = min(counted, len(during))
     wave, probing = during[: len(during) - probes], during[len(during) - probes :]
-    first_failure = min((v.left for v in wave if v.left is not None), default=heal)
+    # The first failure the upstream gave (a wave request, or the first probe when the
+    # circuit was not closed as the fault began): no other probe may arrive before it.
+    first_failure = min((v.left for v in during if v.left is not None), default=heal)
     overlaps = sum(
         1 for a, b in itertools.pairwise(probing) if a.left is None or b.arrived < a.left
     )
@@ -611,7 +613,9 @@ def fault_figures(run: Run, name: str, healed: str) -> Fault:
         holds=[v.left - v.arrived for v in wave if v.left is not None],
         not_hung_up=sum(1 for v in wave if v.left is None or v.left - v.arrived >= HANG_S - 1),
         probe_overlaps=overlaps,
-        probes_before_first_failure=sum(1 for v in probing if v.arrived < first_failure),
+        probes_before_first_failure=sum(
+            1 for v in probing if v is not during[0] and v.arrived < first_failure
+        ),
         opened=int(_breaker(after, "transitions", "open") - opened_before),
         opened_after_s=_first_poll(
             run, start, lambda s: _breaker(s, "transitions", "open") > opened_before
