@@ -453,17 +453,21 @@ async def _drive(t: Timings, url: str, faults: FaultProcess, vllm_url: str) -> R
             run.marks[name] = time.monotonic()
             run.load.append(os.getloadavg()[0])
 
-        async def hold(name: str, length: float, what: str = "", value: str = "") -> None:
-            """The phase lasts ``length``, then until the scripted backend's breaker counter
-            ``what``/``value`` has grown since it began (its circuit opened, closed, a probe
-            failed), for at most `cap_s` more: a condition, not a guess at how long it takes."""
+        async def hold(name: str, length: float, since: str = "", what: str = "") -> None:
+            """The phase lasts ``length``, then until ``what`` happened to the scripted
+            backend's circuit since the phase ``since`` began (`opened`, a probe `failed`, or
+            `closed`: closed again and closed now), for at most `cap_s` more: a condition, not
+            a guess at how long it takes."""
             await asyncio.sleep(max(0.0, run.marks[name] + length - time.monotonic()))
             if not what:
                 return
-            began = _breaker(run.scrapes[name], what, value)
+            counter, value = COUNTERS[what]
+            began = _breaker(run.scrapes[since], counter, value)
             deadline = time.monotonic() + t.cap_s
             while time.monotonic() < deadline:
-                if run.polls and _breaker(run.polls[-1][1], what, value) > began:
+                now = run.polls[-1][1] if run.polls else {}
+                done = _breaker(now, counter, value) > began
+                if done and (what != "closed" or _breaker(now, "state", "") == 0):
                     run.held[name] = True
                     return
                 await asyncio.sleep(t.poll_s)
@@ -479,38 +483,38 @@ async def _drive(t: Timings, url: str, faults: FaultProcess, vllm_url: str) -> R
             await boundary("warm", "killed")
             run.killed_at = await control.run(faults.kill)
             mark("killed")
-            await hold("killed", t.killed_s, "transitions", "open")
+            await hold("killed", t.killed_s, "killed", "opened")
             await control.run(faults.start)
             run.restarted_at = time.monotonic()
             await control.run(lambda: _script_lanes(t, faults))
             await boundary("killed", "back")
             mark("back")
             run.leaves.append(await _leave(url, control))
-            await hold("back", t.back_s, "transitions", "closed")
+            await hold("back", t.back_s, "killed", "closed")
 
             await boundary("back", "hang")
             run.marks["hang:set"] = time.monotonic()  # healthy until this call returns
             await control.run(lambda: faults.script(MAIN, mode="hang"))
             mark("hang")
-            await hold("hang", t.hang_s, "probes", "failure")
+            await hold("hang", t.hang_s, "hang", "failed")
             await boundary("hang", "hang_healed")
             run.marks["hang:healing"] = time.monotonic()  # still hung until this call returns
             await control.run(lambda: faults.script(MAIN, **healthy))
             mark("hang_healed")
             run.leaves.append(await _leave(url, control))
-            await hold("hang_healed", t.hang_healed_s, "transitions", "closed")
+            await hold("hang_healed", t.hang_healed_s, "hang", "closed")
 
             await boundary("hang_healed", "fail500")
             run.marks["fail500:set"] = time.monotonic()
             await control.run(lambda: faults.script(MAIN, mode="fail500", delay_s=0.02))
             mark("fail500")
-            await hold("fail500", t.fail_s, "probes", "failure")
+            await hold("fail500", t.fail_s, "fail500", "failed")
             await boundary("fail500", "fail_healed")
             run.marks["fail500:healing"] = time.monotonic()
             await control.run(lambda: faults.script(MAIN, **healthy))
             mark("fail_healed")
             run.leaves.append(await _leave(url, control))
-            await hold("fail_healed", t.fail_healed_s, "transitions", "closed")
+            await hold("fail_healed", t.fail_healed_s, "fail500", "closed")
             # ---- SPILL_OVER_PHASE: "vLLM queue saturated → spill-over" goes here ----
             await boundary("fail_healed", "end")
             mark("end")
@@ -694,6 +698,12 @@ def kill_figures(run: Run) -> Kill:
 
 
 STATES = ("closed", "half-open", "open")
+# What `hold` waits for: a breaker counter of the scripted backend growing.
+COUNTERS = {
+    "opened": ("transitions", "open"),
+    "closed": ("transitions", "closed"),
+    "failed": ("probes", "failure"),
+}
 
 
 def _q(values: list[float], q: int) -> float:
