@@ -455,19 +455,20 @@ async def _drive(t: Timings, url: str, faults: FaultProcess, vllm_url: str) -> R
 
         async def hold(name: str, length: float, since: str = "", what: str = "") -> None:
             """The phase lasts ``length``, then until ``what`` happened to the scripted
-            backend's circuit since the phase ``since`` began (`opened`, a probe `failed`, or
-            `closed`: closed again and closed now), for at most `cap_s` more: a condition, not
-            a guess at how long it takes."""
+            backend's circuit since the phase ``since`` began (`opened`, a probe `failed`,
+            `closed`: closed again and closed now; or `closed now`), for at most `cap_s` more:
+            a condition, not a guess at how long it takes."""
             await asyncio.sleep(max(0.0, run.marks[name] + length - time.monotonic()))
             if not what:
                 return
-            counter, value = COUNTERS[what]
-            began = _breaker(run.scrapes[since], counter, value)
+            counter, value = COUNTERS.get(what, ("", ""))
+            began = _breaker(run.scrapes[since], counter, value) if counter else -1.0
             deadline = time.monotonic() + t.cap_s
             while time.monotonic() < deadline:
                 now = run.polls[-1][1] if run.polls else {}
-                done = _breaker(now, counter, value) > began
-                if done and (what != "closed" or _breaker(now, "state", "") == 0):
+                done = not counter or _breaker(now, counter, value) > began
+                closed = what not in ("closed", "closed now") or _breaker(now, "state", "") == 0
+                if done and closed:
                     run.held[name] = True
                     return
                 await asyncio.sleep(t.poll_s)
@@ -478,7 +479,8 @@ async def _drive(t: Timings, url: str, faults: FaultProcess, vllm_url: str) -> R
             await boundary(None, "warm")
             mark("warm")
             run.leaves.append(await _leave(url, control))
-            await hold("warm", t.warm_s)
+            # Killed with its circuit closed, so that streams are in flight on it.
+            await hold("warm", t.warm_s, "warm", "closed now")
 
             await boundary("warm", "killed")
             run.killed_at = await control.run(faults.kill)
@@ -816,7 +818,8 @@ def report(run: Run) -> str:
         f"{_sum(end, 'gateway_breaker_probes_total', backend='scripted'):.0f} probes of the "
         f"scripted backend in all; upstream errors by kind: scripted {errors('scripted')}; "
         f"vLLM {errors('vllm')}. Phases held until their "
-        "condition (killed: circuit open; back, healed: closed; faults: a probe failed): "
+        "condition (warm: circuit closed; killed: open; back, healed: closed again; "
+        "faults: a probe failed): "
         + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in run.held.items())
         + ".",
     ]

@@ -35,9 +35,10 @@ def test_both_upstreams_served_and_every_phase_met_its_condition(run: Run) -> No
     backends = {r.backend for r in run.results if r.ok}
     assert {"scripted", "vllm"} <= backends
     assert run.vllm_requests > 0  # vLLM's own count: the real server answered
-    # killed: its circuit opened; back, healed: it closed again; faults: a probe failed.
+    # warm: its circuit closed; killed: opened; back, healed: closed again; faults: a probe
+    # failed.
     assert run.held == dict.fromkeys(
-        ["killed", "back", "hang", "hang_healed", "fail500", "fail_healed"], True
+        ["warm", "killed", "back", "hang", "hang_healed", "fail500", "fail_healed"], True
     )
 
 
