@@ -15,18 +15,11 @@ import pytest
 from bench.fault_suite import SHORT, Run, fault_figures, kill_figures, report, run_suite
 from tests.support import model_servers
 
-# vLLM took over 180 s (the fixture's limit) to start on this 2-core machine at load 25.
-VLLM_READY_S = 600.0
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    usual, model_servers.VLLM_READY_TIMEOUT = model_servers.VLLM_READY_TIMEOUT, VLLM_READY_S
-    try:
-        with model_servers.run_vllm() as vllm_url:
-            done = run_suite(SHORT, vllm_url, tmp_path_factory.mktemp("fault-suite"))
-    finally:
-        model_servers.VLLM_READY_TIMEOUT = usual
+    with model_servers.run_vllm() as vllm_url:
+        done = run_suite(SHORT, vllm_url, tmp_path_factory.mktemp("fault-suite"))
     print("\n" + report(done))
     yield done
 

@@ -42,9 +42,9 @@ TORCH_INDEX_FIX = (
 )
 MODEL_NAME = "smollm2"
 
-LLAMACPP_READY_TIMEOUT = 60.0
-# vLLM takes ~20 s on an idle 2-core machine; leave room for a busy one.
-VLLM_READY_TIMEOUT = 180.0
+LLAMACPP_READY_TIMEOUT = 180.0
+# vLLM takes ~20 s on an idle 2-core machine and several minutes on a loaded one.
+VLLM_READY_TIMEOUT = 600.0
 STOP_TIMEOUT = 30.0
 LOG_TAIL_LINES = 40
 
