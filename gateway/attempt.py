@@ -209,7 +209,7 @@ async def _walk(
             m.breaker_probes.labels(backend.name, "success").inc()
         spilled = call.plan.spilled_from
         if spilled is not None and spilled != backend.name:
-            m.spillovers.labels(spilled, backend.name).inc()
+            m.spillovers.labels(spilled, backend.name, call.plan.spill_reason).inc()
         call.answered_by(backend)
         return backend, result
     if last is None and refused:

@@ -7,6 +7,10 @@ machine). The common case, a closed circuit, is one byte read without a lock; ev
 happens under an `flock` of the file, so "one probe at a time" holds across workers and a
 circuit opened by one worker is open for all of them.
 
+A second region of the file holds each backend's load state (policy `load:`): saturated or
+not, when its `/metrics` is polled next (the worker that claims a due poll makes it: one
+poll per replica and interval), when a poll last succeeded.
+
 In-flight counts (for `max_concurrency`) and the error-ratio window stay per worker: they
 change on every request.
 """
@@ -34,6 +38,9 @@ KEY = 16
 _FIELDS = struct.Struct("<B3xIIdd")
 _PAUSED = KEY + _FIELDS.size - 8
 _EMPTY = bytes(KEY)
+# The load region, at a slot's offset + LOAD: overloaded, load_due, load_ok_at
+LOAD = SLOTS * SLOT
+_LOAD = struct.Struct("<B7xdd")
 
 
 class Board:
@@ -42,9 +49,9 @@ class Board:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         with self.locked():
-            if os.fstat(self._fd).st_size < SLOTS * SLOT:
-                os.ftruncate(self._fd, SLOTS * SLOT)
-        self._map = mmap.mmap(self._fd, SLOTS * SLOT)
+            if os.fstat(self._fd).st_size < 2 * LOAD:
+                os.ftruncate(self._fd, 2 * LOAD)
+        self._map = mmap.mmap(self._fd, 2 * LOAD)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -94,6 +101,20 @@ class Board:
             breaker.paused_until,
         )
         _FIELDS.pack_into(self._map, offset + KEY, *fields)
+
+    def overloaded(self, offset: int) -> bool:
+        """Whether a slot's backend was saturated at its last load poll (no lock)."""
+        return bool(self._map[LOAD + offset])
+
+    def load_state(self, offset: int, breaker: Breaker) -> None:
+        """Copy a slot's load state into a breaker."""
+        over, breaker.load_due, breaker.load_ok_at = _LOAD.unpack_from(self._map, LOAD + offset)
+        breaker.overloaded = bool(over)
+
+    def save_load_state(self, offset: int, breaker: Breaker) -> None:
+        """Copy a breaker's load state into its slot."""
+        fields = (breaker.overloaded, breaker.load_due, breaker.load_ok_at)
+        _LOAD.pack_into(self._map, LOAD + offset, *fields)
 
     def breaker(self, name: str, on_change: OnChange | None) -> Breaker:
         """A breaker whose state lives on this board."""
@@ -190,3 +211,26 @@ class SharedBreaker(Breaker):
         """As `Breaker.healthy`."""
         with self._synced():
             Breaker.healthy(self, now)
+
+    @contextmanager
+    def _load_synced(self) -> Iterator[None]:
+        assert self.board is not None
+        with self.board.locked():
+            self.board.load_state(self.offset, self)
+            yield
+            self.board.save_load_state(self.offset, self)
+
+    def is_overloaded(self) -> bool:
+        """As `Breaker.is_overloaded`, by the last poll of any worker (no lock)."""
+        assert self.board is not None
+        return self.board.overloaded(self.offset)
+
+    def claim_poll(self, now: float, interval_s: float) -> bool:
+        """As `Breaker.claim_poll`: the first worker to find the poll due makes it."""
+        with self._load_synced():
+            return Breaker.claim_poll(self, now, interval_s)
+
+    def load_polled(self, now: float, overloaded: bool | None, stale_s: float) -> None:
+        """As `Breaker.load_polled`, for every worker."""
+        with self._load_synced():
+            Breaker.load_polled(self, now, overloaded, stale_s)

@@ -73,6 +73,15 @@ class Call:
         """Record the backend that is answering."""
         self.backend, self.tier = backend.name, backend.tier
 
+    def reason(self) -> str:
+        """Why the answering backend answered (the `reason` of gateway_routing_decisions_total)."""
+        if self.cache_result == "hit":
+            return "cache"
+        plan = self.plan
+        if plan is None:
+            return "-"
+        return "fallback" if plan.targets[0].name != self.backend else plan.reason
+
     def headers(self) -> dict[str, str]:
         """The gateway's response headers, as far as they are known (errors carry them too)."""
         headers = {"x-request-id": self.request_id}
@@ -80,6 +89,7 @@ class Call:
         if answered:
             headers["x-gateway-backend"] = self.backend
             headers["x-gateway-tier"] = self.tier
+            headers["x-gateway-reason"] = self.reason()
         if self.score is not None:
             headers["x-gateway-difficulty"] = f"{self.score:.4f}"
             headers["x-gateway-classifier"] = self.scorer

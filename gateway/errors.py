@@ -155,7 +155,7 @@ class UpstreamStatusError(UpstreamError):
         super().__init__(message, status=upstream_status if self.caller_error else 502)
         self.upstream_status = upstream_status
         self.upstream_body = body
-        # The backend's own `Retry-After` in seconds (HTTP dates are not read).
+        # The backend's own `Retry-After` in seconds (an HTTP date: the seconds until then).
         self.retry_after_s = retry_after_s
 
     def body(self) -> dict[str, Any]:

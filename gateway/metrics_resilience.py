@@ -37,10 +37,12 @@ class ResilienceMetrics:
         )
         self.spillovers = Counter(
             "gateway_spillovers_total",
-            "Requests whose preferred backend was saturated, answered by another.",
-            ["from_backend", "to_backend"],
+            "Requests whose preferred backend was saturated, answered by another, by why "
+            "(max_concurrency: in-flight requests; load: its own /metrics, policy `load:`).",
+            ["from_backend", "to_backend", "reason"],
             registry=r,
         )
+        self._load(r)
         self.retry_budget_exhausted = Counter(
             "gateway_retry_budget_exhausted_total",
             "Requests failed without trying their next target: the retry budget was spent "
@@ -52,5 +54,48 @@ class ResilienceMetrics:
             "gateway_cancellations_total",
             "Requests ended by the gateway before their answer was complete, by reason.",
             ["reason"],
+            registry=r,
+        )
+
+    def _load(self, r: CollectorRegistry) -> None:
+        # The poller's last reading; workers share the poll, so the last write is current.
+        self.backend_queue_waiting = Gauge(
+            "gateway_backend_queue_waiting",
+            "Requests waiting in the backend's queue (vllm:num_requests_waiting), last poll.",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.backend_queue_running = Gauge(
+            "gateway_backend_queue_running",
+            "Requests the backend is running (vllm:num_requests_running), last poll.",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.backend_kv_cache_usage = Gauge(
+            "gateway_backend_kv_cache_usage_ratio",
+            "The backend's KV cache use, 0-1 (vllm:kv_cache_usage_perc), at the last load poll.",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.backend_saturated = Gauge(
+            "gateway_backend_saturated",
+            "1 while the backend's load poll finds it past its `load:` limits (traffic spills).",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.load_changes = Counter(
+            "gateway_backend_saturation_changes_total",
+            "Load verdict changes per backend, by the state entered (saturated, recovered).",
+            ["backend", "state"],
+            registry=r,
+        )
+        self.load_polls = Counter(
+            "gateway_load_polls_total",
+            "Polls of a backend's /metrics (policy `load:`), by result (ok, failed).",
+            ["backend", "result"],
             registry=r,
         )

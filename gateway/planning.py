@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from collections.abc import Callable
@@ -22,8 +23,10 @@ class Plan:
 
     targets: list[Backend]
     reason: str
-    # The saturated backend the rule preferred, when a ready one takes its traffic instead.
+    # The saturated backend the rule preferred, when a ready one takes its traffic instead,
+    # and why it was saturated (`max_concurrency`, or `load`: its own /metrics).
     spilled_from: str | None = None
+    spill_reason: str = ""
 
 
 def resolve_model(
@@ -102,8 +105,10 @@ def make_plan(
 
     Disabled backends (no API key), backends that cannot serve the endpoint and, without
     ``closed_allowed``, closed-tier ones are left out; open circuits, backends paused by
-    their `Retry-After` and saturated backends go last rather than nowhere. When the rule's
-    first choice is saturated and another target is ready, the plan is a spill-over.
+    their `Retry-After` and saturated backends (at `max_concurrency`, or past their `load:`
+    limits) go last rather than nowhere. When the rule's first choice is saturated and another
+    target is ready, the plan is a spill-over. When no ready target is left and every usable
+    one is past `load:` limits whose `when_saturated` is `reject`, the request is a 503.
 
     ``open_first`` (the team is past its soft budget share): closed-tier targets are left out
     too while an open-tier target would admit the request (saturated counts: it queues);
@@ -124,6 +129,8 @@ def make_plan(
     ready: list[Backend] = []
     degraded: list[Backend] = []
     spilled: str | None = None
+    spill_reason = ""
+    rejecting: set[str] = set()  # past `load:` limits that answer 503 rather than queue
     without_tools: list[str] = []
     first: Backend | None = None  # the rule's first choice among the eligible targets
     refusing: set[str] = set()  # circuit open (or probes taken), or paused by Retry-After
@@ -138,14 +145,16 @@ def make_plan(
             continue
         first = first or backend
         state = breakers[name]
-        saturated = (
-            backend.max_concurrency is not None and state.in_flight >= backend.max_concurrency
-        )
+        busy = backend.max_concurrency is not None and state.in_flight >= backend.max_concurrency
+        loaded = backend.load is not None and state.is_overloaded()
+        saturated = busy or loaded
         usable = state.usable(now, backend.breaker) and not state.paused(now)
         if not usable:
             refusing.add(name)
+        elif loaded and backend.load is not None and backend.load.when_saturated == "reject":
+            rejecting.add(name)
         if saturated and usable and not ready and not degraded:
-            spilled = name
+            spilled, spill_reason = name, "max_concurrency" if busy else "load"
         (ready if usable and not saturated else degraded).append(backend)
     targets = ready + degraded
     if open_first and any(b.tier != "closed" and b.name not in refusing for b in targets):
@@ -162,8 +171,15 @@ def make_plan(
         )
     if not targets:
         raise UpstreamUnavailable(f"No backend is configured to serve `{model}` for {endpoint}.")
+    if not ready and rejecting and all(b.name in refusing | rejecting for b in targets):
+        wait = min(b.load.interval_s for b in targets if b.load is not None and b.name in rejecting)
+        raise UpstreamUnavailable(
+            f"Every backend for `{model}` is saturated ({', '.join(sorted(rejecting))}); "
+            "try again shortly.",
+            headers={"retry-after": str(max(math.ceil(wait), 1))},
+        )
     if spilled is not None and ready:
-        return Plan(targets, "spillover", spilled)
+        return Plan(targets, "spillover", spilled, spill_reason)
     return Plan(targets, reason)
 
 

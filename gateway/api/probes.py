@@ -41,6 +41,8 @@ async def readyz(services: ServicesDep) -> Response:
         backends[name] = {"tier": backend.tier, "state": state, "circuit": circuit.name.lower()}
         if circuit is State.OPEN:
             backends[name]["retry_after_s"] = round(breaker.retry_after(now), 3)
+        if backend.load is not None:  # its own /metrics: saturated means traffic spills
+            backends[name]["saturated"] = breaker.is_overloaded()
     usable = any(b["state"] in ("ok", "circuit half-open") for b in backends.values())
     ready = usable and not services.drain.draining
     closed_enabled = any(b.enabled for b in policy.backends.values() if b.tier == "closed")

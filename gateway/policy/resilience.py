@@ -1,8 +1,10 @@
-"""A backend's timeouts, concurrency limit, circuit breaker and health check (policy keys)."""
+"""A backend's timeouts, concurrency and load limits, breaker, health check (policy keys)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -33,6 +35,43 @@ class HealthCheck(_Strict):
     timeout_s: float = Field(1.0, gt=0)
     # Consecutive failed checks that open the circuit.
     failures: int = Field(2, ge=1)
+
+
+class LoadPolicy(_Strict):
+    """Load-aware spill-over: poll the backend's Prometheus `/metrics` (vLLM's queue and cache).
+
+    Saturated once a polled value passes its `max_*`; saturated again only after every value
+    has fallen to `recover_at` of its limit or below (hysteresis: no flapping at the edge).
+    """
+
+    # Default: the server root of base_url + /metrics (vLLM serves it there, not under /v1).
+    metrics_url: str | None = None
+    interval_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(0.5, gt=0)
+    # `vllm:num_requests_waiting` above this: saturated.
+    max_waiting: float | None = Field(None, ge=0)
+    # `vllm:num_requests_running` above this (rarely needed: max_num_seqs bounds it).
+    max_running: float | None = Field(None, ge=0)
+    # `vllm:kv_cache_usage_perc` (0-1; `gpu_cache_usage_perc` before vLLM 0.10) above this.
+    max_kv_cache: float | None = Field(None, gt=0, le=1)
+    # Share of each limit every value must be back to before the backend counts as ready.
+    recover_at: float = Field(0.8, gt=0, le=1)
+    # When no ready target is left (a `data_residency: self_hosted` team, every target full):
+    # `queue` sends it to the saturated backend anyway; `reject` answers 503 + retry-after.
+    when_saturated: Literal["queue", "reject"] = "queue"
+
+    @field_validator("metrics_url")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("metrics_url must be an http:// or https:// URL")
+        return url
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> LoadPolicy:
+        if self.max_waiting is None and self.max_running is None and self.max_kv_cache is None:
+            raise ValueError("give at least one of max_waiting, max_running, max_kv_cache")
+        return self
 
 
 class Retries(_Strict):
@@ -68,3 +107,5 @@ class BackendResilience(_Strict):
     max_concurrency: int | None = Field(None, ge=1)
     breaker: BreakerPolicy = BreakerPolicy()
     health_check: HealthCheck | None = None
+    # Spill-over on the backend's own queue and KV cache (its `/metrics`): see LoadPolicy.
+    load: LoadPolicy | None = None

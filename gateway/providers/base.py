@@ -7,6 +7,9 @@ status) and epilogue (closing the response) so a provider only translates.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any, ClassVar, Protocol
@@ -55,7 +58,7 @@ class Provider(Protocol):
 def status_error(
     backend: str, status: int, body: bytes, retry_after: str | None = None
 ) -> UpstreamStatusError:
-    """The error for a non-2xx answer from a backend (with its `Retry-After`, in seconds)."""
+    """The error for a non-2xx answer from a backend (with its `Retry-After`, as seconds)."""
     return UpstreamStatusError(
         f"backend {backend} answered HTTP {status}",
         upstream_status=status,
@@ -64,15 +67,31 @@ def status_error(
     )
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """A `Retry-After` header's delay in seconds; None when absent or an HTTP date."""
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A `Retry-After` header's delay in seconds (RFC 9110: seconds or an HTTP date).
+
+    A date is counted from ``now`` (epoch seconds; the clock when None); a date already past
+    is 0. None when absent or unreadable.
+    """
     if value is None:
         return None
+    text = value.strip()
     try:
-        seconds = float(value.strip())
+        seconds = float(text)
     except ValueError:
-        return None
+        return _seconds_until(text, time.time() if now is None else now)
     return seconds if 0 <= seconds < float("inf") else None
+
+
+def _seconds_until(date: str, now: float) -> float | None:
+    """Seconds from ``now`` to an HTTP date (IMF-fixdate, or the obsolete RFC 850 / asctime)."""
+    try:
+        when = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # asctime has no zone: HTTP dates are always GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(when.timestamp() - now, 0.0)
 
 
 class HttpProvider:

@@ -134,14 +134,20 @@ class UpstreamClient:
         self, url: str, headers: Mapping[str, str], *, backend: str, timeout_s: float
     ) -> int:
         """A GET read whole within ``timeout_s`` (health checks): its status."""
+        status, _ = await self.fetch(url, headers, backend=backend, timeout_s=timeout_s)
+        return status
+
+    async def fetch(
+        self, url: str, headers: Mapping[str, str], *, backend: str, timeout_s: float
+    ) -> tuple[int, bytes]:
+        """A GET read whole within ``timeout_s`` (health checks, load polls): status and body."""
         session = self._session or self._open()
         try:
             async with (
                 asyncio.timeout(timeout_s),
                 session.get(url, headers=headers, allow_redirects=False) as response,
             ):
-                await response.read()
-                return response.status
+                return response.status, await response.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise map_error(exc, backend) from exc
 
