@@ -172,12 +172,14 @@ backends:
   broken-b: {{provider: openai, base_url: "{oai}/fail500/v1", tier: open,
              breaker: {{failures_to_open: 1000, ratio_min_requests: 1000}}}}
   busy: {{provider: openai, base_url: "{oai}/busy/v1", tier: open}}
+  busydate: {{provider: openai, base_url: "{oai}/busydate/v1", tier: open}}
   open: {{provider: openai, base_url: "{oai}/v1", tier: open}}
 models:
   "*": {{to: [open]}}
   three: {{to: [broken-a, broken-b, open]}}
   two: {{to: [broken-a, open]}}
   busy-first: {{to: [busy, open]}}
+  busydate-first: {{to: [busydate, open]}}
 teams:
   t: {{keys: [sk-team]}}
 """
@@ -230,19 +232,20 @@ async def test_the_workers_retry_budget_fails_fast_once_spent(
         await services.close()
 
 
+@pytest.mark.parametrize("busy", ["busy", "busydate"])
 async def test_retry_after_keeps_a_backend_aside_until_then(
-    upstreams: Upstreams, tmp_path: Path
+    upstreams: Upstreams, tmp_path: Path, busy: str
 ) -> None:
     text = GUARDS_POLICY.format(oai=upstreams.openai_url, attempts=3, ratio=0.2, floor=3)
     services = await _started(text, tmp_path)
     try:
         for _ in range(3):
-            async with handle(services, _incoming({**CHAT, "model": "busy-first"})) as answer:
+            async with handle(services, _incoming({**CHAT, "model": f"{busy}-first"})) as answer:
                 assert answer.headers["x-gateway-backend"] == "open"
         errors = "gateway_upstream_errors_total"
-        # Asked once (503, Retry-After: 30); then skipped without a call.
-        assert _sample(services, errors, backend="busy", kind="status_5xx") == 1
-        breaker = services.breakers["busy"]
+        # Asked once (503, Retry-After: 30 s, or a date 30 s ahead); then skipped without a call.
+        assert _sample(services, errors, backend=busy, kind="status_5xx") == 1
+        breaker = services.breakers[busy]
         assert breaker.paused(time.monotonic())
         assert 25 < breaker.retry_after(time.monotonic()) <= 30
     finally:

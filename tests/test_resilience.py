@@ -149,7 +149,8 @@ def test_a_saturated_backend_spills_over(http: httpx.Client, faults: FaultUpstre
         rest = [pool.submit(chat, http, "small-first") for _ in range(2)]
         backends = [_backend(f.result()) for f in [first, *rest]]
     assert backends == ["small", "steady", "steady"]
-    spills = metric(http, "gateway_spillovers_total", from_backend="small", to_backend="steady")
+    labels = {"from_backend": "small", "to_backend": "steady", "reason": "max_concurrency"}
+    spills = metric(http, "gateway_spillovers_total", **labels)
     assert spills == 2
     reason = {"model": "small-first", "tier": "open", "reason": "spillover"}
     assert metric(http, "gateway_routing_decisions_total", **reason) == 2

@@ -3,14 +3,15 @@
 Behaviour is chosen by a path prefix, so one server covers every fault:
 `/v1` answers normally, `/fail500/v1` answers 500, `/slow/v1` waits 3 s before answering,
 `/cut/v1` stops a stream half way, `/garbage/v1` returns a non-JSON body,
-`/ratelimited/v1` answers 429, `/busy/v1` answers 503 with `Retry-After: 30`,
-`/cookie/v1` answers normally with a `Set-Cookie`.
+`/ratelimited/v1` answers 429, `/busy/v1` answers 503 with `Retry-After: 30` (`/busydate/v1`:
+the same as an HTTP date), `/cookie/v1` answers normally with a `Set-Cookie`.
 `GET /_last` returns the last request body received (and its `Cookie` header).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -87,6 +88,10 @@ async def _faults(mode: str) -> Response | None:
     if mode == "busy":
         body = b'{"error":{"message":"overloaded","type":"server_error"}}'
         return Response(body, 503, headers={"retry-after": "30"})
+    if mode == "busydate":  # the same, as an HTTP date (RFC 9110)
+        body = b'{"error":{"message":"overloaded","type":"server_error"}}'
+        when = email.utils.formatdate(time.time() + 30, usegmt=True)
+        return Response(body, 503, headers={"retry-after": when})
     if mode == "slow":
         await asyncio.sleep(3)
     if mode == "garbage":
@@ -250,7 +255,7 @@ def openai_app(state: FakeUpstream) -> Starlette:
 
     routes = [Route("/_last", last)]
     prefixes = ("", "/fail500", "/slow", "/cut", "/garbage", "/ratelimited", "/cookie", "/nousage")
-    prefixes += ("/busy",)
+    prefixes += ("/busy", "/busydate")
     for prefix in prefixes:
         routes += [
             Route(prefix + "/v1/chat/completions", chat, methods=["POST"]),

@@ -9,6 +9,9 @@ own script, set with `FaultUpstream.script(lane, ...)`:
 - `chunks`, `gap_s`: a stream's content events and the pause between them;
 - `stall_after`: a stream stops (and hangs) after this many content events.
 
+`GET /<lane>/metrics` (where a backend's `load:` poll looks by default) serves
+`Lane.metrics` as Prometheus text, or a 500 while it is None; each poll is counted.
+
 Per lane it records requests, in-flight and peak concurrency, answers completed, and
 requests the client left before they were complete (`cancelled`, with the time of each).
 """
@@ -55,6 +58,9 @@ class Lane:
     completed: int = 0
     cancelled: list[float] = field(default_factory=list)
     checks: int = 0
+    # What `/<lane>/metrics` serves (None: a 500), and how often it was asked.
+    metrics: bytes | None = None
+    polls: int = 0
 
 
 class FaultUpstream:
@@ -72,6 +78,15 @@ class FaultUpstream:
         """Replace a lane's script and reset what it recorded."""
         self.lanes[name] = Lane(Script(**script))
         return self.lanes[name]
+
+    def queue(self, name: str, waiting: float, running: float = 1.0, kv: float = 0.1) -> None:
+        """Have the lane's `/metrics` report this load, as vLLM would."""
+        lane = self.lane(name)
+        lane.metrics = (
+            f'vllm:num_requests_waiting{{engine="0",model_name="f"}} {waiting}\n'
+            f'vllm:num_requests_running{{engine="0",model_name="f"}} {running}\n'
+            f'vllm:kv_cache_usage_perc{{engine="0",model_name="f"}} {kv}\n'
+        ).encode()
 
     def base_url(self, name: str) -> str:
         """The `base_url` a policy gives a backend on this lane."""
@@ -149,10 +164,18 @@ def fault_app(upstream: FaultUpstream) -> Starlette:
             return Response(b"{}", 500)
         return Response(b'{"object":"list","data":[{"id":"f","object":"model"}]}')
 
+    async def metrics(request: Request) -> Response:
+        lane = upstream.lane(request.path_params["lane"])
+        lane.polls += 1
+        if lane.metrics is None:
+            return Response(b"scripted failure", 500)
+        return Response(lane.metrics, media_type="text/plain; version=0.0.4")
+
     return Starlette(
         routes=[
             Route("/{lane}/v1/chat/completions", chat, methods=["POST"]),
             Route("/{lane}/v1/models", models, methods=["GET"]),
+            Route("/{lane}/metrics", metrics, methods=["GET"]),
         ]
     )
 
