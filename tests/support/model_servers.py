@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
@@ -68,15 +68,18 @@ def run_llamacpp() -> Iterator[str]:
 
 
 @contextmanager
-def run_vllm() -> Iterator[str]:
-    """Run vLLM's OpenAI server from the setup_vllm.sh venv and yield its OpenAI base URL."""
+def run_vllm(extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """Run vLLM's OpenAI server from the setup_vllm.sh venv and yield its OpenAI base URL.
+
+    ``extra_args`` go to vLLM's command line (e.g. `--max-num-seqs 1`, to make a queue).
+    """
     _require_vllm_setup()
     port = free_port()
     command = [str(VLLM_VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server"]
     command += ["--model", str(VLLM_MODEL_DIR), "--served-model-name", MODEL_NAME]
     # float32 as converted: vLLM would pick bfloat16, slower on CPUs without AVX512-BF16.
     command += ["--max-model-len", "2048", "--enforce-eager", "--dtype", "float32"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
+    command += ["--host", "127.0.0.1", "--port", str(port), *extra_args]
     env = os.environ | {
         # Everything is local: never reach for the Hugging Face Hub or phone home.
         "HF_HUB_OFFLINE": "1",
