@@ -1,6 +1,7 @@
 """Faults under load: N clients against a gateway (2 workers) while a backend hangs or fails.
 
     PYTHONPATH=. .venv/bin/python bench/fault_load.py [--clients 50] [--fault hang|fail500]
+    PYTHONPATH=. .venv/bin/python bench/fault_load.py --fault queue   # real vLLM (see below)
 
 A real `gateway serve --workers 2` in front of two scripted upstream lanes, `flaky` (first
 choice) and `steady` (its fallback), both answering after 20 ms. For `--healthy-s` the
@@ -8,6 +9,14 @@ flaky lane answers, then it hangs (or answers 500) for `--fault-s`, then it heal
 third of the requests stream. Per phase it reports requests, failures, latency quantiles,
 how many requests reached the flaky lane (during the fault: the probes), and how long after
 healing traffic returned to it. Nothing is asserted; the figures go to docs/reliability.md.
+
+`--fault queue`: a real vLLM (`scripts/setup_vllm.sh`, `--max-num-seqs 4`) with a `load:`
+block, and a scripted closed backend after it. `--light` clients send short requests the
+whole time; for `--fault-s` the other clients join them (a surge; one in five is a
+`data_residency: self_hosted` team, which never leaves vLLM), vLLM's queue passes
+`max_waiting`, routine traffic spills to the closed backend, and comes back once the surge
+is over and the queue has drained. It reports per phase who answered, when the spill-over
+engaged and disengaged (sampled from the gateway's own metrics), and the counters.
 """
 
 from __future__ import annotations
@@ -133,18 +142,190 @@ def report(args: argparse.Namespace, results: list[Result]) -> None:
         print(f"\ntraffic back on flaky {min(back):.2f} s after it healed")
 
 
+QUEUE_POLICY = """
+backends:
+  vllm:
+    provider: openai
+    base_url: "{vllm}"
+    model: smollm2
+    timeout_s: 300
+    load: {{max_waiting: {max_waiting}, interval_s: 0.5, timeout_s: 2}}
+  closed: {{provider: openai, base_url: "{closed}", api_key: k, tier: closed}}
+models:
+  "*": {{to: [vllm, closed]}}
+teams:
+  apps: {{keys: [sk-apps]}}
+  onprem: {{keys: [sk-onprem], data_residency: self_hosted}}
+"""
+
+
+@dataclass
+class Asked(Result):
+    team: str = "apps"
+
+
+async def _ask(http: httpx.AsyncClient, team: str, stream: bool, tokens: int) -> Asked:
+    body = {**BODY, "max_tokens": tokens, "ignore_eos": True, "stream": stream}
+    headers = {"authorization": f"Bearer sk-{team}"}
+    started = time.monotonic()
+    try:
+        async with http.stream(
+            "POST", "/v1/chat/completions", json=body, headers=headers
+        ) as response:
+            text = (await response.aread()).decode()
+            ok = response.status_code == 200 and (not stream or text.rstrip().endswith("[DONE]"))
+            backend = response.headers.get("x-gateway-backend", "-")
+    except httpx.HTTPError as exc:
+        backend, ok, text = "-", False, repr(exc)
+    return Asked(started, time.monotonic() - started, backend, ok, text[-200:], team)
+
+
+async def _surge(
+    args: argparse.Namespace, url: str
+) -> tuple[list[Asked], list[tuple[float, float, float]]]:
+    """Light clients throughout, the rest during the surge; the saturation gauge sampled."""
+    out: list[Asked] = []
+    samples: list[tuple[float, float, float]] = []  # (t, saturated, waiting)
+    limits = httpx.Limits(
+        max_connections=args.clients, max_keepalive_connections=args.clients, keepalive_expiry=4
+    )
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+        start = time.monotonic()
+        surge = (start + args.healthy_s, start + args.healthy_s + args.fault_s)
+        end = surge[1] + args.healed_s
+
+        async def client(n: int) -> None:
+            light = n < args.light
+            team = "onprem" if not light and n % 5 == 0 else "apps"
+            if not light:
+                await asyncio.sleep(surge[0] - time.monotonic())
+            until = end if light else surge[1]
+            i = n
+            while time.monotonic() < until:
+                out.append(await _ask(http, team, i % 3 == 0, args.tokens))
+                i += 1
+
+        async def sample() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
+                while time.monotonic() < end:
+                    text = (await probe.get("/metrics")).text
+                    values = {"saturated": 0.0, "waiting": 0.0}
+                    for line in text.splitlines():
+                        for key, name in (
+                            ("saturated", 'gateway_backend_saturated{backend="vllm"}'),
+                            ("waiting", 'gateway_backend_queue_waiting{backend="vllm"}'),
+                        ):
+                            if line.startswith(name):
+                                values[key] = float(line.rsplit(" ", 1)[1])
+                    samples.append((time.monotonic(), values["saturated"], values["waiting"]))
+                    await asyncio.sleep(0.25)
+
+        await asyncio.gather(sample(), *(client(n) for n in range(args.clients)))
+    for r in out:
+        r.started -= start
+    return out, [(t - start, s, w) for t, s, w in samples]
+
+
+def queue_report(
+    args: argparse.Namespace, results: list[Asked], samples: list[tuple[float, float, float]]
+) -> None:
+    """Per phase: who answered; when the spill-over engaged and disengaged."""
+    surge, over = args.healthy_s, args.healthy_s + args.fault_s
+    phases = {
+        "light": [r for r in results if r.started < surge],
+        "surge": [r for r in results if surge <= r.started < over],
+        "after": [r for r in results if r.started >= over],
+    }
+    print(
+        "| phase | requests | failed | by vllm | by closed | self-hosted by closed "
+        "| p50 ms | p99 ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, rows in phases.items():
+        lat = sorted(r.latency * 1000 for r in rows)
+        vllm = sum(1 for r in rows if r.backend == "vllm")
+        closed = sum(1 for r in rows if r.backend == "closed")
+        leaked = sum(1 for r in rows if r.backend == "closed" and r.team == "onprem")
+        failed = sum(1 for r in rows if not r.ok)
+        print(
+            f"| {name} | {len(rows)} | {failed} | {vllm} | {closed} | {leaked} | "
+            f"{_q(lat, 50):.0f} | {_q(lat, 99):.0f} |"
+        )
+    for r in results:
+        if not r.ok:
+            print(f"failed at {r.started:.2f} s after {r.latency:.2f} s: {r.detail}")
+    on = [t for t, s, _ in samples if s == 1 and t >= surge]
+    if on:
+        off = [t for t, s, _ in samples if s == 0 and t > on[0]]
+        print(
+            f"\nspill-over engaged {on[0] - surge:.2f} s into the surge "
+            "(the gauge sampled every 0.25 s)"
+        )
+        if off:
+            print(f"disengaged {off[0] - over:+.2f} s after the surge ended")
+        print(f"vLLM queue seen: up to {max(w for _, _, w in samples):.0f} waiting")
+    back = [r.started for r in results if r.backend == "vllm" and r.started >= over]
+    if back:
+        print(
+            f"first request after the surge answered by vllm: sent {min(back) - over:+.2f} s "
+            "after it ended"
+        )
+
+
+def queue_main(args: argparse.Namespace) -> int:
+    """The vLLM queue scenario (real vLLM, scripted closed backend)."""
+    from tests.support.model_servers import run_vllm
+
+    with fault_upstream() as faults, run_vllm(["--max-num-seqs", str(args.max_num_seqs)]) as vllm:
+        faults.script("closed", mode="ok", delay_s=0.02)
+        policy = QUEUE_POLICY.format(
+            vllm=vllm, closed=faults.base_url("closed"), max_waiting=args.max_waiting
+        )
+        env = {"GATEWAY_WORKERS": "2"}
+        with run_gateway(policy, env, tmp=Path(tempfile.mkdtemp(prefix="fault-queue-"))) as url:
+            results, samples = asyncio.run(_surge(args, url))
+            scrape = httpx.get(url + "/metrics").text
+    print(
+        f"{args.light} clients, then {args.clients} for {args.fault_s:g} s, then {args.light} "
+        f"again; {args.tokens} tokens each; vLLM --max-num-seqs {args.max_num_seqs}, "
+        f"load: {{max_waiting: {args.max_waiting}, interval_s: 0.5}}; 2 workers; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n"
+    )
+    queue_report(args, results, samples)
+    print()
+    for line in scrape.splitlines():
+        if line.startswith(_QUEUE_COUNTERS) and 'backend="vllm"' in line:
+            print(f"    {line}")
+    return 0
+
+
+_QUEUE_COUNTERS = (
+    "gateway_spillovers_total",
+    "gateway_backend_saturation_changes_total",
+    "gateway_load_polls_total",
+    "gateway_upstream_errors_total",
+)
+
+
 def main() -> int:
     """Run one scenario and print its table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--fault", choices=["hang", "fail500"], default="hang")
+    parser.add_argument("--fault", choices=["hang", "fail500", "queue"], default="hang")
     parser.add_argument("--healthy-s", type=float, default=5.0)
     parser.add_argument("--fault-s", type=float, default=10.0)
     parser.add_argument("--healed-s", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=1.0, help="flaky's timeout_s")
     parser.add_argument("--open-s", type=float, default=2.0, help="flaky's breaker.open_s")
     parser.add_argument("--no-breaker", action="store_true", help="a circuit that never opens")
+    queue = parser.add_argument_group("--fault queue")
+    queue.add_argument("--light", type=int, default=4, help="clients before and after the surge")
+    queue.add_argument("--tokens", type=int, default=8, help="max_tokens of every request")
+    queue.add_argument("--max-num-seqs", type=int, default=4, help="vLLM's batch size")
+    queue.add_argument("--max-waiting", type=int, default=4, help="the load: limit")
     args = parser.parse_args()
+    if args.fault == "queue":
+        return queue_main(args)
     with fault_upstream() as faults:
         faults.script("steady", mode="ok", delay_s=0.02)
         faults.script("flaky", mode="ok", delay_s=0.02)
