@@ -274,9 +274,13 @@ def queue_report(
 
 def queue_main(args: argparse.Namespace) -> int:
     """The vLLM queue scenario (real vLLM, scripted closed backend)."""
-    from tests.support.model_servers import run_vllm
+    from tests.support import model_servers
 
-    with fault_upstream() as faults, run_vllm(["--max-num-seqs", str(args.max_num_seqs)]) as vllm:
+    model_servers.VLLM_READY_TIMEOUT = 900.0  # a shared machine can take minutes to start it
+    with (
+        fault_upstream() as faults,
+        model_servers.run_vllm(["--max-num-seqs", str(args.max_num_seqs)]) as vllm,
+    ):
         faults.script("closed", mode="ok", delay_s=0.02)
         policy = QUEUE_POLICY.format(
             vllm=vllm, closed=faults.base_url("closed"), max_waiting=args.max_waiting

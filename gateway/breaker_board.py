@@ -7,9 +7,9 @@ machine). The common case, a closed circuit, is one byte read without a lock; ev
 happens under an `flock` of the file, so "one probe at a time" holds across workers and a
 circuit opened by one worker is open for all of them.
 
-A second region of the file holds each backend's load state (policy `load:`): saturated or
-not, when its `/metrics` is polled next (the worker that claims a due poll makes it: one
-poll per replica and interval), when a poll last succeeded.
+A second region of the file holds each backend's load state (policy `load:`): until when it
+is saturated, and when its `/metrics` is polled next (the worker that claims a due poll
+makes it: one poll per replica and interval).
 
 In-flight counts (for `max_concurrency`) and the error-ratio window stay per worker: they
 change on every request.
@@ -38,9 +38,9 @@ KEY = 16
 _FIELDS = struct.Struct("<B3xIIdd")
 _PAUSED = KEY + _FIELDS.size - 8
 _EMPTY = bytes(KEY)
-# The load region, at a slot's offset + LOAD: overloaded, load_due, load_ok_at
+# The load region, at a slot's offset + LOAD: overloaded_until, load_due
 LOAD = SLOTS * SLOT
-_LOAD = struct.Struct("<B7xdd")
+_LOAD = struct.Struct("<dd")
 
 
 class Board:
@@ -102,19 +102,18 @@ class Board:
         )
         _FIELDS.pack_into(self._map, offset + KEY, *fields)
 
-    def overloaded(self, offset: int) -> bool:
-        """Whether a slot's backend was saturated at its last load poll (no lock)."""
-        return bool(self._map[LOAD + offset])
+    def overloaded_until(self, offset: int) -> float:
+        """Until when a slot's backend is saturated by its last load poll (no lock)."""
+        (until,) = struct.unpack_from("<d", self._map, LOAD + offset)
+        return float(until)
 
     def load_state(self, offset: int, breaker: Breaker) -> None:
         """Copy a slot's load state into a breaker."""
-        over, breaker.load_due, breaker.load_ok_at = _LOAD.unpack_from(self._map, LOAD + offset)
-        breaker.overloaded = bool(over)
+        breaker.overloaded_until, breaker.load_due = _LOAD.unpack_from(self._map, LOAD + offset)
 
     def save_load_state(self, offset: int, breaker: Breaker) -> None:
         """Copy a breaker's load state into its slot."""
-        fields = (breaker.overloaded, breaker.load_due, breaker.load_ok_at)
-        _LOAD.pack_into(self._map, LOAD + offset, *fields)
+        _LOAD.pack_into(self._map, LOAD + offset, breaker.overloaded_until, breaker.load_due)
 
     def breaker(self, name: str, on_change: OnChange | None) -> Breaker:
         """A breaker whose state lives on this board."""
@@ -220,17 +219,17 @@ class SharedBreaker(Breaker):
             yield
             self.board.save_load_state(self.offset, self)
 
-    def is_overloaded(self) -> bool:
+    def is_overloaded(self, now: float) -> bool:
         """As `Breaker.is_overloaded`, by the last poll of any worker (no lock)."""
         assert self.board is not None
-        return self.board.overloaded(self.offset)
+        return now < self.board.overloaded_until(self.offset)
 
     def claim_poll(self, now: float, interval_s: float) -> bool:
         """As `Breaker.claim_poll`: the first worker to find the poll due makes it."""
         with self._load_synced():
             return Breaker.claim_poll(self, now, interval_s)
 
-    def load_polled(self, now: float, overloaded: bool | None, stale_s: float) -> None:
+    def load_polled(self, now: float, overloaded: bool, hold_s: float) -> None:
         """As `Breaker.load_polled`, for every worker."""
         with self._load_synced():
-            Breaker.load_polled(self, now, overloaded, stale_s)
+            Breaker.load_polled(self, now, overloaded, hold_s)

@@ -70,11 +70,11 @@ class Breaker:
     paused_until: float = 0.0
     # This worker's recent attempts: [second, attempts, failures], oldest first.
     window: deque[list[int]] = field(default_factory=deque)
-    # The backend's own load report (policy `load:`, gateway.load_watch) says it is saturated;
-    # when it is polled next, and when a poll last succeeded (shared, like the state).
-    overloaded: bool = False
+    # Until when the backend's own load report (policy `load:`, gateway.load) holds it
+    # saturated, and when it is polled next (shared, like the state). A verdict lapses by
+    # itself: a poller that stops cannot keep a backend saturated.
+    overloaded_until: float = 0.0
     load_due: float = 0.0
-    load_ok_at: float = 0.0
 
     def current(self, now: float) -> State:
         """The state as of ``now`` (an open circuit past its time reads as half-open)."""
@@ -161,9 +161,9 @@ class Breaker:
         """Whether the backend's own `Retry-After` still holds."""
         return now < self.paused_until
 
-    def is_overloaded(self) -> bool:
-        """Whether the backend's last load report found it saturated."""
-        return self.overloaded
+    def is_overloaded(self, now: float) -> bool:
+        """Whether the backend's last load report, still current, found it saturated."""
+        return now < self.overloaded_until
 
     def claim_poll(self, now: float, interval_s: float) -> bool:
         """Whether this worker polls the backend's load now (one poll per interval)."""
@@ -172,12 +172,9 @@ class Breaker:
         self.load_due = now + interval_s
         return True
 
-    def load_polled(self, now: float, overloaded: bool | None, stale_s: float) -> None:
-        """A poll's verdict; None (it failed) keeps the last one until it is ``stale_s`` old."""
-        if overloaded is not None:
-            self.overloaded, self.load_ok_at = overloaded, now
-        elif now - self.load_ok_at > stale_s:
-            self.overloaded = False
+    def load_polled(self, now: float, overloaded: bool, hold_s: float) -> None:
+        """A poll's verdict: saturated for ``hold_s`` unless a later poll says otherwise."""
+        self.overloaded_until = now + hold_s if overloaded else 0.0
 
     def release(self, admitted: Admit) -> None:
         """The attempt ended without saying anything about the backend (e.g. cancelled)."""

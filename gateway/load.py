@@ -11,9 +11,10 @@ to the next target (`gateway.planning`).
 The poll runs off the request path, in each worker's loop, but once per replica: the
 breaker board holds when a backend's next poll is due and the worker that finds it due
 first claims it; the verdict is written to the board for every worker to read. A poll that
-fails (refused, timed out, not 2xx, no known series) never marks a backend saturated: the
-last verdict holds for `STALE_POLLS` intervals, then the backend counts as ready (its
-circuit and health checks deal with a backend that is down).
+fails (refused, timed out, not 2xx, no known series) never marks a backend saturated: a
+saturated verdict holds for `STALE_POLLS` intervals unless a later poll renews or lifts it,
+then the backend counts as ready (its circuit and health checks deal with a backend that is
+down), so neither failing polls nor a poller that stopped can pin it saturated.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.load")
 
-# Polls that may fail in a row before the last verdict lapses.
+# Intervals a saturated verdict holds without a poll renewing it.
 STALE_POLLS = 3
 # The loop's pace while some backend has a `load:` block (and while none has).
 TICK_S = 0.05
@@ -121,16 +122,14 @@ async def poll(services: Services, backend: Backend, policy: LoadPolicy) -> bool
         pass
     breaker = services.breakers[name]
     now = time.monotonic()
-    stale_s = STALE_POLLS * policy.interval_s
     if sample is None:
         m.load_polls.labels(name, "failed").inc()
-        breaker.load_polled(now, None, stale_s)
         verdict = None
     else:
         m.load_polls.labels(name, "ok").inc()
-        was = breaker.is_overloaded()
+        was = breaker.is_overloaded(now)
         verdict = saturated(policy, sample, was)
-        breaker.load_polled(now, verdict, stale_s)
+        breaker.load_polled(now, verdict, STALE_POLLS * policy.interval_s)
         for gauge, value in (
             (m.backend_queue_waiting, sample.waiting),
             (m.backend_queue_running, sample.running),
@@ -142,7 +141,7 @@ async def poll(services: Services, backend: Backend, policy: LoadPolicy) -> bool
             state = "saturated" if verdict else "recovered"
             m.load_changes.labels(name, state).inc()
             log.warning("load %s", state, extra={"backend": name, "waiting": sample.waiting})
-    m.backend_saturated.labels(name).set(1 if breaker.is_overloaded() else 0)
+    m.backend_saturated.labels(name).set(1 if breaker.is_overloaded(now) else 0)
     return verdict
 
 

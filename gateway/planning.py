@@ -146,7 +146,7 @@ def make_plan(
         first = first or backend
         state = breakers[name]
         busy = backend.max_concurrency is not None and state.in_flight >= backend.max_concurrency
-        loaded = backend.load is not None and state.is_overloaded()
+        loaded = backend.load is not None and state.is_overloaded(now)
         saturated = busy or loaded
         usable = state.usable(now, backend.breaker) and not state.paused(now)
         if not usable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -114,16 +115,16 @@ def _plan(model: str, breakers: Breakers, *, closed_allowed: bool = True) -> tup
 def test_a_saturated_backend_spills_to_the_next_target_and_back() -> None:
     breakers = Breakers()
     assert _plan("m", breakers) == ("alias", None, "", "vllm", "gpt")
-    breakers["vllm"].load_polled(0.0, True, 3.0)
+    breakers["vllm"].load_polled(time.monotonic(), True, 60.0)
     assert _plan("m", breakers) == ("spillover", "vllm", "load", "gpt", "vllm")
-    breakers["vllm"].load_polled(1.0, False, 3.0)
+    breakers["vllm"].load_polled(time.monotonic(), False, 60.0)
     assert _plan("m", breakers) == ("alias", None, "", "vllm", "gpt")
 
 
 def test_a_self_hosted_team_is_never_spilled_closed_it_queues_or_gets_a_503() -> None:
     breakers = Breakers()
-    breakers["vllm"].load_polled(0.0, True, 3.0)
-    breakers["vllm-strict"].load_polled(0.0, True, 3.0)
+    breakers["vllm"].load_polled(time.monotonic(), True, 60.0)
+    breakers["vllm-strict"].load_polled(time.monotonic(), True, 60.0)
     assert _plan("m", breakers, closed_allowed=False) == ("alias", None, "", "vllm")
     with pytest.raises(UpstreamUnavailable) as info:
         _plan("strict", breakers, closed_allowed=False)
@@ -135,7 +136,7 @@ def test_a_self_hosted_team_is_never_spilled_closed_it_queues_or_gets_a_503() ->
 
 def test_without_a_load_block_a_verdict_is_ignored() -> None:
     breakers = Breakers()
-    breakers["gpt"].load_polled(0.0, True, 3.0)  # never polled in practice: no `load:`
+    breakers["gpt"].load_polled(time.monotonic(), True, 60.0)  # never, in practice: no `load:`
     policy = parse_policy(PLAN_POLICY.replace("[vllm, gpt]", "[gpt, vllm]"), "l.yaml").policy
     plan = make_plan(policy, "m", policy.models["m"], "chat", None, lambda _: 1.0, breakers)
     assert [b.name for b in plan.targets] == ["gpt", "vllm"] and plan.reason == "alias"
@@ -149,16 +150,16 @@ def test_the_metrics_url_is_the_server_root_unless_given() -> None:
     assert metrics_url(strict, strict.load) == "http://vllm2:9000/stats"
 
 
-def test_a_failed_poll_keeps_the_verdict_until_it_is_stale_never_saturates() -> None:
-    breakers = Breakers()
-    breaker = breakers["vllm"]
-    breaker.load_polled(0.0, None, 3.0)
-    assert not breaker.is_overloaded()
+def test_a_saturated_verdict_lapses_unless_a_poll_renews_it() -> None:
+    breaker = Breakers()["vllm"]
+    assert not breaker.is_overloaded(0.0)
     breaker.load_polled(1.0, True, 3.0)
-    breaker.load_polled(2.0, None, 3.0)
-    assert breaker.is_overloaded()
-    breaker.load_polled(4.5, None, 3.0)
-    assert not breaker.is_overloaded()
+    assert breaker.is_overloaded(3.9)
+    assert not breaker.is_overloaded(4.0), "no poll since (failed, or the poller stopped)"
+    breaker.load_polled(3.5, True, 3.0)
+    assert breaker.is_overloaded(6.0)
+    breaker.load_polled(4.0, False, 3.0)
+    assert not breaker.is_overloaded(4.0)
 
 
 def test_workers_share_one_poll_per_interval_and_its_verdict(tmp_path: Path) -> None:
@@ -169,10 +170,10 @@ def test_workers_share_one_poll_per_interval_and_its_verdict(tmp_path: Path) -> 
         assert a.claim_poll(100.0, 1.0)
         assert not b.claim_poll(100.5, 1.0), "claimed by the other worker until 101"
         a.load_polled(100.2, True, 3.0)
-        assert b.is_overloaded()
+        assert b.is_overloaded(101.0) and not b.is_overloaded(103.2)
         assert b.claim_poll(101.0, 1.0) and not a.claim_poll(101.2, 1.0)
         b.load_polled(101.1, False, 3.0)
-        assert not a.is_overloaded()
+        assert not a.is_overloaded(101.2)
         # The circuit's own slot is untouched by the load region.
         assert a.usable(101.2) and one.closed(a.offset)
     finally:

@@ -42,7 +42,7 @@ async def readyz(services: ServicesDep) -> Response:
         if circuit is State.OPEN:
             backends[name]["retry_after_s"] = round(breaker.retry_after(now), 3)
         if backend.load is not None:  # its own /metrics: saturated means traffic spills
-            backends[name]["saturated"] = breaker.is_overloaded()
+            backends[name]["saturated"] = breaker.is_overloaded(now)
     usable = any(b["state"] in ("ok", "circuit half-open") for b in backends.values())
     ready = usable and not services.drain.draining
     closed_enabled = any(b.enabled for b in policy.backends.values() if b.tier == "closed")
