@@ -148,7 +148,9 @@ backends:
     provider: openai
     base_url: "{vllm}"
     model: smollm2
+    # Requests that queue in vLLM (a self-hosted team's) wait for their first token.
     timeout_s: 300
+    first_token_timeout_s: 300
     load: {{max_waiting: {max_waiting}, interval_s: 0.5, timeout_s: 2}}
   closed: {{provider: openai, base_url: "{closed}", api_key: k, tier: closed}}
 models:
@@ -253,7 +255,7 @@ def queue_report(
         )
     for r in results:
         if not r.ok:
-            print(f"failed at {r.started:.2f} s after {r.latency:.2f} s: {r.detail}")
+            print(f"failed ({r.team}) at {r.started:.2f} s after {r.latency:.2f} s: {r.detail}")
     on = [t for t, s, _ in samples if s == 1 and t >= surge]
     if on:
         off = [t for t, s, _ in samples if s == 0 and t > on[0]]
