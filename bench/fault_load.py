@@ -208,9 +208,13 @@ async def _surge(
                 i += 1
 
         async def sample() -> None:
-            async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
+            keep = httpx.Limits(keepalive_expiry=2)
+            async with httpx.AsyncClient(base_url=url, timeout=10, limits=keep) as probe:
                 while time.monotonic() < end:
-                    text = (await probe.get("/metrics")).text
+                    try:
+                        text = (await probe.get("/metrics")).text
+                    except httpx.HTTPError:  # a kept-alive connection the server just closed
+                        continue
                     values = {"saturated": 0.0, "waiting": 0.0}
                     for line in text.splitlines():
                         for key, name in (
