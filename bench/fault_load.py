@@ -260,16 +260,12 @@ def queue_report(
     for r in results:
         if not r.ok:
             print(f"failed ({r.team}) at {r.started:.2f} s after {r.latency:.2f} s: {r.detail}")
-    on = [t for t, s, _ in samples if s == 1 and t >= surge]
-    if on:
-        off = [t for t, s, _ in samples if s == 0 and t > on[0]]
-        print(
-            f"\nspill-over engaged {on[0] - surge:.2f} s into the surge "
-            "(the gauge sampled every 0.25 s)"
-        )
-        if off:
-            print(f"disengaged {off[0] - over:+.2f} s after the surge ended")
-        print(f"vLLM queue seen: up to {max(w for _, _, w in samples):.0f} waiting")
+    pairs = zip(samples[1:], samples[:-1], strict=True)
+    changes = [(t, s) for (t, s, _), (_, before, _) in pairs if s != before]
+    timeline = ", ".join(f"{'on' if s else 'off'} {t - surge:+.1f}" for t, s in changes)
+    print(f"\nspill-over (s from the surge's start; the gauge sampled every 0.25 s): {timeline}")
+    print(f"the surge ended at +{args.fault_s:.1f}")
+    print(f"vLLM queue seen: up to {max(w for _, _, w in samples):.0f} waiting")
     back = [r.started for r in results if r.backend == "vllm" and r.started >= over]
     if back:
         print(

@@ -12,7 +12,8 @@ The poll runs off the request path, in each worker's loop, but once per replica:
 breaker board holds when a backend's next poll is due and the worker that finds it due
 first claims it; the verdict is written to the board for every worker to read. A poll that
 fails (refused, timed out, not 2xx, no known series) never marks a backend saturated: a
-saturated verdict holds for `STALE_POLLS` intervals unless a later poll renews or lifts it,
+saturated verdict holds for `STALE_POLLS` intervals (each with its poll's timeout) unless a
+later poll renews or lifts it,
 then the backend counts as ready (its circuit and health checks deal with a backend that is
 down), so neither failing polls nor a poller that stopped can pin it saturated.
 """
@@ -129,7 +130,7 @@ async def poll(services: Services, backend: Backend, policy: LoadPolicy) -> bool
         m.load_polls.labels(name, "ok").inc()
         was = breaker.is_overloaded(now)
         verdict = saturated(policy, sample, was)
-        breaker.load_polled(now, verdict, STALE_POLLS * policy.interval_s)
+        breaker.load_polled(now, verdict, STALE_POLLS * (policy.interval_s + policy.timeout_s))
         for gauge, value in (
             (m.backend_queue_waiting, sample.waiting),
             (m.backend_queue_running, sample.running),
