@@ -9,6 +9,7 @@ in chunks, so this module is that and nothing more (see `docs/performance.md`).
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -64,10 +65,24 @@ def map_error(exc: BaseException, backend: str) -> UpstreamError:
     return UpstreamError(f"backend {backend} failed: {type(exc).__name__}")
 
 
+_RESET = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
+
+
+def _stale(exc: aiohttp.ClientError) -> bool:
+    """A pooled connection that was closed under us (not a refused or unreachable host)."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return True
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False
+    return getattr(exc, "errno", None) in _RESET
+
+
 class UpstreamClient:
     """POSTs to backends over pooled keep-alive connections."""
 
-    def __init__(self, max_connections: int = 512, keepalive_s: float = 30.0) -> None:
+    # Below uvicorn's 5 s keep-alive (vLLM's server, and most Python backends): a pooled
+    # connection is dropped here before the backend closes it while idle.
+    def __init__(self, max_connections: int = 512, keepalive_s: float = 4.0) -> None:
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
@@ -111,8 +126,8 @@ class UpstreamClient:
         """Send a POST and return once the status line and headers have arrived.
 
         A pooled keep-alive connection the backend closed while idle fails at once with
-        `ServerDisconnectedError` before any answer: that one is sent again, once, on a new
-        connection (the backend never saw the request).
+        `ServerDisconnectedError`, or a reset, before any answer: that one is sent again,
+        once, on a new connection (the backend closed it, so it never took the request).
         """
         session = self._session or self._open()
         timeout = self._timeout(connect_timeout_s, read_timeout_s)
@@ -121,8 +136,8 @@ class UpstreamClient:
                 response = await session.post(
                     url, data=body, headers=headers, timeout=timeout, allow_redirects=False
                 )
-            except aiohttp.ServerDisconnectedError as exc:
-                if attempt == 1:
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if attempt == 1 and _stale(exc):
                     continue
                 raise map_error(exc, backend) from exc
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
