@@ -1,12 +1,23 @@
-"""Flood one limited team and count what gets through in every 60 s window.
+"""Load one limited team through `--workers` gateway processes sharing a real Redis; count.
 
-    PYTHONPATH=. python bench/limits_flood.py --rpm 100 --clients 50 --seconds 70 --workers 2
+    PYTHONPATH=. python bench/limits_flood.py rate   --rpm 600 --rate 50 --seconds 90
+    PYTHONPATH=. python bench/limits_flood.py flood  --rpm 100 --clients 50 --seconds 90
+    PYTHONPATH=. python bench/limits_flood.py budget --budget 0.03 --clients 50 --delay 0.5
+    PYTHONPATH=. python bench/limits_flood.py kill   --rpm 600 --rate 50 --seconds 90
 
-Starts its own redis-server (free port, no persistence), a scripted upstream and the gateway
-(`--workers` processes sharing that Redis), then runs `--clients` closed-loop clients (or a
-paced open loop with `--rate`, requests per second) for `--seconds`, and prints a JSON summary:
-accepted and refused counts, the most accepted in any 60 s window, the upstream calls made.
-Only loopback addresses are used; the run is bounded by `--seconds`.
+Starts its own redis-server (a free loopback port; `kill` runs it with an fsync-always AOF),
+a scripted upstream (usage 11 + 7 tokens, `--delay` s per answer) and `gateway serve
+--workers N`, then drives `--clients` closed-loop clients, or a paced open loop with `--rate`
+requests per second (at most `--clients` in flight), for `--seconds`. Prints a JSON summary:
+
+- every scenario: accepted / refused (429) / errors (anything else), the most and the fewest
+  accepted in any 60 s window (sliding over the accept times at the client; the fewest only
+  over windows inside the loaded span), the upstream calls made;
+- `budget`: the day's spend in Redis against the budget, and one request's cost;
+- `kill`: Redis is SIGKILLed at `--kill-at` s and restarted (same port, from its AOF)
+  `--down` s later; accepted while it was down against the processes' local shares, the
+  local decisions counted by the gateway, and after the load the spend in Redis against the
+  sum of what the accepted requests cost (the journal replayed).
 """
 
 from __future__ import annotations
@@ -15,46 +26,94 @@ import argparse
 import asyncio
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
+import redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from gateway.auth import Tenant
+from gateway.limits.rules import rules_for
+from gateway.policy import Limits
 from tests.conftest import GATEWAY_LOGS, run_gateway
-from tests.support.fake_upstreams import FakeUpstream, openai_app, serve_in_thread
-from tests.support.redis_process import running_redis
+from tests.support.fake_upstreams import serve_in_thread
+from tests.support.redis_process import RedisServer
 
 POLICY = """
 backends:
   open: {{provider: openai, base_url: "{oai}/v1", tier: open,
-          price: {{input_per_mtok: 1.0, output_per_mtok: 1.0}}}}
+          price: {{input_per_mtok: {price_in}, output_per_mtok: {price_out}}}}}
 models:
   m: {{to: [open]}}
 teams:
   flood:
     keys: [sk-flood]
-    limits: {{requests_per_minute: {rpm}}}
+    limits: {limits}
 """
+PRICE_IN, PRICE_OUT = 100.0, 300.0  # USD per million tokens
+USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+COST = (11 * PRICE_IN + 7 * PRICE_OUT) / 1e6  # what one answer is charged: $0.0032
+# max_tokens 7: the hold (prompt bytes / 4 at the input price + 7 at the output price) covers
+# the real cost, so the reservation error is 0 unless the hold was cut to what was left.
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7}
 
-BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+class Upstream:
+    """A scripted OpenAI upstream: every chat answer reports USAGE, after `delay` s."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.calls = delay, 0
+        self._lock = threading.Lock()
+
+    def app(self) -> Starlette:
+        async def chat(request: Request) -> Response:
+            body = orjson.loads(await request.body())
+            with self._lock:
+                self.calls += 1
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            message = {"role": "assistant", "content": "ok"}
+            answer = {
+                "id": "chatcmpl-bench",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": USAGE,
+            }
+            return Response(orjson.dumps(answer), media_type="application/json")
+
+        return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
 
-async def _drive(url: str, clients: int, seconds: float, rate: float) -> dict[str, list[float]]:
-    seen: dict[str, list[float]] = {"ok": [], "refused": [], "error": []}
+Seen = dict[str, list[float]]
+
+
+async def _drive(url: str, clients: int, seconds: float, rate: float, t0: float) -> Seen:
+    seen: Seen = {"ok": [], "refused": [], "error": [], "error_status": []}
     headers = {"authorization": "Bearer sk-flood"}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-        end = time.monotonic() + seconds
+        end = t0 + seconds
 
         async def one() -> None:
+            status = 0
             try:
                 r = await http.post("/v1/chat/completions", json=BODY, headers=headers)
-                kind = (
-                    "ok" if r.status_code == 200 else "refused" if r.status_code == 429 else "error"
-                )
+                status = r.status_code
             except httpx.HTTPError:
-                kind = "error"
-            seen[kind].append(time.monotonic())
+                pass
+            kind = "ok" if status == 200 else "refused" if status == 429 else "error"
+            seen[kind].append(time.monotonic() - t0)
+            if kind == "error":
+                seen["error_status"].append(status)
 
         if rate > 0:  # open loop: a request every 1/rate s, at most `clients` in flight
             gate = asyncio.Semaphore(clients)
@@ -63,13 +122,11 @@ async def _drive(url: str, clients: int, seconds: float, rate: float) -> dict[st
                 async with gate:
                     await one()
 
-            tasks = []
-            start = time.monotonic()
-            i = 0
+            tasks, i = [], 0
             while time.monotonic() < end:
                 tasks.append(asyncio.create_task(paced()))
                 i += 1
-                await asyncio.sleep(max(start + i / rate - time.monotonic(), 0))
+                await asyncio.sleep(max(t0 + i / rate - time.monotonic(), 0))
             await asyncio.gather(*tasks)
         else:
 
@@ -81,9 +138,9 @@ async def _drive(url: str, clients: int, seconds: float, rate: float) -> dict[st
     return seen
 
 
-def _busiest(times: list[float], span: float = 60.0) -> int:
-    times = sorted(times)
-    best, j = 0, 0
+def busiest(times: list[float], span: float = 60.0) -> int:
+    """The most accept times in any window [t - span, t] ... (t - span, t]."""
+    times, best, j = sorted(times), 0, 0
     for i, t in enumerate(times):
         while times[j] <= t - span:
             j += 1
@@ -91,45 +148,141 @@ def _busiest(times: list[float], span: float = 60.0) -> int:
     return best
 
 
+def quietest(times: list[float], start: float, end: float, span: float = 60.0) -> int | None:
+    """The fewest accept times in any window of `span` inside [start, end] (None: too short).
+
+    The count only drops just after an accept leaves the window's left edge, so the windows
+    (t_i, t_i + span] and [start, start + span] are the candidates.
+    """
+    times = sorted(times)
+    starts = [start] + [t for t in times if start <= t and t + span <= end]
+    if start + span > end:
+        return None
+    best: int | None = None
+    for s in starts:
+        n = (
+            sum(1 for t in times if s < t <= s + span)
+            if s != start
+            else sum(1 for t in times if s <= t <= s + span)
+        )
+        best = n if best is None else min(best, n)
+    return best
+
+
+def _metric(url: str, name: str) -> dict[str, float]:
+    """Samples of one metric family from /metrics, by their label text."""
+    out: dict[str, float] = {}
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name):
+            labels, _, value = line.rpartition(" ")
+            out[labels[len(name) :]] = float(value)
+    return out
+
+
+def _spend(redis_url: str, limits: Limits) -> tuple[float, float]:
+    """The day's spent and held USD of the team in Redis."""
+    tenant = Tenant("flood", "flood", limits=limits)
+    key = rules_for(tenant).budget_keys(time.time())[0]
+    client = redis.Redis.from_url(redis_url)
+    spent, held = client.hmget(key, "spent", "held")
+    client.close()
+    return int(spent or 0) / 1e9, int(held or 0) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rpm", type=int, default=100)
+    parser.add_argument("scenario", choices=["rate", "flood", "budget", "kill"])
+    parser.add_argument("--rpm", type=int, default=0)
+    parser.add_argument("--budget", type=float, default=0.0, help="USD per day")
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=70.0)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=90.0)
+    parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rate", type=float, default=0.0, help="open loop, requests/s")
-    parser.add_argument("--dump", type=Path, help="write accepted times (s from start) here")
+    parser.add_argument("--delay", type=float, default=0.0, help="upstream seconds per answer")
+    parser.add_argument("--kill-at", type=float, default=20.0)
+    parser.add_argument("--down", type=float, default=10.0)
     args = parser.parse_args()
-    state = FakeUpstream()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        running_redis(Path(tmp)) as redis_url,
-        serve_in_thread(openai_app(state)) as oai,
-    ):
-        env = {"GATEWAY_REDIS_URL": redis_url, "GATEWAY_WORKERS": str(args.workers)}
-        env["GATEWAY_ACCESS_LOG"] = "false"
-        with run_gateway(POLICY.format(oai=oai, rpm=args.rpm), env) as url:
-            seen = asyncio.run(_drive(url, args.clients, args.seconds, args.rate))
-            log = GATEWAY_LOGS[url]
-            warnings = [line for line in log.read_text().splitlines() if '"level":"warn' in line]
-    if args.dump is not None:
-        first = min((t for v in seen.values() for t in v), default=0.0)
-        args.dump.write_text("\n".join(f"{t - first:.3f}" for t in sorted(seen["ok"])))
-    summary = {
-        "rpm_limit": args.rpm,
-        "clients": args.clients,
-        "rate_per_s": args.rate or None,
-        "workers": args.workers,
-        "seconds": args.seconds,
-        "accepted": len(seen["ok"]),
+    limits_doc: dict[str, Any] = {}
+    if args.rpm:
+        limits_doc["requests_per_minute"] = args.rpm
+    if args.budget:
+        limits_doc["budget_usd_per_day"] = args.budget
+    elif args.scenario == "kill":
+        limits_doc["budget_usd_per_day"] = 1000.0  # never reached: spend is what is compared
+    limits = Limits(**limits_doc)
+    upstream = Upstream(args.delay)
+    summary: dict[str, Any] = {"scenario": args.scenario, "workers": args.workers}
+    summary |= {"limits": limits_doc, "clients": args.clients, "rate_per_s": args.rate or None}
+    summary |= {"seconds": args.seconds, "upstream_delay_s": args.delay}
+    with tempfile.TemporaryDirectory() as tmp, serve_in_thread(upstream.app()) as oai:
+        server = RedisServer(Path(tmp) / "redis", aof=args.scenario == "kill")
+        server.start()
+        try:
+            env = {"GATEWAY_REDIS_URL": server.url, "GATEWAY_WORKERS": str(args.workers)}
+            env["GATEWAY_ACCESS_LOG"] = "false"
+            policy = POLICY.format(
+                oai=oai, price_in=PRICE_IN, price_out=PRICE_OUT, limits=json.dumps(limits_doc)
+            )
+            with run_gateway(policy, env, tmp=Path(tmp)) as url:
+                t0 = time.monotonic()
+                outage: list[float] = []
+                if args.scenario == "kill":
+
+                    def fault() -> None:
+                        time.sleep(max(t0 + args.kill_at - time.monotonic(), 0))
+                        server.stop()  # SIGKILL
+                        outage.append(time.monotonic() - t0)
+                        time.sleep(args.down)
+                        server.start()
+                        outage.append(time.monotonic() - t0)
+
+                    threading.Thread(target=fault, daemon=True).start()
+                seen = asyncio.run(_drive(url, args.clients, args.seconds, args.rate, t0))
+                local = _metric(url, "gateway_limit_local_decisions_total")
+                replayed = _metric(url, "gateway_limit_spend_replayed_usd_total")
+                lost = _metric(url, "gateway_limit_spend_lost_usd_total")
+                if args.budget or args.scenario == "kill":
+                    # settlements run in the background: wait until no hold is left
+                    deadline = time.monotonic() + 30
+                    while _spend(server.url, limits)[1] > 0 and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                    spent, held = _spend(server.url, limits)
+                log = GATEWAY_LOGS[url]
+                warnings = [ln for ln in log.read_text().splitlines() if '"level":"warn' in ln]
+        finally:
+            server.stop()
+    ok = seen["ok"]
+    first = min(ok, default=0.0)
+    summary |= {
+        "accepted": len(ok),
         "refused": len(seen["refused"]),
         "errors": len(seen["error"]),
-        "busiest_60s_accepted": _busiest(seen["ok"]),
-        "upstream_calls": state.count,
+        "error_statuses": sorted(set(seen["error_status"])),
+        "busiest_60s_accepted": busiest(ok),
+        "quietest_60s_accepted": quietest(ok, first, args.seconds),
+        "upstream_calls": upstream.calls,
+        "offered_per_s": round(
+            sum(len(seen[k]) for k in ("ok", "refused", "error")) / args.seconds, 1
+        ),
+        "local_decisions": local,
         "gateway_warnings": len(warnings),
-        "first_warnings": warnings[:3],
-        "offered_per_s": round(sum(len(v) for v in seen.values()) / args.seconds, 1),
     }
+    if args.budget or args.scenario == "kill":
+        summary |= {
+            "spent_usd_in_redis": round(spent, 9),
+            "held_usd_in_redis": round(held, 9),
+            "charged_usd_sum": round(len(ok) * COST, 9),
+            "one_request_usd": COST,
+            "spend_replayed_usd": replayed,
+            "spend_lost_usd": lost,
+        }
+    if args.budget:
+        summary["over_budget_usd"] = round(spent - args.budget, 9)
+    if args.scenario == "kill":
+        down_from, down_to = outage
+        summary["redis_down_s"] = [round(down_from, 2), round(down_to, 2)]
+        summary["accepted_while_down"] = sum(1 for t in ok if down_from <= t <= down_to)
+        summary["local_share_per_process"] = max(args.rpm // args.workers, 1)
     print(json.dumps(summary))
 
 

@@ -46,26 +46,35 @@ async def _spent(redis: aioredis.Redis, team: str, period: str) -> tuple[float, 
     return tuple(int(v or 0) / 1e9 for v in values)  # type: ignore[return-value]
 
 
-async def test_holds_then_settles_and_never_lends_more_than_is_left(
+async def test_holds_then_settles_and_only_a_lone_request_holds_short(
     limiter: Limiter, redis: aioredis.Redis
 ) -> None:
     t = tenant(budget_usd_per_day=1.0)
     a = await limiter.admit(t, 10, 0.4)
     b = await limiter.admit(t, 10, 0.4)
-    c = await limiter.admit(t, 10, 0.4)  # holds only the 0.2 left
-    assert c.holds == (200_000_000,)
-    assert await _spent(redis, t.team, "d") == (0.0, 1.0)
-    with pytest.raises(BudgetExceeded) as info:
+    assert await _spent(redis, t.team, "d") == (0.0, 0.8)
+    with pytest.raises(BudgetExceeded) as info:  # 0.2 left, less than 0.4, and others hold
         await limiter.admit(t, 10, 0.4)
     assert info.value.code == "insufficient_quota"
     assert info.value.headers["retry-after"] == "1"  # only held: in-flight requests may free it
     limiter.settle(a, 10, 5, 0.1)
     limiter.release(b)
     await limiter.drain()
-    assert await _spent(redis, t.team, "d") == (0.1, 0.2)
-    limiter.settle(c, 10, 5, 0.9)  # the answer cost more than was held for it
+    assert await _spent(redis, t.team, "d") == (0.1, 0.0)
+    c = await limiter.admit(t, 10, 0.4)
+    d = await limiter.admit(t, 10, 0.4)
+    assert (c.holds, d.holds) == ((400_000_000,), (400_000_000,))
+    limiter.settle(c, 10, 5, 0.4)
+    limiter.settle(d, 10, 5, 0.4)
     await limiter.drain()
-    assert await _spent(redis, t.team, "d") == (1.0, 0.0)
+    e = await limiter.admit(t, 10, 0.4)  # alone: it holds only the 0.1 left
+    assert e.holds == (100_000_000,)
+    with pytest.raises(BudgetExceeded):
+        await limiter.admit(t, 10, 0.01)  # nothing left beyond e's hold
+    limiter.settle(e, 10, 5, 0.2)  # the answer cost more than was held for it
+    await limiter.drain()
+    # over by e's reservation error (0.2 - 0.1) and no more
+    assert await _spent(redis, t.team, "d") == pytest.approx((1.1, 0.0))
     with pytest.raises(BudgetExceeded) as info:
         await limiter.admit(t, 10, 0.01)
     # used up: until the end of the UTC day
@@ -91,6 +100,44 @@ async def test_concurrent_requests_cannot_overspend(
     await limiter.drain()
     assert sum(results) == 10
     assert await _spent(redis, t.team, "d") == pytest.approx((0.03, 0.0))
+
+
+async def test_overspend_stays_within_one_reservation_error(
+    limiter: Limiter, redis: aioredis.Redis
+) -> None:
+    """50 clients at once, each holding $0.0039 and costing $0.0032, in waves: once less than
+    a hold is left, one request alone may take the rest, and it alone can overshoot."""
+    t = tenant(budget_usd_per_day=0.03)
+    admitted, short_now, short_most, errors = 0, 0, 0, [0.0]
+
+    async def client() -> None:
+        nonlocal admitted, short_now, short_most
+        while True:
+            try:
+                admission = await limiter.admit(t, 100, 0.0039)
+            except BudgetExceeded as refused:
+                if refused.headers["retry-after"] != "1":
+                    return  # used up, not just held
+                await asyncio.sleep(0.002)
+                continue
+            admitted += 1
+            short = admission.holds[0] < 3_900_000
+            if short:
+                errors.append(0.0032 - admission.holds[0] / 1e9)
+            short_now += short
+            short_most = max(short_most, short_now)
+            await asyncio.sleep(0.01)
+            short_now -= short
+            limiter.settle(admission, 100, 100, 0.0032)
+
+    await asyncio.gather(*(client() for _ in range(50)))
+    await limiter.drain()
+    spent, held = await _spent(redis, t.team, "d")
+    assert (spent, held) == (pytest.approx(admitted * 0.0032), 0.0)
+    # 9 x 0.0032 leaves 0.0012: one request alone holds it, costs 0.0032, and that is the end
+    assert short_most == 1  # never two short holds at once
+    assert admitted == 10
+    assert spent == pytest.approx(0.03 + max(errors))
 
 
 async def test_day_and_month_roll_over_in_utc(limiter: Limiter, clock: Clock) -> None:

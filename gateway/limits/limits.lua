@@ -10,6 +10,7 @@
 -- admit returns {0, now, per window: remaining, reset_ms, per budget: remaining, hold}
 --            or {1, now, window index, retry_ms (-1: larger than the limit itself)}
 --            or {2, now, budget index, 1 if spent alone is at the limit else 0}
+--   (a budget with less room than the reserve admits only when nothing else is held there)
 -- settle returns {now, per budget: spent + held}
 
 local function int(x) return string.format('%.0f', x) end
@@ -90,6 +91,11 @@ if ARGV[1] == 'admit' then
     local spent, held = budget_totals(KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2], now)
     if spent + held >= limit then return {2, now, j, spent >= limit and 1 or 0} end
     free[j] = limit - spent - held
+    -- Less room than the estimate: only a request alone may hold what is left, so at most one
+    -- request at a time holds short and the overspend stays within its reservation error.
+    if free[j] < tonumber(ARGV[7 + 3 * nw + 3 * j + 1]) and held > 0 then
+      return {2, now, j, 0}
+    end
   end
   -- Everything fits: count the request in each window, hold its cost in each budget.
   local out = {0, now}

@@ -96,7 +96,10 @@ class LocalLimits:
             allowance = self.seen_left.get(key, limit) // self.divisor
             if b.spent + b.held >= allowance:
                 return Refused(now_ms, True, j, 1 if b.spent >= allowance else 0)
-            free.append(allowance - b.spent - b.held)
+            room = allowance - b.spent - b.held
+            if room < reserve_nano and b.held > 0:  # only a request alone may hold short
+                return Refused(now_ms, True, j, 0)
+            free.append(room)
         remaining, resets = [], []
         for w, rule, weight in zip(windows, rules.windows, weights, strict=True):
             self._add(w, admission_id, now_ms, weight)

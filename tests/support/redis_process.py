@@ -1,5 +1,6 @@
 """A redis-server a test starts, stops and restarts itself (outages mid-test): a free port,
-a temp dir, no persistence. For a shared server with a database per test, see redis_server.py.
+a temp dir, no persistence unless `aof=True`. For a shared server with a database per test,
+see redis_server.py.
 
 `running_redis(dir)` yields its URL; `RedisServer` can also be stopped and started again on
 the same port (a Redis outage in the middle of a test).
@@ -32,8 +33,9 @@ def require_redis_server() -> str:
 class RedisServer:
     """One redis-server process owned by a test."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, *, aof: bool = False) -> None:
         self.directory = directory
+        self.aof = aof  # append-only file, fsync on every write: survives SIGKILL
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -43,7 +45,12 @@ class RedisServer:
         binary = require_redis_server()
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        command += ["--save", "", "--dir", str(self.directory)]
+        command += (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.aof
+            else ["--appendonly", "no"]
+        )
         log = (self.directory / "redis.log").open("ab")
         self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
