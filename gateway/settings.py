@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     key_secret: SecretStr | None = None
     # How often each worker checks whether keys made through /admin/keys changed.
     keys_refresh_s: float = 0.5
+    # Revoked and expired keys: kept whole this long after revocation or expiry, then as a
+    # tombstone (id, team, name, dates; no digest, models or limits) this much longer, then
+    # deleted. Each worker looks for due records every `keys_purge_s`.
+    keys_retention_s: float = 30 * 86400
+    keys_tombstone_s: float = 90 * 86400
+    keys_purge_s: float = 300.0
     # When set, /metrics wants `Authorization: Bearer <token>`.
     metrics_token: SecretStr | None = None
     max_body_bytes: int = 4 * 1024 * 1024

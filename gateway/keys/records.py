@@ -33,6 +33,8 @@ class KeyRecord(BaseModel):
     expires_at: float | None = None
     revoked_at: float | None = None
     rotated_at: float | None = None
+    # Set when the record became a tombstone (see `purged`): its digest is gone.
+    purged_at: float | None = None
 
     def status(self, now: float) -> str:
         """`active`, `expired` or `revoked`."""
@@ -57,9 +59,31 @@ class KeyRecord(BaseModel):
             expires_at=_epoch(self.expires_at),
             revoked_at=_epoch(self.revoked_at),
             rotated_at=_epoch(self.rotated_at),
+            purged_at=_epoch(self.purged_at),
             status=self.status(now),
         )
         return shown
+
+    def ended(self) -> float | None:
+        """When the key stopped working for good (revoked or expired), if it did."""
+        if self.revoked_at is not None:
+            return self.revoked_at
+        return self.expires_at
+
+    def purged(self, now: float, retention_s: float, tombstone_s: float) -> KeyRecord | None:
+        """What to keep of this record at `now`: itself, a tombstone, or None (delete it).
+
+        A key revoked or expired for `retention_s` becomes a tombstone: its id, team, name
+        and dates stay (the audit trail), its digest, models and limits go; `tombstone_s`
+        later the tombstone goes too.
+        """
+        ended = self.ended()
+        if ended is None or now < ended + retention_s:
+            return self
+        if self.purged_at is None:
+            update = {"digest": "", "allowed_models": None, "limits": None, "purged_at": now}
+            return self.model_copy(update=update)
+        return self if now < self.purged_at + tombstone_s else None
 
     def tenant(self, policy: Policy) -> Tenant | None:
         """The tenant this key stands for under `policy`; None once its team is gone."""

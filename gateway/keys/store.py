@@ -18,12 +18,16 @@ PREFIX = "gateway:keys:{keys}"
 RECORDS = PREFIX + ":records"
 VERSION = PREFIX + ":version"
 
-# Compare and swap one record; replace the version token. ARGV: id, new JSON, expected JSON
-# ("" when the id must be new), new version token.
+# Compare and swap one record; replace the version token. ARGV: id, new JSON ("": delete the
+# record), expected JSON ("" when the id must be new), new version token.
 _SWAP = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if (current or '') ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
 redis.call('SET', KEYS[2], ARGV[4])
 return 1
 """
@@ -47,7 +51,7 @@ class KeyStore(Protocol):
         ...
 
     async def swap(self, key_id: str, new: str, expected: str | None) -> bool:
-        """Write `new` if the stored record is still `expected` (None: absent)."""
+        """Write `new` ("": delete) if the stored record is still `expected` (None: absent)."""
         ...
 
 
@@ -76,7 +80,10 @@ class MemoryStore:
         """Write `new` if the stored record is still `expected`."""
         if self._records.get(key_id) != expected:
             return False
-        self._records[key_id] = new
+        if new:
+            self._records[key_id] = new
+        else:
+            del self._records[key_id]
         self._version = secrets.token_hex(8)
         return True
 

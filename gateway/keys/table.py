@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,9 +47,13 @@ class VirtualKeys:
         refresh_s: float = 0.5,
         disabled: str | None = None,
         metrics: Metrics | None = None,
+        retention_s: float = 30 * 86400,
+        tombstone_s: float = 90 * 86400,
+        purge_s: float = 300.0,
     ) -> None:
         self.store = store
         self.refresh_s = refresh_s
+        self.retention_s, self.tombstone_s, self.purge_s = retention_s, tombstone_s, purge_s
         # Why the key API refuses to work, when it does (a configuration problem).
         self.disabled = disabled
         self._hasher = hasher
@@ -72,7 +77,14 @@ class VirtualKeys:
         elif redis is None and settings.workers * settings.replicas > 1:
             disabled = NO_SHARED_STORE
         return cls(
-            store, hasher, refresh_s=settings.keys_refresh_s, disabled=disabled, metrics=metrics
+            store,
+            hasher,
+            refresh_s=settings.keys_refresh_s,
+            disabled=disabled,
+            metrics=metrics,
+            retention_s=settings.keys_retention_s,
+            tombstone_s=settings.keys_tombstone_s,
+            purge_s=settings.keys_purge_s,
         )
 
     # The request path.
@@ -110,13 +122,41 @@ class VirtualKeys:
         self._replace(version, records)
         return True
 
+    async def purge(self, now: float | None = None) -> int:
+        """Turn revoked and expired keys past their retention into tombstones, and delete
+        tombstones past theirs (see `KeyRecord.purged`); the number of records changed.
+
+        Reads the table in memory; each change is a compare-and-swap, so workers purging at
+        once change each record once (the others' swaps fail and are skipped).
+        """
+        if self.disabled is not None:
+            return 0
+        now = time.time() if now is None else now
+        done = 0
+        for record in list(self._records.values()):
+            kept = record.purged(now, self.retention_s, self.tombstone_s)
+            if kept is record:
+                continue
+            raw = record.model_dump_json()
+            new = kept.model_dump_json() if kept is not None else ""
+            if await self.store.swap(record.id, new, raw):
+                done += 1
+        if done:
+            await self.refresh()
+        return done
+
     async def watch(self) -> None:
-        """Refresh every `refresh_s`; while the store is away, keep serving the last table."""
+        """Refresh every `refresh_s` and purge every `purge_s`; while the store is away, keep
+        serving the last table."""
         failing = False
+        purge_at = time.monotonic() + self.purge_s * random.random()  # workers spread out
         while True:
             await asyncio.sleep(self.refresh_s)
             try:
                 await self.refresh()
+                if time.monotonic() >= purge_at:
+                    purge_at = time.monotonic() + self.purge_s
+                    await self.purge()
             except Exception:  # Redis trouble: the table read last keeps serving
                 if self._metrics is not None:
                     self._metrics.cache_errors.labels("keys_refresh").inc()
@@ -129,7 +169,7 @@ class VirtualKeys:
                 failing = False
 
     def _replace(self, version: str | None, records: dict[str, KeyRecord]) -> None:
-        active = {r.digest: r for r in records.values() if r.revoked_at is None}
+        active = {r.digest: r for r in records.values() if r.revoked_at is None and r.digest}
         # Unchanged keys keep their tenant object (the limiter memoises rules per tenant).
         kept = {d: t for d, t in self._tenants.items() if active.get(d) == self._active.get(d)}
         self._records, self._active, self._tenants = records, active, kept
@@ -140,7 +180,7 @@ class VirtualKeys:
             self._active.pop(old.digest, None)
             self._tenants.pop(old.digest, None)
         self._records[record.id] = record
-        if record.revoked_at is None:
+        if record.revoked_at is None and record.digest:
             self._active[record.digest] = record
 
     # The admin API.
@@ -156,6 +196,7 @@ class VirtualKeys:
     async def change(self, key_id: str, change: KeyChange, policy: Policy) -> KeyRecord:
         """Change a key's name, models, limits or expiry."""
         old, raw = await self._fetch(key_id)
+        _check_live(old)
         record = changed(old, change, policy)
         await self._write(old, raw, record)
         return record
@@ -163,6 +204,7 @@ class VirtualKeys:
     async def rotate(self, key_id: str) -> tuple[KeyRecord, str]:
         """A new secret for a key (same id, limits and spend); the old secret stops working."""
         old, raw = await self._fetch(key_id)
+        _check_live(old)
         if old.revoked_at is not None:
             raise InvalidRequest(
                 f"Key {key_id!r} is revoked: create a new one.", param="id", code="key_revoked"
@@ -217,6 +259,15 @@ class VirtualKeys:
                 code="conflict",
             )
         self._apply(old, record)
+
+
+def _check_live(record: KeyRecord) -> None:
+    if record.purged_at is not None:
+        raise InvalidRequest(
+            f"Key {record.id!r} was purged (only its tombstone is left): create a new one.",
+            param="id",
+            code="key_purged",
+        )
 
 
 @contextmanager
