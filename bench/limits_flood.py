@@ -11,8 +11,10 @@ a scripted upstream (usage 11 + 7 tokens, `--delay` s per answer) and `gateway s
 requests per second (at most `--clients` in flight), for `--seconds`. Prints a JSON summary:
 
 - every scenario: accepted / refused (429) / errors (anything else), the most and the fewest
-  accepted in any 60 s window (sliding over the accept times at the client; the fewest only
-  over windows inside the loaded span), the upstream calls made;
+  accepted in any 60 s window (sliding over the accept times; the fewest only over windows
+  inside the loaded span), the upstream calls made. Twice: at the client (when the answer
+  arrived: skewed by the latency of a CPU-starved machine) and as Redis timed the admissions
+  (read from the window's sorted set every 2 s: the decision's own time);
 - `budget`: the day's spend in Redis against the budget, and one request's cost;
 - `kill`: Redis is SIGKILLed at `--kill-at` s and restarted (same port, from its AOF)
   `--down` s later; accepted while it was down against the processes' local shares, the
@@ -179,6 +181,62 @@ def _metric(url: str, name: str) -> dict[str, float]:
     return out
 
 
+class Admissions:
+    """The team's request admissions as Redis timed them (its own clock, ms), collected by
+    reading the request window's sorted set every `every_s` (entries live 60 s there).
+
+    Only what Redis decided (or what was replayed into a window still open); a process
+    deciding alone while Redis is away is counted by its metrics instead.
+    """
+
+    def __init__(self, redis_url: str, limits: Limits, every_s: float = 2.0) -> None:
+        tenant = Tenant("flood", "flood", limits=limits)
+        keys = rules_for(tenant).window_keys()
+        self.key = keys[0] if keys else ""  # no request window: nothing to read
+        self.url, self.every_s = redis_url, every_s
+        self.seen: dict[bytes, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def now(self) -> float:
+        """Redis' clock, in seconds (None-safe: the local clock if Redis is away)."""
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=1)
+            sec, usec = client.time()
+            client.close()
+            return sec + usec / 1e6
+        except redis.RedisError:
+            return time.time()
+
+    def _poll(self) -> None:
+        if not self.key:
+            return
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=1)
+            for member, score in client.zrange(self.key, 0, -1, withscores=True):
+                self.seen[member] = score / 1000
+            client.close()
+        except redis.RedisError:
+            pass  # Redis is away (the kill scenario): what it held comes back with its AOF
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._poll()
+
+    def __enter__(self) -> Admissions:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._poll()
+
+    def times(self, origin: float) -> list[float]:
+        """Admission times in seconds after `origin` (Redis clock)."""
+        return sorted(t - origin for t in self.seen.values())
+
+
 def _spend(redis_url: str, limits: Limits) -> tuple[float, float]:
     """The day's spent and held USD of the team in Redis."""
     tenant = Tenant("flood", "flood", limits=limits)
@@ -223,7 +281,11 @@ def main() -> None:
             policy = POLICY.format(
                 oai=oai, price_in=PRICE_IN, price_out=PRICE_OUT, limits=json.dumps(limits_doc)
             )
-            with run_gateway(policy, env, tmp=Path(tmp)) as url:
+            with (
+                run_gateway(policy, env, tmp=Path(tmp)) as url,
+                Admissions(server.url, limits) as admissions,
+            ):
+                r0 = admissions.now()
                 t0 = time.monotonic()
                 outage: list[float] = []
                 if args.scenario == "kill":
@@ -238,6 +300,7 @@ def main() -> None:
 
                     threading.Thread(target=fault, daemon=True).start()
                 seen = asyncio.run(_drive(url, args.clients, args.seconds, args.rate, t0))
+                r1 = admissions.now()
                 local = _metric(url, "gateway_limit_local_decisions_total")
                 replayed = _metric(url, "gateway_limit_spend_replayed_usd_total")
                 lost = _metric(url, "gateway_limit_spend_lost_usd_total")
@@ -253,6 +316,7 @@ def main() -> None:
             server.stop()
     ok = seen["ok"]
     first = min(ok, default=0.0)
+    at_redis = admissions.times(r0) if args.rpm else []
     summary |= {
         "accepted": len(ok),
         "refused": len(seen["refused"]),
@@ -260,12 +324,16 @@ def main() -> None:
         "error_statuses": sorted(set(seen["error_status"])),
         "busiest_60s_accepted": busiest(ok),
         "quietest_60s_accepted": quietest(ok, first, args.seconds),
+        "redis_admissions": len(at_redis),
+        "redis_busiest_60s": busiest(at_redis),
+        "redis_quietest_60s": quietest(at_redis, min(at_redis, default=0.0), r1 - r0),
         "upstream_calls": upstream.calls,
         "offered_per_s": round(
             sum(len(seen[k]) for k in ("ok", "refused", "error")) / args.seconds, 1
         ),
         "local_decisions": local,
         "gateway_warnings": len(warnings),
+        "first_warnings": [w[:300] for w in warnings[:4]],
     }
     if args.budget or args.scenario == "kill":
         summary |= {

@@ -29,7 +29,9 @@ class Tenant:
     """Who is calling: the team (a metrics label), the cache partition and the limits.
 
     `key_id` names the caller's key without revealing it (a digest prefix, or the id of a key
-    made through the API); `key_limits` apply to that key alone, `limits` to the whole team.
+    made through the API) for the limiter; `key_limits` apply to that key alone, `limits` to
+    the whole team. `key_name` is what records and logs show: the API key's id, or where the
+    policy declares the key (`search.keys[0]`); never the key, nor any hash of it.
     """
 
     team: str
@@ -40,6 +42,7 @@ class Tenant:
     key_limits: Limits | None = None
     # Epoch seconds after which the key is refused (keys made through the API only).
     expires_at: float | None = None
+    key_name: str = ""
 
 
 class KeyHasher:
@@ -77,10 +80,16 @@ class KeyRing:
         self._by_digest: dict[str, Tenant] = {}
         for team, spec in policy.teams.items():
             allowed = frozenset(spec.allowed_models) if spec.allowed_models is not None else None
-            for key in spec.keys:
+            for i, key in enumerate(spec.keys):
                 digest = self.hasher.digest(key)
                 tenant = Tenant(
-                    team, "team:" + team, allowed, spec.limits, digest[:16], spec.key_limits
+                    team,
+                    "team:" + team,
+                    allowed,
+                    spec.limits,
+                    digest[:16],
+                    spec.key_limits,
+                    key_name=f"{team}.keys[{i}]",
                 )
                 self._by_digest[digest] = tenant
         self._anonymous: dict[str, Tenant] = {}

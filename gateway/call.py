@@ -65,6 +65,11 @@ class Call:
         return self.tenant.team if self.tenant is not None else "unknown"
 
     @property
+    def key_name(self) -> str:
+        """The caller's key as records and logs name it (never the key); "" when none."""
+        return self.tenant.key_name if self.tenant is not None else ""
+
+    @property
     def label(self) -> str:
         """The `endpoint` label of request metrics: the door that was called."""
         return self.door or self.endpoint

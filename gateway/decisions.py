@@ -55,6 +55,10 @@ class DecisionRecord:
     latency_ms: float
     policy_version: str
     classifier_version: str
+    # The caller's key: an API key's id (`key_...`) or where the policy declares it
+    # (`search.keys[0]`); never the key or a hash of it. "" without a key (added after the
+    # first contract: readers of older records see it absent).
+    key_id: str = ""
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DecisionRecord))

@@ -44,6 +44,7 @@ def finish(services: Services, call: Call) -> None:
         "tier": call.tier,
         "status": status,
         "team": call.team,
+        "key_id": call.key_name,
         "cache": call.cache_result,
         "difficulty": call.score,
         "reason": call.plan.reason if call.plan is not None else None,
@@ -85,4 +86,5 @@ def _decision(services: Services, call: Call, elapsed: float) -> DecisionRecord:
         latency_ms=round(elapsed * 1000, 3),
         policy_version=call.state.loaded.version,
         classifier_version=services.classifier.version,
+        key_id=call.key_name,
     )

@@ -30,7 +30,7 @@ from tests.support.model_servers import free_port
 CONTRACT = [
     *("ts", "request_id", "team", "model", "endpoint", "score", "backend", "tier", "reason"),
     *("fallbacks", "prompt_tokens", "completion_tokens", "cost_usd", "reference_cost_usd"),
-    *("cache", "status", "latency_ms", "policy_version", "classifier_version"),
+    *("cache", "status", "latency_ms", "policy_version", "classifier_version", "key_id"),
 ]
 
 

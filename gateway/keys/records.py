@@ -97,7 +97,16 @@ class KeyRecord(BaseModel):
             allowed = own if allowed is None else own & allowed
         limits = self.limits if self.limits is not None else team.key_limits
         partition = "team:" + self.team
-        return Tenant(self.team, partition, allowed, team.limits, self.id, limits, self.expires_at)
+        return Tenant(
+            self.team,
+            partition,
+            allowed,
+            team.limits,
+            self.id,
+            limits,
+            self.expires_at,
+            key_name=self.id,
+        )
 
 
 class KeyChange(BaseModel):
