@@ -19,6 +19,7 @@ from pathlib import Path
 
 from gateway.auth import KeyRing
 from gateway.limits import Limiter, estimate
+from gateway.limits.estimate import route_prices
 from gateway.metrics import Metrics
 from gateway.policy import parse_policy
 
@@ -32,9 +33,10 @@ async def _round(requests: int) -> float:
     policy = parse_policy(POLICY.read_text(), str(POLICY)).policy
     tenant = KeyRing(policy).authenticate("Bearer " + os.environ["BENCH_TEAM_KEY"])
     limiter = Limiter(None, Metrics())
+    prices = route_prices(policy)["*"]
     started = time.perf_counter()
     for _ in range(requests):
-        est = estimate(policy, "*", "chat", BODY, 1000)
+        est = estimate(prices, "chat", BODY, 1000)
         admission = await limiter.admit(tenant, est.prompt_tokens, est.reserve_usd)
         limiter.settle(admission, 60, 5, 0.0001)
     return (time.perf_counter() - started) / requests * 1e6

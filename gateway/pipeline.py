@@ -25,7 +25,7 @@ from gateway.cache import CachedAnswer
 from gateway.call import Call
 from gateway.cancellation import Reason, Watch, cut_short, time_limit
 from gateway.errors import ClientGone, GatewayError
-from gateway.limits import estimate
+from gateway.limits import estimate, tokens_in
 from gateway.planning import make_plan, resolve_model, sticky_draw
 from gateway.policy import Shadow
 from gateway.protocol import parse_body, validate
@@ -123,9 +123,13 @@ async def _answer(services: Services, call: Call, request: Incoming, watch: Watc
     call.stream = call.endpoint != "embeddings" and call.body.get("stream") is True
     policy = call.state.loaded.policy
     call.model, _ = resolve_model(policy, call.asked, call.tenant.allowed_models)
-    # One Redis round trip: rate windows, tokens, budget reservation (settled in `charge`).
-    est = estimate(policy, call.model, call.endpoint, call.body, len(raw))
-    call.admission = await services.limiter.admit(call.tenant, est.prompt_tokens, est.reserve_usd)
+    # One Redis round trip: rate windows, tokens, budget reservation (settled in `charge`);
+    # the reservation is priced only when a budget applies.
+    reserve = 0.0
+    if services.limiter.rules(call.tenant).budgets:
+        prices = call.state.prices.get(call.model, ())
+        reserve = estimate(prices, call.endpoint, call.body, len(raw)).reserve_usd
+    call.admission = await services.limiter.admit(call.tenant, tokens_in(len(raw)), reserve)
     scorer = services.classifier.version
     cache = caching.plan_cache(call, request.cache_control, request.cache_opt_out, scorer)
     hit = await caching.lookup(services, call, cache)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from gateway.auth import KeyRing
 from gateway.difficulty import ShareCalibrator
-from gateway.policy import CachePolicy, LoadedPolicy
+from gateway.limits.estimate import route_prices
+from gateway.policy import CachePolicy, LoadedPolicy, Price
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class PolicyState:
     # retention (labels, feedback).
     self_hosted: frozenset[str] = frozenset()
     retaining: frozenset[str] = frozenset()
+    # Per model: the prices a budget reservation is taken at (limits.estimate.route_prices).
+    prices: dict[str, tuple[Price, ...]] = field(default_factory=dict)
 
     def retains(self, team: str) -> bool:
         """Whether a team's requests are kept for feedback."""
@@ -68,4 +71,5 @@ class PolicyState:
         retaining = frozenset(n for n, t in teams if t.retain_prompts and n not in self_hosted)
         # The same secret and API keys as before; policy keys from the new policy.
         keys = previous.keys.for_policy(policy) if previous is not None else KeyRing(policy)
-        return cls(loaded, keys, calibrators, cache, self_hosted, retaining)
+        prices = route_prices(policy)
+        return cls(loaded, keys, calibrators, cache, self_hosted, retaining, prices)

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.limits import BudgetExceeded, Limiter, estimate, filled
-from gateway.limits.estimate import DEFAULT_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS
+from gateway.limits.estimate import DEFAULT_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS, route_prices
 from gateway.metrics import Metrics
 from gateway.policy import Limits, parse_policy
 from gateway.providers.base import Usage
@@ -206,16 +206,16 @@ models:
 
 
 def test_reservation_prices_the_dearest_backend_a_model_may_use() -> None:
-    policy = parse_policy(POLICY, "policy.yaml").policy
+    prices = route_prices(parse_policy(POLICY, "policy.yaml").policy)
     body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 100}
-    est = estimate(policy, "auto", "chat", body, 420)
+    est = estimate(prices["auto"], "chat", body, 420)
     assert (est.prompt_tokens, est.output_tokens) == (105, 100)
     assert est.reserve_usd == pytest.approx((105 * 10 + 100 * 30) / 1e6)
-    small = estimate(policy, "small", "chat", {"n": 2}, 40)
+    small = estimate(prices["small"], "chat", {"n": 2}, 40)
     assert small.output_tokens == 2 * DEFAULT_OUTPUT_TOKENS
-    capped = estimate(policy, "small", "chat", {"max_tokens": 10**6}, 40)
+    capped = estimate(prices["small"], "chat", {"max_tokens": 10**6}, 40)
     assert capped.output_tokens == MAX_OUTPUT_TOKENS
-    assert estimate(policy, "small", "embeddings", {"max_tokens": 5}, 40).output_tokens == 0
+    assert estimate(prices["small"], "embeddings", {"max_tokens": 5}, 40).output_tokens == 0
 
 
 def test_an_answer_without_usage_is_charged_an_estimate() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.policy import Policy
+from gateway.policy import Policy, Price
 from gateway.wire import Endpoint, Usage
 
 BYTES_PER_TOKEN = 4
@@ -43,15 +43,31 @@ def _output_tokens(body: dict[str, Any], endpoint: Endpoint) -> int:
     return min(per_choice * choices, MAX_OUTPUT_TOKENS)
 
 
+def route_prices(policy: Policy) -> dict[str, tuple[Price, ...]]:
+    """Per model: the prices of the backends its route may use that can be the dearest for
+    some request (a price no higher than another's in both input and output is dropped).
+
+    Built once per policy (`PolicyState`), so a reservation prices one or two backends.
+    """
+    out: dict[str, tuple[Price, ...]] = {}
+    for model, route in policy.models.items():
+        names = dict.fromkeys(name for rule in route.rules for name in rule.to)
+        prices = [policy.backends[n].price for n in names if n in policy.backends]
+        kept: list[Price] = []
+        for p in sorted(prices, key=lambda p: (-p.input_per_mtok, -p.output_per_mtok)):
+            if not any(k.output_per_mtok >= p.output_per_mtok for k in kept):
+                kept.append(p)  # dearer output than every price with a dearer input
+        out[model] = tuple(kept)
+    return out
+
+
 def estimate(
-    policy: Policy, model: str, endpoint: Endpoint, body: dict[str, Any], body_bytes: int
+    prices: tuple[Price, ...], endpoint: Endpoint, body: dict[str, Any], body_bytes: int
 ) -> Estimate:
-    """Prompt tokens from the body's size; cost at the priciest backend the model may use."""
+    """Prompt tokens from the body's size; cost at the dearest of `prices` (the route's, from
+    `route_prices`)."""
     prompt = tokens_in(body_bytes)
     output = _output_tokens(body, endpoint)
-    route = policy.models.get(model)
-    names = {name for rule in route.rules for name in rule.to} if route is not None else set()
-    prices = [policy.backends[n].price for n in names if n in policy.backends]
     cost = max((p.cost(prompt, output) for p in prices), default=0.0)
     return Estimate(prompt, output, cost)
 
