@@ -101,6 +101,34 @@ async def test_killed_redis_local_share_then_spend_replayed(
     assert await client.zcard(window[0]) == 4
 
 
+async def test_local_shares_hold_the_whole_limit_when_redis_spread_it_unevenly(
+    server: RedisServer, client: aioredis.Redis
+) -> None:
+    """Two processes, 10 a minute: Redis let one take 8 and the other 2. Alone, each may use
+    its share (5) only as far as its part of what Redis said was left, plus what of its own
+    has left the window since, so the two together never pass 10 in any minute."""
+    clock = Clock()
+    a, b = (Limiter(client, Metrics(), timeout_s=0.5, processes=2, clock=clock) for _ in "ab")
+    t = tenant(requests_per_minute=10)
+    at: list[float] = []
+    assert await _admitted(a, t, 8) == 8
+    at += [clock.now] * 8
+    clock.advance(30)
+    assert await _admitted(b, t, 2) == 2
+    at += [clock.now] * 2
+    server.stop()
+    for _ in range(4):  # every 30 s for two minutes, both ask ten times
+        for limiter in (a, b):
+            admitted = await _admitted(limiter, t, 10)
+            at += [clock.now] * admitted
+        clock.advance(30)
+    # Any 60 s window: (now - 60, now] over the admission times.
+    for end in sorted(set(at)):
+        assert sum(1 for x in at if end - 60 < x <= end) <= 10
+    # Not refusing everything either: what left the window was taken again.
+    assert len(at) >= 10 + 8 + 2
+
+
 async def test_a_hung_redis_times_out_into_the_local_share_not_unlimited(
     server: RedisServer, client: aioredis.Redis
 ) -> None:

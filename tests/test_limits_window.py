@@ -135,7 +135,11 @@ async def test_concurrent_admits_across_processes_never_pass_the_limit(
     too; while Redis answers, exactly the limit goes through.
     """
     clients = [aioredis.from_url(redis_url) for _ in range(4)]
-    limiters = [Limiter(c, Metrics(), timeout_s=5.0, processes=4, clock=clock) for c in clients]
+    metrics = [Metrics() for _ in range(4)]
+    limiters = [
+        Limiter(c, m, timeout_s=5.0, processes=4, clock=clock)
+        for c, m in zip(clients, metrics, strict=True)
+    ]
     t = tenant(requests_per_minute=50, tokens_per_minute=10_000)
 
     async def one(i: int) -> bool:
@@ -147,12 +151,21 @@ async def test_concurrent_admits_across_processes_never_pass_the_limit(
 
     try:
         results = await asyncio.gather(*(one(i) for i in range(400)))
-        decided_alone = [lim._down for lim in limiters]
     finally:
         for c in clients:
             await c.aclose()
-    if any(decided_alone):
-        assert sum(results) <= 50
+    # A check that times out (the first ones wait up to 2 s, connecting included) is decided
+    # alone; Redis may still count it, so the bound is the limit plus what the shares let by.
+    alone = sum(
+        m.registry.get_sample_value(
+            "gateway_limit_local_decisions_total", {"team": t.team, "result": "admitted"}
+        )
+        or 0.0
+        for m in metrics
+    )
+    assert alone <= 4 * (50 // 4)
+    if alone:
+        assert sum(results) <= 50 + alone
     else:
         assert sum(results) == 50
 

@@ -22,12 +22,33 @@ class _Window:
     entries: deque[list[int | str]] = field(default_factory=deque)  # [at_ms, id, weight]
     by_id: dict[str, list[int | str]] = field(default_factory=dict)
     total: int = 0
+    # Since Redis last decided here: what it said was left in the whole window (None: it
+    # never did), what of this process's own has left the window since, and what this
+    # process admitted alone since.
+    seen_left: int | None = None
+    freed: int = 0
+    alone: int = 0
 
     def purge(self, cutoff: int) -> None:
         while self.entries and int(self.entries[0][0]) <= cutoff:
             _, key, weight = self.entries.popleft()
             self.by_id.pop(str(key), None)
             self.total -= int(weight)
+            self.freed += int(weight)
+
+    def room(self, limit: int, divisor: int) -> int:
+        """What this process may still admit alone in this window.
+
+        Its share (limit ÷ processes) less what it let through itself; and, once Redis has
+        decided for it, no more than its part of what Redis said was left plus what of its
+        own has left the window since. Summed over the processes that is what was left plus
+        everything that has left: the whole window stays within the limit however unevenly
+        Redis' admissions were spread over the processes.
+        """
+        room = max(limit // divisor, 1) - self.total
+        if self.seen_left is not None:
+            room = min(room, self.seen_left // divisor + self.freed - self.alone)
+        return room
 
 
 @dataclass(slots=True)
@@ -83,7 +104,7 @@ class LocalLimits:
             w = self._window(window_keys[2 * i])
             w.purge(now_ms - rule.window_ms)
             limit = self.share(rule.limit)
-            if w.total + weight > limit:
+            if weight > w.room(rule.limit, self.divisor):
                 return Refused(
                     now_ms, False, i, self._retry_ms(w, weight, limit, rule.window_ms, now_ms)
                 )
@@ -103,7 +124,8 @@ class LocalLimits:
         remaining, resets = [], []
         for w, rule, weight in zip(windows, rules.windows, weights, strict=True):
             self._add(w, admission_id, now_ms, weight)
-            remaining.append(self.share(rule.limit) - w.total)
+            w.alone += weight
+            remaining.append(w.room(rule.limit, self.divisor))
             resets.append(int(w.entries[0][0]) + rule.window_ms - now_ms)
         holds, left = [], []
         for j, room in enumerate(free):
@@ -150,6 +172,7 @@ class LocalLimits:
             w = self._window(window_keys[2 * i])
             w.purge(admitted.now_ms - rule.window_ms)
             self._add(w, admission_id, admitted.now_ms, weight)
+            w.seen_left, w.freed, w.alone = admitted.remaining[i], 0, 0
         for j, left in enumerate(admitted.budget_left):
             self.seen_left[budget_keys[2 * j]] = left
 
