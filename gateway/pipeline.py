@@ -123,8 +123,7 @@ async def _answer(services: Services, call: Call, request: Incoming, watch: Watc
     call.stream = call.endpoint != "embeddings" and call.body.get("stream") is True
     policy = call.state.loaded.policy
     call.model, _ = resolve_model(policy, call.asked, call.tenant.allowed_models)
-    # One Redis round trip: rate windows, tokens, budget reservation (settled in `charge`);
-    # the reservation is priced only when a budget applies.
+    # One Redis round trip: windows, tokens, the budget hold (priced only if a budget applies)
     reserve = 0.0
     if services.limiter.rules(call.tenant).budgets:
         prices = call.state.prices.get(call.model, ())
