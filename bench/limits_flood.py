@@ -95,7 +95,7 @@ class Upstream:
         return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
 
-Seen = dict[str, list[float]]
+Seen = dict[str, list[Any]]  # times (s), statuses, exception names
 
 
 async def _drive(url: str, clients: int, seconds: float, rate: float, t0: float) -> Seen:
@@ -110,8 +110,8 @@ async def _drive(url: str, clients: int, seconds: float, rate: float, t0: float)
             try:
                 r = await http.post("/v1/chat/completions", json=BODY, headers=headers)
                 status = r.status_code
-            except httpx.HTTPError:
-                pass
+            except httpx.HTTPError as exc:  # no answer: named in the summary
+                seen.setdefault("exceptions", []).append(type(exc).__name__)
             kind = "ok" if status == 200 else "refused" if status == 429 else "error"
             seen[kind].append(time.monotonic() - t0)
             if kind == "error":
@@ -322,6 +322,7 @@ def main() -> None:
         "refused": len(seen["refused"]),
         "errors": len(seen["error"]),
         "error_statuses": sorted(set(seen["error_status"])),
+        "client_exceptions": sorted(set(seen.get("exceptions", []))),
         "busiest_60s_accepted": busiest(ok),
         "quietest_60s_accepted": quietest(ok, first, args.seconds),
         "redis_admissions": len(at_redis),
