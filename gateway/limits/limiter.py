@@ -42,6 +42,8 @@ log = logging.getLogger("gateway.limits")
 # After a Redis failure, decide locally this long before asking Redis again.
 BACKOFF_S = 1.0
 JOURNAL_MAX = 100_000
+# Back from an outage, a journal this short is replayed before the probe's own check.
+INLINE_REPLAY = 256
 
 
 class Limiter:
@@ -157,9 +159,20 @@ class Limiter:
         if self._store is None:
             return self._local.admit(rules, aid, now_ms, weights, reserve, budget_keys), True
         mono = time.monotonic()
-        if not self._down or mono >= self._down_until:
-            if self._down:  # this request probes; the others decide locally meanwhile
-                self._down_until = mono + BACKOFF_S
+        if self._down and mono >= self._down_until:
+            # This request probes; the others decide locally meanwhile. What this process
+            # let through alone goes to Redis first (here when it is short, else in the
+            # background), and Redis decides again only once it counts all of it.
+            self._down_until = mono + BACKOFF_S
+            if self.journal and not self._flushing:
+                if len(self.journal) <= INLINE_REPLAY:
+                    await self._flush()
+                else:
+                    self._spawn(self._flush())
+            probe = not self.journal
+        else:
+            probe = not self._down
+        if probe:
             try:
                 result = await self._store.admit(
                     rules, aid, now_ms if self._clock else 0, now, weights, reserve, budget_keys
