@@ -15,6 +15,7 @@ from typing import Any
 from gateway import replicas
 from gateway.auth import KeyHasher, KeyRing
 from gateway.breaker_board import Board
+from gateway.breaker_sync import BreakerSync
 from gateway.breakers import Breakers, State
 from gateway.cache import ResponseCache, build_cache
 from gateway.cancellation import Drain
@@ -83,6 +84,8 @@ class Services:
         self.board = Board(settings.breaker_file) if settings.breaker_file else None
         make = self.board.breaker if self.board is not None else None
         self.breakers = Breakers(self._breaker_moved, make)
+        # Circuit changes to and from the other replicas (policy `breakers: {shared: redis}`).
+        self.breaker_sync = BreakerSync()
         self.retry_budget = RetryBudget()
         self.drain = Drain(settings.drain_grace_s)
         self.semantic = SemanticIndex()
@@ -113,6 +116,7 @@ class Services:
         self.reload_error: str | None = None
 
     def _breaker_moved(self, backend: str, state: State) -> None:
+        self.breaker_sync.note(backend, state, self.breakers[backend].open_until)
         name, _, index = backend.rpartition("#")
         replicated = self.state.loaded.policy.backends.get(name) if index.isdigit() else None
         if replicated is not None and replicated.replicas is not None:

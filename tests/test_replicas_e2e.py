@@ -56,7 +56,7 @@ def test_traffic_spreads_over_the_replicas(pool: tuple[str, FaultUpstream]) -> N
     with _fresh(url) as http:
         assert all(chat(http, "m").status_code == 200 for _ in range(40))
         assert spare.requests == 0 and r0.requests + r1.requests == 40
-        # Equal loads: each drawn first half the time (fewer than 8 of 40: p < 1e-5).
+        # Equal loads: each drawn first half the time (fewer than 8 of 40: p < 1e-4).
         assert r0.requests >= 8 and r1.requests >= 8, (r0.requests, r1.requests)
         readyz = http.get("/readyz").json()["backends"]["pool"]
         assert readyz["state"] == "ok" and _replicas(http) == ["closed", "closed"]
