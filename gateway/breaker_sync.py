@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from gateway.services import Services
 
 SYNC_S = 0.25
+# How often a worker whose policy does not share circuits looks again (after a reload).
+IDLE_S = 1.0
 HASH = "gateway:breakers"
 
 
@@ -113,7 +115,7 @@ async def run(services: Services) -> None:
     sync = services.breaker_sync
     redis = services.background_redis
     while True:
-        await asyncio.sleep(SYNC_S)
+        await asyncio.sleep(SYNC_S if sync.enabled else IDLE_S)
         sync.enabled = redis is not None and services.state.loaded.policy.breakers.shared == "redis"
         if not sync.enabled:
             sync.outbox.clear()

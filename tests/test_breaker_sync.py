@@ -114,10 +114,11 @@ def test_two_gateway_replicas_share_an_open_circuit(
 ) -> None:
     policy = POLICY.format(steady=faults.base_url("steady"), flaky=faults.base_url("flaky"))
     flaky = faults.script("flaky", mode="fail500")
-    env = {"GATEWAY_REDIS_URL": redis_url, "GATEWAY_WORKERS": "2"}
+    env = {"GATEWAY_REDIS_URL": redis_url}
     with (
         run_gateway(policy, env, tmp=tmp_path) as one,
-        run_gateway(policy, env, tmp=tmp_path) as two,
+        # Two workers: the one that learns it from Redis tells the other (the mapped file).
+        run_gateway(policy, {**env, "GATEWAY_WORKERS": "2"}, tmp=tmp_path) as two,
         httpx.Client(base_url=one, timeout=10) as first,
         httpx.Client(base_url=two, timeout=10) as second,
     ):
