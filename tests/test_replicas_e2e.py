@@ -153,6 +153,9 @@ def test_a_killed_replica_costs_no_request(tmp_path: Path) -> None:
                 killed.set()
                 until(lambda: sum(after for after, _ in done) >= 120, timeout_s=30)
                 stop.set()
+            # `/v1/models` (a "*" route) asks the replicas in turn: the first one is dead.
+            models = httpx.get(url + "/v1/models", timeout=10).json()["data"]
+            assert [m["id"] for m in models] == ["f"] and steady.checks == 1
     statuses = [status for _, status in done]
     assert statuses == [200] * len(done), "no request failed"
     assert before < 80, "the killed replica took its share before it died"
