@@ -85,6 +85,8 @@ def test_base_urls_are_checked() -> None:
     )
     clash += "models:\n  m: {to: [a, 'a#0']}\n"
     assert "clashes" in _problems(clash)[0]
+    loaded = head + "    base_urls: [http://y/v1]\n    load: {max_waiting: 4}\n" + tail
+    assert _problems(loaded) == ["p.yaml:5: backends.a.load: not supported with base_urls yet"]
 
 
 def test_base_urls_take_environment_references() -> None:

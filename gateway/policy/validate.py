@@ -52,6 +52,8 @@ def _check_backends(policy: Policy, problems: Problems) -> None:
     for name, backend in policy.backends.items():
         if backend.base_urls is not None:
             _check_replicas(policy, name, backend.base_urls, problems)
+            if backend.load is not None:  # planning reads no load verdict per replica yet
+                problems.add(("backends", name, "load"), "not supported with base_urls yet")
         elif not _http_url(backend.base_url):
             # The value is not echoed: a URL may carry credentials.
             problems.add(("backends", name, "base_url"), "must be an http:// or https:// URL")
