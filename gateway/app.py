@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import __version__, health, housekeeping, load, reload
+from gateway import __version__, breaker_sync, health, housekeeping, load, reload
 from gateway.api import admin, feedback, keys, messages, models, probes, responses
 from gateway.api.inference import InferenceDoor, internal_error, request_id_for
 from gateway.errors import (
@@ -135,6 +135,7 @@ def create_app(
         services.loops.append(asyncio.create_task(housekeeping.run(services)))
         services.loops.append(asyncio.create_task(health.run(services)))
         services.loops.append(asyncio.create_task(load.run(services)))
+        services.loops.append(asyncio.create_task(breaker_sync.run(services)))
         services.loops.append(asyncio.create_task(services.adapter.run()))
         with contextlib.suppress(Exception):  # a replica that restarts serves the live artifact
             await services.adapter.follow()

@@ -84,7 +84,7 @@ def error_kind(err: GatewayError) -> str:
 def _refused(targets: list[Backend], services: Services) -> UpstreamUnavailable:
     """Every target's circuit is open: fail fast, saying when to come back."""
     now = time.monotonic()
-    wait = min(services.breakers[b.name].retry_after(now) for b in targets)
+    wait = min(services.breakers[b.key].retry_after(now) for b in targets)
     names = ", ".join(b.name for b in targets)
     return UpstreamUnavailable(
         f"No backend is available right now (circuit open: {names}).",
@@ -146,7 +146,7 @@ async def _walk(
         body = _request(services, call, backend)
         if body is None:
             continue
-        breaker = services.breakers[backend.name]
+        breaker = services.breakers[backend.key]
         now = time.monotonic()
         admitted = Admit.REFUSED if breaker.paused(now) else breaker.admit(now, backend.breaker)
         if not admitted:
@@ -273,4 +273,4 @@ def broke(services: Services, call: Call, backend: Backend, err: GatewayError) -
     call.status = err.http_status
     services.metrics.upstream_errors.labels(backend.name, error_kind(err)).inc()
     if retryable(err):
-        services.breakers[backend.name].failure(time.monotonic(), backend.breaker)
+        services.breakers[backend.key].failure(time.monotonic(), backend.breaker)

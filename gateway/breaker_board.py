@@ -206,6 +206,11 @@ class SharedBreaker(Breaker):
         assert self.board is not None
         return now < self.board.paused_until(self.offset)
 
+    def hold(self, now: float, until: float) -> None:
+        """As `Breaker.hold`, for every worker."""
+        with self._synced():
+            Breaker.hold(self, now, until)
+
     def healthy(self, now: float) -> None:
         """As `Breaker.healthy`."""
         with self._synced():

@@ -185,6 +185,13 @@ class Breaker:
         if self.state is not State.OPEN or self.open_until < now + policy.open_s:
             self._open(now, policy)
 
+    def hold(self, now: float, until: float) -> None:
+        """Another gateway replica opened this circuit until ``until``: open it as long."""
+        if until > now and (self.state is not State.OPEN or self.open_until < until):
+            self.open_until = until
+            self.window.clear()
+            self._move(State.OPEN)
+
     def healthy(self, now: float) -> None:
         """A health check passed: an open circuit may be probed at once."""
         if self.state is State.OPEN and self.open_until > now:

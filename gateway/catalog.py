@@ -56,7 +56,11 @@ class Catalog:
         cached = self._cached.get(backend.name)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        names = await self._fetch(backend)
+        names: list[str] = []
+        for way in backend.replicas or (backend,):  # a backend's replicas: the first to answer
+            names = await self._fetch(way)
+            if names:
+                break
         ttl = TTL_S if names else FAILED_TTL_S
         self._cached[backend.name] = (time.monotonic() + ttl, names)
         return names

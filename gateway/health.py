@@ -4,7 +4,8 @@ Each worker GETs ``base_url + path`` every `interval_s`. `failures` consecutive 
 (no 2xx within `timeout_s`, refused, reset) open the backend's circuit, and keep it open
 while they go on failing: a hung backend is marked down without a request having to time out
 on it. A check that passes lets an open circuit admit its probe at once instead of waiting
-out `open_s`; only a real request closes it.
+out `open_s`; only a real request closes it. A backend with `base_urls` has each replica
+checked, and its own circuit opened, on its own.
 """
 
 from __future__ import annotations
@@ -42,21 +43,23 @@ async def run(services: Services) -> None:
     while True:
         now = time.monotonic()
         batch: list[tuple[Backend, HealthCheck]] = []
-        for name, backend in services.state.loaded.policy.backends.items():
+        for backend in services.state.loaded.policy.backends.values():
             policy = backend.health_check
-            if policy is None or not backend.enabled or due.get(name, 0.0) > now:
+            if policy is None or not backend.enabled:
                 continue
-            due[name] = now + policy.interval_s
-            batch.append((backend, policy))
+            for way in backend.replicas or (backend,):  # each replica on its own
+                if due.get(way.key, 0.0) <= now:
+                    due[way.key] = now + policy.interval_s
+                    batch.append((way, policy))
         results = await asyncio.gather(*(check(services, b, p) for b, p in batch))
         now = time.monotonic()
         for (backend, policy), ok in zip(batch, results, strict=True):
-            breaker = services.breakers[backend.name]
+            breaker = services.breakers[backend.key]
             if ok:
-                failed[backend.name] = 0
+                failed[backend.key] = 0
                 breaker.healthy(now)
                 continue
-            failed[backend.name] = failed.get(backend.name, 0) + 1
-            if failed[backend.name] >= policy.failures:
+            failed[backend.key] = failed.get(backend.key, 0) + 1
+            if failed[backend.key] >= policy.failures:
                 breaker.trip(now, backend.breaker)
         await asyncio.sleep(TICK_S)

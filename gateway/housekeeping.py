@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway import __version__
+from gateway import __version__, replicas
+from gateway.breakers import State
 from gateway.services import Services
 
 
@@ -14,12 +15,18 @@ def refresh_gauges(services: Services) -> None:
     m = services.metrics
     now = time.monotonic()
     for name, backend in services.state.loaded.policy.backends.items():
-        breaker = services.breakers[name]
-        up = backend.enabled and breaker.usable(now, backend.breaker)
-        m.backend_up.labels(name, backend.tier).set(1 if up else 0)
-        m.breaker_state.labels(name).set(breaker.current(now).value)
+        # A backend with replicas: up while one is, in flight what all of them are.
+        ways = backend.replicas or (backend,)
+        breakers = [services.breakers[way.key] for way in ways]
+        circuits = [breaker.current(now) for breaker in breakers]
+        usable = any(breaker.usable(now, backend.breaker) for breaker in breakers)
+        m.backend_up.labels(name, backend.tier).set(1 if backend.enabled and usable else 0)
+        m.breaker_state.labels(name).set(replicas.best(circuits).value)
         m.backend_enabled.labels(name, backend.tier).set(1 if backend.enabled else 0)
-        m.in_flight.labels(name).set(breaker.in_flight)
+        m.in_flight.labels(name).set(sum(breaker.in_flight for breaker in breakers))
+        if backend.replicas is not None:
+            for i, circuit in enumerate(circuits):
+                m.replica_up.labels(name, str(i)).set(1 if circuit is State.CLOSED else 0)
 
 
 async def run(services: Services) -> None:

@@ -23,6 +23,19 @@ class ResilienceMetrics:
             ["backend", "state"],
             registry=r,
         )
+        self.replica_up = Gauge(
+            "gateway_backend_replica_up",
+            "1 when a backend replica's circuit is closed, else 0 (backends with base_urls).",
+            ["backend", "replica"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.replica_transitions = Counter(
+            "gateway_backend_replica_transitions_total",
+            "Circuit state changes of backend replicas, by the state entered (open: ejected).",
+            ["backend", "replica", "state"],
+            registry=r,
+        )
         self.breaker_probes = Counter(
             "gateway_breaker_probes_total",
             "Requests admitted to a half-open circuit as probes, by result.",

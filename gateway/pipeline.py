@@ -250,7 +250,7 @@ async def _relay(
     m.ttft.labels(call.model, backend.tier).observe(to_first)
     # What a stream's client feels the gateway add is its delay to the first event.
     call.overhead_s = max(to_first - call.upstream_s, 0.0)
-    breaker = services.breakers[backend.name]
+    breaker = services.breakers[backend.key]
     native = opened.dialect != "chat"  # kept as it came, and not shadowed
     shadow = None if native else shadow
     keep = cache.key is not None or shadow is not None

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import replicas
 from gateway.breakers import Breakers
 from gateway.errors import InvalidRequest, ModelNotFound, PermissionDenied, UpstreamUnavailable
 from gateway.policy import Backend, ModelRoute, Policy, Rule
@@ -108,7 +109,8 @@ def make_plan(
     their `Retry-After` and saturated backends (at `max_concurrency`, or past their `load:`
     limits) go last rather than nowhere. When the rule's first choice is saturated and another
     target is ready, the plan is a spill-over. When no ready target is left and every usable
-    one is past `load:` limits whose `when_saturated` is `reject`, the request is a 503.
+    one is past `load:` limits whose `when_saturated` is `reject`, the request is a 503. A
+    backend with replicas is planned as its replicas, balanced (`gateway.replicas`).
 
     ``open_first`` (the team is past its soft budget share): closed-tier targets are left out
     too while an open-tier target would admit the request (saturated counts: it queues);
@@ -144,6 +146,14 @@ def make_plan(
             without_tools.append(name)
             continue
         first = first or backend
+        if backend.replicas is not None:  # each replica planned as a backend of its own
+            placed = replicas.place(backend.replicas, breakers, now)
+            refusing.update(placed.refusing)
+            if placed.saturated and not ready and not degraded:
+                spilled, spill_reason = name, "max_concurrency"
+            ready += placed.ready
+            degraded += placed.degraded
+            continue
         state = breakers[name]
         busy = backend.max_concurrency is not None and state.in_flight >= backend.max_concurrency
         loaded = backend.load is not None and state.is_overloaded(now)
@@ -157,7 +167,7 @@ def make_plan(
             spilled, spill_reason = name, "max_concurrency" if busy else "load"
         (ready if usable and not saturated else degraded).append(backend)
     targets = ready + degraded
-    if open_first and any(b.tier != "closed" and b.name not in refusing for b in targets):
+    if open_first and any(b.tier != "closed" and b.key not in refusing for b in targets):
         if first is not None and first.tier == "closed":
             reason, spilled = "budget", None
         ready = [b for b in ready if b.tier != "closed"]
@@ -171,7 +181,7 @@ def make_plan(
         )
     if not targets:
         raise UpstreamUnavailable(f"No backend is configured to serve `{model}` for {endpoint}.")
-    if not ready and rejecting and all(b.name in refusing | rejecting for b in targets):
+    if not ready and rejecting and all(b.key in refusing | rejecting for b in targets):
         wait = min(b.load.interval_s for b in targets if b.load is not None and b.name in rejecting)
         raise UpstreamUnavailable(
             f"Every backend for `{model}` is saturated ({', '.join(sorted(rejecting))}); "

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 from typing import Any
 
+from gateway import replicas
 from gateway.auth import KeyHasher, KeyRing
 from gateway.breaker_board import Board
+from gateway.breaker_sync import BreakerSync
 from gateway.breakers import Breakers, State
 from gateway.cache import ResponseCache, build_cache
 from gateway.cancellation import Drain
@@ -81,6 +84,8 @@ class Services:
         self.board = Board(settings.breaker_file) if settings.breaker_file else None
         make = self.board.breaker if self.board is not None else None
         self.breakers = Breakers(self._breaker_moved, make)
+        # Circuit changes to and from the other replicas (policy `breakers: {shared: redis}`).
+        self.breaker_sync = BreakerSync()
         self.retry_budget = RetryBudget()
         self.drain = Drain(settings.drain_grace_s)
         self.semantic = SemanticIndex()
@@ -111,6 +116,18 @@ class Services:
         self.reload_error: str | None = None
 
     def _breaker_moved(self, backend: str, state: State) -> None:
+        self.breaker_sync.note(backend, state, self.breakers[backend].open_until)
+        name, _, index = backend.rpartition("#")
+        replicated = self.state.loaded.policy.backends.get(name) if index.isdigit() else None
+        if replicated is not None and replicated.replicas is not None:
+            now = time.monotonic()
+            # Not the moving breaker's own `current`: that would reload it mid-change.
+            others = [
+                self.breakers[r.key].current(now) for r in replicated.replicas if r.key != backend
+            ]
+            replicas.moved(self.metrics, replicated, int(index), state, replicas.best(others))
+            log.warning("replica circuit %s", state.name.lower(), extra={"backend": backend})
+            return
         self.metrics.breaker_state.labels(backend).set(state.value)
         self.metrics.breaker_transitions.labels(backend, state.name.lower()).inc()
         log.warning("circuit %s", state.name.lower(), extra={"backend": backend})

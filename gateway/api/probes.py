@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hmac
 import time
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.api.deps import ServicesDep
-from gateway.breakers import State
+from gateway.breakers import Breaker, State
 from gateway.errors import AuthenticationFailed
 from gateway.metrics import render
+from gateway.policy import Backend
 
 router = APIRouter()
 
@@ -30,19 +32,17 @@ async def readyz(services: ServicesDep) -> Response:
     now = time.monotonic()
     backends: dict[str, dict[str, object]] = {}
     for name, backend in policy.backends.items():
-        breaker = services.breakers[name]
-        circuit = breaker.current(now)
-        if not backend.enabled:
-            state = "disabled: API key not set"
-        elif circuit is State.CLOSED:
-            state = "ok"
-        else:
-            state = f"circuit {circuit.name.lower().replace('_', '-')}"
-        backends[name] = {"tier": backend.tier, "state": state, "circuit": circuit.name.lower()}
-        if circuit is State.OPEN:
-            backends[name]["retry_after_s"] = round(breaker.retry_after(now), 3)
+        ways = backend.replicas or (backend,)
+        shown = [_circuit(services.breakers[way.key], backend, now) for way in ways]
+        # A backend with replicas: the best of theirs (ok while one replica is).
+        entry = min(shown, key=lambda c: c["rank"])
+        backends[name] = {"tier": backend.tier, "state": entry["state"], **entry["shown"]}
+        if backend.replicas is not None:
+            backends[name]["replicas"] = [
+                {"replica": i, "state": c["state"], **c["shown"]} for i, c in enumerate(shown)
+            ]
         if backend.load is not None:  # its own /metrics: saturated means traffic spills
-            backends[name]["saturated"] = breaker.is_overloaded(now)
+            backends[name]["saturated"] = services.breakers[name].is_overloaded(now)
     usable = any(b["state"] in ("ok", "circuit half-open") for b in backends.values())
     ready = usable and not services.drain.draining
     closed_enabled = any(b.enabled for b in policy.backends.values() if b.tier == "closed")
@@ -63,6 +63,21 @@ async def readyz(services: ServicesDep) -> Response:
         else ["no closed-tier backend has an API key: all traffic is served by the open tier"],
     }
     return Response(orjson.dumps(body), 200 if ready else 503, media_type="application/json")
+
+
+def _circuit(breaker: Breaker, backend: Backend, now: float) -> dict[str, Any]:
+    """One circuit as /readyz shows it (``rank`` orders them: closed first)."""
+    circuit = breaker.current(now)
+    if not backend.enabled:
+        state = "disabled: API key not set"
+    elif circuit is State.CLOSED:
+        state = "ok"
+    else:
+        state = f"circuit {circuit.name.lower().replace('_', '-')}"
+    shown: dict[str, object] = {"circuit": circuit.name.lower()}
+    if circuit is State.OPEN:
+        shown["retry_after_s"] = round(breaker.retry_after(now), 3)
+    return {"rank": circuit.value, "state": state, "shown": shown}
 
 
 @router.get("/metrics")

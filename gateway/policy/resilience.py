@@ -88,10 +88,19 @@ class Retries(_Strict):
     max_retry_after_s: float = Field(60.0, ge=0)
 
 
+class BreakerSharing(_Strict):
+    """Who shares circuit state: the workers of one gateway replica, or every replica."""
+
+    # local: the workers of one replica (a mapped file); redis: also every replica on the
+    # same Redis (state changes published, a background sync applies the others').
+    shared: Literal["local", "redis"] = "local"
+
+
 class PolicyResilience(_Strict):
     """The policy-wide keys `Policy` takes from here (see docs/policy.md)."""
 
     retries: Retries = Retries()
+    breakers: BreakerSharing = BreakerSharing()
 
 
 class BackendResilience(_Strict):

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from gateway.policy.replicas import Location
 from gateway.policy.resilience import BackendResilience, PolicyResilience
 from gateway.wire import Endpoint, Upstream
 
@@ -39,13 +40,12 @@ class Price(Strict):
         ) / 1e6
 
 
-class Backend(Strict, BackendResilience):
-    """One upstream model on one provider (timeouts, concurrency, circuit: BackendResilience)."""
+class Backend(Strict, BackendResilience, Location):
+    """One upstream model on one provider (timeouts, circuit: BackendResilience; URLs: Location)."""
 
     provider: Literal["openai", "anthropic"]
     # Filled from the key under `backends:`.
     name: str = ""
-    base_url: str = ""
     # None: send the model name the client asked for (passthrough).
     model: str | None = None
     api_key: SecretStr = SecretStr("")

@@ -10,7 +10,7 @@ refuse the same files. Each check adds problems to a `Problems`; none raises.
 - model names: two that differ only in case or spacing, or a `*` pattern (only `*`
   alone is a wildcard)
 - teams: a key owned twice, an unknown allowed model
-- backends: `base_url` must be an http(s) URL
+- backends: `base_url` (each of `base_urls`, no two alike) must be an http(s) URL
 - shadow: `against` a closed-tier backend, `open` an open-tier one, `judge` any known one
 """
 
@@ -20,6 +20,7 @@ import math
 from urllib.parse import urlsplit
 
 from gateway.policy.problems import PathKey, Problems
+from gateway.policy.replicas import replica_key
 from gateway.policy.schema import Condition, ModelRoute, Policy, Shadow
 
 WILDCARD = "*"
@@ -49,8 +50,11 @@ def _check_backends(policy: Policy, problems: Problems) -> None:
     for shadow in (s for s in shadows if s is not None):  # shadow calls and judges use them
         used |= {name for name in (shadow.against, shadow.open, shadow.judge) if name}
     for name, backend in policy.backends.items():
-        url = urlsplit(backend.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
+        if backend.base_urls is not None:
+            _check_replicas(policy, name, backend.base_urls, problems)
+            if backend.load is not None:  # planning reads no load verdict per replica yet
+                problems.add(("backends", name, "load"), "not supported with base_urls yet")
+        elif not _http_url(backend.base_url):
             # The value is not echoed: a URL may carry credentials.
             problems.add(("backends", name, "base_url"), "must be an http:// or https:// URL")
         if backend.responses == "native" and backend.provider != "openai":
@@ -62,6 +66,25 @@ def _check_backends(policy: Policy, problems: Problems) -> None:
             problems.add(prefill, "applies to provider: openai only")
         if name not in used and policy.savings_reference != name:
             problems.add(("backends", name), "no model routes to this backend", warning=True)
+
+
+def _http_url(text: str) -> bool:
+    url = urlsplit(text)
+    return url.scheme in ("http", "https") and bool(url.hostname)
+
+
+def _check_replicas(policy: Policy, name: str, urls: list[str], problems: Problems) -> None:
+    seen: set[str] = set()
+    for i, url in enumerate(urls):
+        if not _http_url(url):
+            problems.add(("backends", name, "base_urls", i), "must be an http:// or https:// URL")
+        elif url in seen:
+            problems.add(("backends", name, "base_urls", i), "the same URL is listed twice")
+        seen.add(url)
+        if replica_key(name, i) in policy.backends:
+            # Its circuit would be the replica's.
+            message = f"a backend named {replica_key(name, i)!r} clashes with this replica's name"
+            problems.add(("backends", name, "base_urls", i), message)
 
 
 def _check_targets(policy: Policy, name: str, route: ModelRoute, problems: Problems) -> None:
