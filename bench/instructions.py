@@ -40,7 +40,9 @@ SYSTEMS = {  # the shared harness's proxies: module under proxies/
     "fastapi": "fastapi_proxy",
     "asgi": "asgi_proxy",
     "asgi-aiohttp": "asgi_aiohttp_proxy",
+    "litellm": "",  # the harness's LiteLLM proxy (its venv, its config)
 }
+LITELLM_VENV = Path("/tmp/bench/litellm-venv")
 BODY = {
     "model": "gpt-4o-mini",
     "messages": [
@@ -74,7 +76,7 @@ def free_port() -> int:
         return port
 
 
-def wait_http(url: str, timeout_s: float = 900.0) -> None:
+def wait_http(url: str, timeout_s: float = 2400.0) -> None:
     """Poll until ``url`` answers (a gateway under callgrind starts slowly)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -103,7 +105,22 @@ def count(args: argparse.Namespace, upstream: str, requests: int, workdir: Path)
     }
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     health = "/healthz"
-    if args.system:
+    if args.system == "litellm":
+        # As the shared harness runs it: its config, a master key (sent as the bearer key).
+        env.update(
+            BENCH_UPSTREAM_BASE=upstream,
+            BENCH_UPSTREAM_KEY="sk-upstream",
+            LITELLM_MASTER_KEY=args.key,
+            LITELLM_LOCAL_MODEL_COST_MAP="True",
+            LITELLM_TELEMETRY_DISABLED="true",
+            LITELLM_LOG="ERROR",
+            LITELLM_MODE="PRODUCTION",
+        )
+        command += [str(LITELLM_VENV / "bin/python"), str(LITELLM_VENV / "bin/litellm")]
+        command += ["--config", str(SHARED / "litellm/config.yaml"), "--host", "127.0.0.1"]
+        command += ["--port", str(port), "--num_workers", "1"]
+        health = "/health/liveliness"
+    elif args.system:
         env["UPSTREAM_BASE"] = upstream
         command += [str(Path(args.bench_python)), "-m", "uvicorn", f"{SYSTEMS[args.system]}:app"]
         command += ["--app-dir", str(SHARED / "proxies"), "--loop", "uvloop"]
