@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Upstreams, run_gateway
 from tests.deploy import promql
+from tests.support.fault_upstream import fault_upstream
 from tests.support.model_servers import free_port
 
 POLICY = """
@@ -72,6 +73,21 @@ backends:
     base_url: {oai}/fail500/v1
     price: {{input_per_mtok: 0.1, output_per_mtok: 0.2}}
     health_check: {{interval_s: 0.5, timeout_s: 0.5}}
+  queued:
+    provider: openai
+    base_url: {queued}
+    price: {{input_per_mtok: 0.1, output_per_mtok: 0.2}}
+    load: {{max_waiting: 4, interval_s: 0.2}}
+  overloaded:
+    provider: openai
+    base_url: {overloaded}
+    price: {{input_per_mtok: 0.1, output_per_mtok: 0.2}}
+    load: {{max_waiting: 4, interval_s: 0.2}}
+  blind:
+    provider: openai
+    base_url: {blind}
+    price: {{input_per_mtok: 0.1, output_per_mtok: 0.2}}
+    load: {{max_waiting: 4, interval_s: 0.2}}
 models:
   auto:
     route:
@@ -417,11 +433,20 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     prometheus_bin = tool("prometheus", "apt-get install prometheus")
-    policy = POLICY.format(oai=upstreams.openai_url, anth=upstreams.anthropic_url)
     # Nothing listens there: this gateway's Redis calls fail (and never reach a real Redis).
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     workdir = tmp_path_factory.mktemp("prometheus-it")
     with ExitStack() as stack_:
+        # vLLM-like `/metrics` for the backend-load panel: a queue under its limit, one over
+        # it (saturated), and one whose `/metrics` fails (failed polls).
+        faults = stack_.enter_context(fault_upstream())
+        faults.queue("queued", waiting=1)
+        faults.queue("overloaded", waiting=10)
+        policy = POLICY.format(
+            oai=upstreams.openai_url,
+            anth=upstreams.anthropic_url,
+            **{lane: faults.base_url(lane) for lane in ("queued", "overloaded", "blind")},
+        )
         gateway = stack_.enter_context(run_gateway(policy, tmp=workdir))
         storm_env = {"GATEWAY_REDIS_URL": dead_redis}
         storm = stack_.enter_context(run_gateway(policy, storm_env, tmp=workdir))
