@@ -308,15 +308,7 @@ def adapt(base: Artifact, ls: LabelSet, config: AdaptConfig) -> Outcome:
     residual = fit_residual(base, ls, everything, config, meta)
     logits = residual_logit(base, residual, ls, everything)
     prior, _ = np.histogram(1.0 / (1.0 + np.exp(-logits)), bins=HISTOGRAM_BINS, range=(0, 1))
-    name = str(base.meta.get("name", "difficulty")).split("+", 1)[0] + "+adapted"
-    adapted = replace(
-        base,
-        residual=residual,
-        score_prior=prior.astype(np.float64),
-        meta=dict(base.meta, name=name),
-    )
-    # What is written is what the server loads: round-trip so float32 storage is what counts.
-    return Outcome(Artifact.from_bytes(adapted.to_bytes()), True, check)
+    return Outcome(recalibration.with_residual(base, residual, prior, "adapted"), True, check)
 
 
 def version_of(artifact: Artifact) -> str:

@@ -120,7 +120,12 @@ def recalibrated(base: Artifact, r: Recalibration, meta: dict[str, Any]) -> Arti
     centre = (np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS
     moved = 1.0 / (1.0 + np.exp(-(r.scale * np.log(centre / (1.0 - centre)) + r.bias)))
     prior, _ = np.histogram(moved, bins=HISTOGRAM_BINS, range=(0, 1), weights=base.score_prior)
-    name = str(base.meta.get("name", "difficulty")).split("+", 1)[0] + "+recalibrated"
+    return with_residual(base, residual, prior, "recalibrated")
+
+
+def with_residual(base: Artifact, residual: Residual, prior: np.ndarray, kind: str) -> Artifact:
+    """``base`` serving ``residual``, named ``<name>+<kind>``, as the server will load it."""
+    name = str(base.meta.get("name", "difficulty")).split("+", 1)[0] + "+" + kind
     out = replace(
         base,
         residual=residual,
