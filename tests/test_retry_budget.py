@@ -77,7 +77,11 @@ def test_retry_after_is_read_in_seconds() -> None:
     assert retry_after_seconds("30") == 30.0
     assert retry_after_seconds(" 1.5 ") == 1.5
     assert retry_after_seconds(None) is None
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") is None  # dates: not read
+    # An HTTP date counts from now; one already past means no pause; nonsense is unreadable.
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    at = 1_445_412_480.0  # that date, in epoch seconds
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now=at - 12) == 12.0
+    assert retry_after_seconds("not a date") is None
     assert retry_after_seconds("-1") is None and retry_after_seconds("nan") is None
     err = status_error("b", 429, b"", "7")
     assert isinstance(err, UpstreamStatusError) and err.retry_after_s == 7.0
