@@ -104,10 +104,12 @@ def test_missing_labels_file_and_missing_base(
     assert "base artifact not found" in capsys.readouterr().err
 
 
-def _adapt_cli(tmp_path: Path, rows: list[dict[str, Any]], capsys: Any) -> tuple[Path, str]:
+def _adapt_cli(
+    tmp_path: Path, rows: list[dict[str, Any]], capsys: Any, *extra: str
+) -> tuple[Path, str]:
     labels = _write(tmp_path / "labels.jsonl", rows)
     out = tmp_path / "adapted.npz"
-    assert main(["adapt", "--labels", str(labels), "--out", str(out)]) == 0
+    assert main(["adapt", "--labels", str(labels), "--out", str(out), *extra]) == 0
     return out, capsys.readouterr().out
 
 
@@ -117,18 +119,10 @@ def test_few_labels_keep_the_base(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert DifficultyClassifier.load(out).version == DifficultyClassifier.load().version
 
 
-def _adapt_cli_args(tmp_path: Path, rows: list[dict[str, Any]], capsys: Any, *extra: str) -> str:
-    labels = _write(tmp_path / "labels.jsonl", rows)
-    out = tmp_path / "adapted.npz"
-    assert main(["adapt", "--labels", str(labels), "--out", str(out), *extra]) == 0
-    return capsys.readouterr().out
-
-
 def test_noisy_labels_keep_the_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    report = _adapt_cli_args(tmp_path, _label_rows(400, signal=False), capsys, "--no-recalibrate")
+    out, report = _adapt_cli(tmp_path, _label_rows(400, signal=False), capsys, "--no-recalibrate")
     assert "kept the base" in report and "held-out APGR on the labels" in report
     assert "(the base, unchanged)" in report
-    out = tmp_path / "adapted.npz"
     assert out.read_bytes() == Artifact.from_bytes(DEFAULT_ARTIFACT.read_bytes()).to_bytes()
 
 
@@ -146,10 +140,10 @@ def test_a_miscalibrated_base_is_rescaled_with_its_ranking_kept(
 ) -> None:
     # The open tier falls short on 70% of this deployment's requests; the base says far less.
     rows = _noise_rows(400, 0.7)
-    report = _adapt_cli_args(tmp_path, rows, capsys)
+    out, report = _adapt_cli(tmp_path, rows, capsys)
     assert "kept the base's ranking" in report and "recalibrated: scores rescaled" in report
     base = DifficultyClassifier.load()
-    rescaled = DifficultyClassifier.load(tmp_path / "adapted.npz")
+    rescaled = DifficultyClassifier.load(out)
     assert rescaled.version != base.version and "+recalibrated" in rescaled.version
     bodies = [{"messages": r["messages"]} for r in _label_rows(200, signal=True, seed=7)]
     before = [base.score(b) for b in bodies]
@@ -169,7 +163,7 @@ def test_a_calibrated_base_is_not_rescaled(
     rows = _label_rows(400, signal=False, seed=3)
     for row in rows:
         row["label"] = float(rng.random() < base.score({"messages": row["messages"]}))
-    report = _adapt_cli_args(tmp_path, rows, capsys)
+    _, report = _adapt_cli(tmp_path, rows, capsys)
     assert "(the base, unchanged)" in report, report
 
 
