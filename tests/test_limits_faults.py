@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -100,6 +101,31 @@ async def test_killed_redis_local_share_then_spend_replayed(
     assert back.headers["x-ratelimit-remaining-requests"] == "6"
     window = [k async for k in client.scan_iter(f"*{{{t.team}}}:team:requests:z")]
     assert await client.zcard(window[0]) == 4
+
+
+async def test_a_process_with_no_more_requests_replays_its_journal_by_itself(
+    server: RedisServer, client: aioredis.Redis
+) -> None:
+    """Spend made alone reaches Redis once it is back, also in a process that gets no request
+    after the outage to probe Redis with (its clients' connections went to another)."""
+    limiter = Limiter(client, Metrics(), timeout_s=0.5, processes=2, clock=Clock())
+    t = tenant(requests_per_minute=10, budget_usd_per_day=1.0)
+    await limiter.admit(t, 1, 0.0)
+    server.stop()
+    alone = await limiter.admit(t, 1, 0.1)
+    assert alone.local
+    limiter.settle(alone, 1, 1, 0.25)
+    await limiter.drain()
+    assert len(limiter.journal) == 1
+    server.start()
+    for _ in range(200):  # no admission from here on: only the limiter's own retries
+        if not limiter.journal:
+            break
+        await asyncio.sleep(0.05)
+    assert not limiter.journal
+    keys = [k async for k in client.scan_iter(f"*{{{t.team}}}:team:usd:*:h")]
+    assert int(await client.hget(keys[0], "spent") or 0) / 1e9 == pytest.approx(0.25)
+    await limiter.close()
 
 
 async def test_local_shares_hold_the_whole_limit_when_redis_spread_it_unevenly(

@@ -70,6 +70,7 @@ class Limiter:
         self.journal: deque[tuple[Settlement, bool]] = deque()
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._retrying: asyncio.Task[None] | None = None
         self._rules: dict[int, tuple[Tenant, Rules]] = {}
         self._own: Any = None
 
@@ -95,6 +96,8 @@ class Limiter:
     async def close(self) -> None:
         """Finish background settlements; close the connections from `from_settings`."""
         await self.drain()
+        if self._retrying is not None:
+            self._retrying.cancel()
         if self._own is not None:
             await self._own.aclose()
 
@@ -155,7 +158,7 @@ class Limiter:
         reserve: int,
         budget_keys: list[str],
     ) -> tuple[Admitted | Refused, bool]:
-        now_ms = int(now * 1000)
+        now_ms = round(now * 1000)
         if self._store is None:
             return self._local.admit(rules, aid, now_ms, weights, reserve, budget_keys), True
         mono = time.monotonic()
@@ -231,7 +234,7 @@ class Limiter:
         if self._store is None:
             return
         now = self._clock() if self._clock is not None else time.time()
-        now_ms = int(now * 1000) if self._clock is not None else 0
+        now_ms = round(now * 1000) if self._clock is not None else 0
         s = settlement(
             rules,
             aid,
@@ -244,6 +247,7 @@ class Limiter:
             cost,
             now,
             now_ms,
+            admission.local,
         )
         self._spawn(self._apply(s, admission.local))
 
@@ -262,10 +266,8 @@ class Limiter:
             totals = await self._store.settle(s)
         except Exception as exc:
             self._failed(exc)
-            if len(self.journal) >= JOURNAL_MAX:
-                lost, _ = self.journal.popleft()
-                self._metrics.limit_spend_lost.labels(lost.team).inc(lost.cost_nano / NANO)
-            self.journal.append((s, decided_here))
+            if not replay:  # a replayed one is still at the journal's head
+                self._journal(s, decided_here)
             return False
         if decided_here:
             self._local.replayed(s.keys[len(s.keys) - 2 * len(totals) :], s.cost_nano)
@@ -273,18 +275,36 @@ class Limiter:
             self._metrics.limit_spend_replayed.labels(s.team).inc(s.cost_nano / NANO)
         return True
 
+    def _journal(self, s: Settlement, decided_here: bool) -> None:
+        if len(self.journal) >= JOURNAL_MAX:
+            lost, _ = self.journal.popleft()
+            self._metrics.limit_spend_lost.labels(lost.team).inc(lost.cost_nano / NANO)
+        self.journal.append((s, decided_here))
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.create_task(self._retry_journal())
+
     async def _flush(self) -> None:
-        """Replay journaled settlements in order, stopping at the first failure."""
+        """Replay journaled settlements in order, stopping at the first failure. Each stays
+        at the journal's head until Redis has it."""
         self._flushing = True
         try:
             while self.journal:
-                s, decided_here = self.journal.popleft()
-                if not await self._apply(s, decided_here, replay=True):
-                    # _apply put it at the back; keep the order for the next try
-                    self.journal.appendleft(self.journal.pop())
+                head = self.journal[0]
+                if not await self._apply(*head, replay=True):
                     return
+                if self.journal and self.journal[0] is head:  # not dropped meanwhile (full)
+                    self.journal.popleft()
         finally:
             self._flushing = False
+
+    async def _retry_journal(self) -> None:
+        """Replay the journal every BACKOFF_S while it lasts: a process that gets no request
+        to probe Redis with must not keep what it spent alone to itself. Not one of the
+        drained tasks (it lasts as long as the outage)."""
+        while self.journal:
+            await asyncio.sleep(max(BACKOFF_S, 0.05))
+            if not self._flushing:
+                await self._flush()
 
     async def drain(self) -> None:
         """Wait for background settlements (tests, shutdown)."""

@@ -1,12 +1,16 @@
--- Every limit of one request in one round trip: sliding windows and budget reservations.
+-- Every limit of one request in one round trip: sliding windows, paced rates (GCRA) and
+-- budget reservations.
 --
 -- KEYS: per window a sorted set (member "<id>:<weight>", score = admission time in ms) and
---       its running weight sum; then per budget a hash {spent, held} (nano-USD) and a sorted
---       set of holds (member "<id>:<nano-USD>", score = lease expiry in ms).
+--       its running weight sum (a paced rate: its theoretical arrival time in ms, twice);
+--       then per budget a hash {spent, held} (nano-USD) and a sorted set of holds
+--       (member "<id>:<nano-USD>", score = lease expiry in ms).
 -- ARGV: op ("admit" | "settle"), now_ms (0 = Redis' own clock), id, #windows, #budgets,
 --       lease_ms, then per window and per budget:
---   admit:  window  limit, window_ms, weight          budget  limit, reserve, ttl_s
---   settle: window  window_ms, old, new, admitted_ms  budget  hold, cost, ttl_s
+--   admit:  window  limit, window_ms, weight, burst (0: sliding)    budget  limit, reserve, ttl_s
+--   settle: window  window_ms, old, new, admitted_ms, pace          budget  hold, cost, ttl_s
+--   (pace 0: a sliding window; -1: a paced rate Redis decided, nothing to do; > 0: a paced
+--    rate decided elsewhere, whose spacing in ms it now takes)
 -- admit returns {0, now, per window: remaining, reset_ms, per budget: remaining, hold}
 --            or {1, now, window index, retry_ms (-1: larger than the limit itself)}
 --            or {2, now, budget index, 1 if spent alone is at the limit else 0}
@@ -73,46 +77,71 @@ local now = now_ms()
 local id, nw, nb, lease = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local bk = 2 * nw  -- budget keys start after the window keys
 
+-- A paced rate: `burst` at once, then one per `interval` ms. The new arrival time if
+-- `weight` fits now, else nil and the ms until it would.
+local function pace(key, weight, burst, interval, now)
+  if weight > burst then return nil, -1 end
+  local tat = math.max(tonumber(redis.call('GET', key) or '0'), now) + weight * interval
+  local early = tat - now - burst * interval
+  if early > 1e-6 then return nil, math.max(math.ceil(early), 1) end
+  return tat, 0
+end
+
+local W = 4  -- admit arguments per window
 if ARGV[1] == 'admit' then
-  local sums = {}
+  local tats = {}
   for i = 0, nw - 1 do
-    local a = 7 + 3 * i
+    local a = 7 + W * i
     local limit, window, weight = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    local burst = tonumber(ARGV[a + 3])
     local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
-    local total = purge(zset, sum, now - window)
-    if total + weight > limit then
-      return {1, now, i, retry_ms(zset, total, weight, limit, window, now)}
+    if burst > 0 then
+      local tat, wait = pace(zset, weight, burst, window / limit, now)
+      if not tat then return {1, now, i, wait} end
+      tats[i] = tat
+    else
+      local total = purge(zset, sum, now - window)
+      if total + weight > limit then
+        return {1, now, i, retry_ms(zset, total, weight, limit, window, now)}
+      end
     end
-    sums[i] = total
   end
   local free = {}
   for j = 0, nb - 1 do
-    local limit = tonumber(ARGV[7 + 3 * nw + 3 * j])
+    local limit = tonumber(ARGV[7 + W * nw + 3 * j])
     local spent, held = budget_totals(KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2], now)
     if spent + held >= limit then return {2, now, j, spent >= limit and 1 or 0} end
     free[j] = limit - spent - held
     -- Less room than the estimate: only a request alone may hold what is left, so at most one
     -- request at a time holds short and the overspend stays within its reservation error.
-    if free[j] < tonumber(ARGV[7 + 3 * nw + 3 * j + 1]) and held > 0 then
+    if free[j] < tonumber(ARGV[7 + W * nw + 3 * j + 1]) and held > 0 then
       return {2, now, j, 0}
     end
   end
   -- Everything fits: count the request in each window, hold its cost in each budget.
   local out = {0, now}
   for i = 0, nw - 1 do
-    local a = 7 + 3 * i
+    local a = 7 + W * i
     local limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
-    redis.call('ZADD', zset, now, id .. ':' .. ARGV[a + 2])
-    local total = redis.call('INCRBY', sum, ARGV[a + 2])
-    redis.call('PEXPIRE', zset, window + 1000)
-    redis.call('PEXPIRE', sum, window + 1000)
-    local oldest = redis.call('ZRANGE', zset, 0, 0, 'WITHSCORES')
-    out[#out + 1] = limit - total
-    out[#out + 1] = tonumber(oldest[2]) + window - now
+    if tats[i] then
+      -- left: whole requests the burst still has room for; reset: until it is full again
+      local interval, ahead = window / limit, tats[i] - now
+      redis.call('SET', zset, string.format('%.3f', tats[i]), 'PX', math.ceil(ahead) + 1000)
+      out[#out + 1] = math.floor(tonumber(ARGV[a + 3]) - ahead / interval + 1e-6)
+      out[#out + 1] = math.ceil(ahead)
+    else
+      redis.call('ZADD', zset, now, id .. ':' .. ARGV[a + 2])
+      local total = redis.call('INCRBY', sum, ARGV[a + 2])
+      redis.call('PEXPIRE', zset, window + 1000)
+      redis.call('PEXPIRE', sum, window + 1000)
+      local oldest = redis.call('ZRANGE', zset, 0, 0, 'WITHSCORES')
+      out[#out + 1] = limit - total
+      out[#out + 1] = tonumber(oldest[2]) + window - now
+    end
   end
   for j = 0, nb - 1 do
-    local a = 7 + 3 * nw + 3 * j
+    local a = 7 + W * nw + 3 * j
     local totals, holds = KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2]
     local hold = math.min(tonumber(ARGV[a + 1]), free[j])
     if hold > 0 then
@@ -129,12 +158,23 @@ end
 
 -- settle: put the real weight in place of the estimate (or add an entry admitted elsewhere,
 -- e.g. locally while Redis was away, if it is still in its window); turn holds into spend.
+local S = 5  -- settle arguments per window
 for i = 0, nw - 1 do
-  local a = 7 + 4 * i
+  local a = 7 + S * i
   local window, old, new, at = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local spacing = tonumber(ARGV[a + 4])
   local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  local score = redis.call('ZSCORE', zset, id .. ':' .. old)
-  if score then
+  local score = spacing == 0 and redis.call('ZSCORE', zset, id .. ':' .. old)
+  if spacing > 0 then
+    -- admitted alone: it takes its place in the pace, as if Redis had let it in at `at`
+    local prev = tonumber(redis.call('GET', zset) or '0')
+    local tat = math.max(prev, at) + tonumber(new) * spacing
+    if tat > now then
+      redis.call('SET', zset, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
+    end
+  elseif spacing < 0 then
+    -- a paced rate Redis decided: requests weigh what they were estimated at
+  elseif score then
     if new ~= old then
       redis.call('ZREM', zset, id .. ':' .. old)
       redis.call('ZADD', zset, score, id .. ':' .. new)
@@ -149,7 +189,7 @@ for i = 0, nw - 1 do
 end
 local out = {now}
 for j = 0, nb - 1 do
-  local a = 7 + 4 * nw + 3 * j
+  local a = 7 + S * nw + 3 * j
   local totals, holds = KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2]
   if tonumber(ARGV[a]) > 0 and redis.call('ZREM', holds, id .. ':' .. ARGV[a]) == 1 then
     redis.call('HINCRBY', totals, 'held', '-' .. ARGV[a])

@@ -8,13 +8,28 @@ A budget's local allowance is what Redis last said was left, divided the same wa
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from gateway.limits.rules import Rules
+from gateway.limits.rules import Rules, WindowRule
 from gateway.limits.store import Admitted, Refused
 
 _MAX_STATES = 10_000
+
+
+def _pace(
+    tat: float, weight: int, burst: int, interval: float, now: int
+) -> tuple[float | None, int]:
+    """GCRA as limits.lua's `pace`: the new arrival time if `weight` fits now, else None and
+    the ms until it would (-1: never)."""
+    if weight > burst:
+        return None, -1
+    due = max(tat, now) + weight * interval
+    early = due - now - burst * interval
+    if early > 1e-6:
+        return None, max(math.ceil(early), 1)
+    return due, 0
 
 
 @dataclass(slots=True)
@@ -28,6 +43,7 @@ class _Window:
     seen_left: int | None = None
     freed: int = 0
     alone: int = 0
+    tat: float = 0.0  # a paced rate: when the next request is due (ms)
 
     def purge(self, cutoff: int) -> None:
         while self.entries and int(self.entries[0][0]) <= cutoff:
@@ -100,10 +116,18 @@ class LocalLimits:
         """Decide alone with this process's share of each limit; count and hold if all fit."""
         window_keys = rules.window_keys()
         windows = []
+        tats: dict[int, float] = {}
         for i, (rule, weight) in enumerate(zip(rules.windows, weights, strict=True)):
             w = self._window(window_keys[2 * i])
-            w.purge(now_ms - rule.window_ms)
             limit = self.share(rule.limit)
+            if rule.burst:
+                tat, wait = _pace(w.tat, weight, self._burst(rule), self._interval(rule), now_ms)
+                if tat is None:
+                    return Refused(now_ms, False, i, wait)
+                tats[i] = tat
+                windows.append(w)
+                continue
+            w.purge(now_ms - rule.window_ms)
             if weight > w.room(rule.limit, self.divisor):
                 return Refused(
                     now_ms, False, i, self._retry_ms(w, weight, limit, rule.window_ms, now_ms)
@@ -122,7 +146,14 @@ class LocalLimits:
                 return Refused(now_ms, True, j, 0)
             free.append(room)
         remaining, resets = [], []
-        for w, rule, weight in zip(windows, rules.windows, weights, strict=True):
+        for i, (w, rule, weight) in enumerate(zip(windows, rules.windows, weights, strict=True)):
+            if i in tats:
+                w.tat, ahead = tats[i], tats[i] - now_ms
+                remaining.append(
+                    math.floor(self._burst(rule) - ahead / self._interval(rule) + 1e-6)
+                )
+                resets.append(math.ceil(ahead))
+                continue
             self._add(w, admission_id, now_ms, weight)
             w.alone += weight
             remaining.append(w.room(rule.limit, self.divisor))
@@ -136,6 +167,13 @@ class LocalLimits:
             holds.append(hold)
             left.append(room - hold)
         return Admitted(now_ms, tuple(remaining), tuple(resets), tuple(left), tuple(holds))
+
+    def _interval(self, rule: WindowRule) -> float:
+        """A paced rule's spacing for this process: its share of the rate."""
+        return rule.window_ms / self.share(rule.limit)
+
+    def _burst(self, rule: WindowRule) -> int:
+        return max(rule.burst // self.divisor, 1)
 
     @staticmethod
     def _retry_ms(w: _Window, weight: int, limit: int, window_ms: int, now_ms: int) -> int:
@@ -170,6 +208,13 @@ class LocalLimits:
         window_keys = rules.window_keys()
         for i, (rule, weight) in enumerate(zip(rules.windows, weights, strict=True)):
             w = self._window(window_keys[2 * i])
+            if rule.burst:
+                # its share of the pace, used; at most a window ahead (a process Redis gave
+                # more than its share waits that long alone, not for ever)
+                now = admitted.now_ms
+                tat = max(w.tat, now) + weight * self._interval(rule)
+                w.tat = min(tat, now + rule.window_ms)
+                continue
             w.purge(admitted.now_ms - rule.window_ms)
             self._add(w, admission_id, admitted.now_ms, weight)
             w.seen_left, w.freed, w.alone = admitted.remaining[i], 0, 0

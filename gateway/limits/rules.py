@@ -25,12 +25,19 @@ Period = Literal["day", "month"]
 
 @dataclass(frozen=True, slots=True)
 class WindowRule:
-    """At most `limit` requests (or tokens) in any sliding window of `window_ms`."""
+    """At most `limit` requests (or tokens) in any sliding window of `window_ms`; or, with a
+    `burst`, paced (GCRA): at most `burst` at once, then one every `window_ms / limit`."""
 
     scope: str  # "team" or "key:<key id>"
     kind: Kind
     limit: int
     window_ms: int = WINDOW_MS
+    burst: int = 0  # 0: a sliding window
+
+    @property
+    def interval_ms(self) -> float:
+        """A paced rule's spacing: the window over the limit."""
+        return self.window_ms / self.limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +66,12 @@ class Rules:
         return not self.windows and not self.budgets
 
     def window_keys(self) -> list[str]:
-        """The sorted set and running sum of each window, in rule order."""
+        """The sorted set and running sum of each window, in rule order (a paced rule's one
+        key, its theoretical arrival time, twice)."""
         keys = []
         for w in self.windows:
             base = f"{PREFIX}:{self.tag}:{w.scope}:{w.kind}"
-            keys += [base + ":z", base + ":n"]
+            keys += [base + ":g"] * 2 if w.burst else [base + ":z", base + ":n"]
         return keys
 
     def budget_keys(self, now: float) -> list[str]:
@@ -87,7 +95,8 @@ def _from_limits(scope: str, limits: Limits | None) -> tuple[list[WindowRule], l
         return [], []
     windows = []
     if limits.requests_per_minute is not None:
-        windows.append(WindowRule(scope, "requests", limits.requests_per_minute))
+        burst = limits.requests_burst or 0
+        windows.append(WindowRule(scope, "requests", limits.requests_per_minute, burst=burst))
     if limits.tokens_per_minute is not None:
         windows.append(WindowRule(scope, "tokens", limits.tokens_per_minute))
     budgets = []

@@ -111,7 +111,7 @@ class RedisStore:
         nw, nb = len(rules.windows), len(rules.budgets)
         args = ["admit", str(now_ms), admission_id, str(nw), str(nb), self._lease_ms]
         for rule, weight in zip(rules.windows, weights, strict=True):
-            args += [str(rule.limit), str(rule.window_ms), str(weight)]
+            args += [str(rule.limit), str(rule.window_ms), str(weight), str(rule.burst)]
         for budget in rules.budgets:
             limit = int(budget.limit_usd * 1e9)
             args += [str(limit), str(reserve_nano), str(budget_ttl_s(budget.period, now))]
@@ -141,15 +141,18 @@ def settlement(
     cost_nano: int,
     now: float,
     now_ms: int,
+    local: bool = False,
 ) -> Settlement:
     """The script call that replaces estimates by real counts and holds by spend.
 
-    `now_ms` 0 lets Redis use its own clock.
+    `now_ms` 0 lets Redis use its own clock; `local`: this process decided the admission
+    alone, so a paced rate has yet to count it.
     """
     nw, nb = len(rules.windows), len(rules.budgets)
     args = ["settle", str(now_ms), admission_id, str(nw), str(nb), "0"]
     for rule, o, n in zip(rules.windows, old, new, strict=True):
-        args += [str(rule.window_ms), str(o), str(n), str(at_ms)]
+        pace = (f"{rule.interval_ms:.3f}" if local else "-1") if rule.burst else "0"
+        args += [str(rule.window_ms), str(o), str(n), str(at_ms), pace]
     for budget, hold in zip(rules.budgets, holds, strict=True):
         args += [str(hold), str(cost_nano), str(budget_ttl_s(budget.period, now))]
     return Settlement(rules.team, (*window_keys, *budget_keys), tuple(args), cost_nano)

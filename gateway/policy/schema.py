@@ -251,6 +251,10 @@ class Limits(Strict):
     """
 
     requests_per_minute: int | None = Field(None, ge=1)
+    # Set: requests are paced (GCRA) instead of counted in a sliding window: at most this
+    # many at once, then one every 60 s / requests_per_minute. Any 60 s then holds at most
+    # requests_per_minute + requests_burst, and a team kept busy gets its rate in every 60 s.
+    requests_burst: int | None = Field(None, ge=1)
     budget_usd_per_day: float | None = Field(None, gt=0)
     # Prompt plus completion tokens; the prompt is estimated at admission, settled after.
     tokens_per_minute: int | None = Field(None, ge=1)
@@ -261,6 +265,15 @@ class Limits(Strict):
     # When Redis is slow or down: "open" enforces each replica's share of the limits locally,
     # "closed" refuses the team's requests (503). Team limits only.
     fail: Literal["open", "closed"] = "open"
+
+    @model_validator(mode="after")
+    def _burst_needs_rate(self) -> Limits:
+        if self.requests_burst is not None:
+            if self.requests_per_minute is None:
+                raise ValueError("requests_burst paces requests_per_minute, which is not set")
+            if self.requests_burst > self.requests_per_minute:
+                raise ValueError("requests_burst cannot exceed requests_per_minute")
+        return self
 
 
 class Team(Strict):

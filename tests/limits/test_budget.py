@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,18 +14,6 @@ from gateway.metrics import Metrics
 from gateway.policy import Limits, parse_policy
 from gateway.providers.base import Usage
 from tests.support.limits import Clock, tenant
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
