@@ -209,11 +209,10 @@ class LocalLimits:
         for i, (rule, weight) in enumerate(zip(rules.windows, weights, strict=True)):
             w = self._window(window_keys[2 * i])
             if rule.burst:
-                # its share of the pace, used; at most a window ahead (a process Redis gave
-                # more than its share waits that long alone, not for ever)
-                now = admitted.now_ms
-                tat = max(w.tat, now) + weight * self._interval(rule)
-                w.tat = min(tat, now + rule.window_ms)
+                # Redis' arrival time, as it is: alone, each process goes on at its share of
+                # the rate from where the whole team stands, so together they keep the rate
+                # (what this process alone took from Redis does not matter to that).
+                w.tat = float(admitted.now_ms + admitted.reset_ms[i])
                 continue
             w.purge(admitted.now_ms - rule.window_ms)
             self._add(w, admission_id, admitted.now_ms, weight)
