@@ -23,6 +23,9 @@
 #   features       bench/policies/features.yaml: a team's virtual key (sent with --target-auth),
 #                  and GATEWAY_CACHE_MAX_ENTRIES=0 so every request is a cache lookup that MISSES
 #                  (key, lookup, store offered and dropped): every request-path feature on
+#   production     bench/policies/production.yaml with GATEWAY_REDIS_URL: a team's key, limits and a
+#                  budget held in Redis (one script call to admit, one to settle), difficulty
+#                  routing between two backends, metrics, access log (issue 13's "every feature")
 #   cached         bench/policies/cached-hit.yaml (cached.yaml + cache_sampled: true), in-process
 #                  LRU: the harness sends one identical body, so every request after the first is
 #                  a cache HIT (streams are replayed from the stored answer)
@@ -56,11 +59,11 @@ BENCH_WORK="${BENCH_WORK:-/tmp/bench}"
 variants=()
 while (($#)); do
   case "$1" in
-    passthrough|features|cached|cached-redis|cached-bypass) variants+=("$1") ;;
+    passthrough|features|production|cached|cached-redis|cached-bypass) variants+=("$1") ;;
     all) variants+=(passthrough features cached cached-redis) ;;
     --) shift; break ;;
     -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    *) echo "run_side_by_side.sh: unknown variant '$1' (passthrough|features|cached|cached-redis|cached-bypass|all)" >&2; exit 2 ;;
+    *) echo "run_side_by_side.sh: unknown variant '$1' (passthrough|features|production|cached|cached-redis|cached-bypass|all)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -72,7 +75,7 @@ extra=("$@")   # passed through to run.sh, e.g. --quick or --rounds 5
 
 "$SHARED_BENCH/setup.sh"   # idempotent; run.sh gets --no-setup below
 
-if [[ -z $REDIS_URL && " ${variants[*]} " == *" cached-redis "* ]]; then
+if [[ -z $REDIS_URL && " ${variants[*]} " =~ " "(cached-redis|production)" " ]]; then
   own_redis
 fi
 
@@ -83,6 +86,9 @@ for v in "${variants[@]}"; do
     passthrough)   policy=policies/examples/passthrough.yaml redis="" name=gateway ;;
     features)      policy=bench/policies/features.yaml redis="" name=gateway-features
                    env="GATEWAY_CACHE_MAX_ENTRIES=0 BENCH_TEAM_KEY=$BENCH_TEAM_KEY"
+                   auth=(--target-auth "$BENCH_TEAM_KEY") ;;
+    production)    policy=bench/policies/production.yaml redis="$REDIS_URL" name=gateway-production
+                   env="BENCH_TEAM_KEY=$BENCH_TEAM_KEY"
                    auth=(--target-auth "$BENCH_TEAM_KEY") ;;
     cached)        policy=bench/policies/cached-hit.yaml redis="" name=gateway-cache-mem ;;
     cached-redis)  policy=bench/policies/cached-hit.yaml redis="$REDIS_URL" name=gateway-cache-redis ;;
