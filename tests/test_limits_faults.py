@@ -194,3 +194,37 @@ async def test_without_redis_each_process_enforces_its_share_exactly() -> None:
     with pytest.raises(RateLimited) as info:
         await limiter.admit(t, 1, 0.01)
     assert info.value.code == "insufficient_quota"
+
+
+async def test_a_check_that_timed_out_but_ran_in_redis_leaves_no_hold(
+    server: RedisServer, client: aioredis.Redis
+) -> None:
+    """Redis hung while a check was on its way: the check timed out and the request was
+    decided alone, but Redis ran the script once it could. Settling gives that hold back too,
+    instead of leaving it until the lease ends."""
+    limiter = Limiter(client, Metrics(), timeout_s=0.05, processes=2, clock=Clock())
+    t = tenant(budget_usd_per_day=0.3)
+    limiter.settle(await limiter.admit(t, 1, 0.01), 1, 1, 0.01)  # connected, script loaded
+    await limiter.drain()
+    server.pause()
+    try:
+        alone = await limiter.admit(t, 1, 0.2)
+    finally:
+        server.resume()
+    assert alone.local
+    assert alone.holds == (145_000_000,)  # alone: its share of the $0.29 left, short
+    keys = [k async for k in client.scan_iter(f"*{{{t.team}}}:team:usd:*:h")]
+    for _ in range(100):  # Redis runs what was sent while it hung
+        if int(await client.hget(keys[0], "held") or 0):
+            break
+        await asyncio.sleep(0.02)
+    assert int(await client.hget(keys[0], "held") or 0) == 200_000_000
+    limiter.settle(alone, 1, 1, 0.15)
+    await limiter.drain()
+    for _ in range(200):
+        if not limiter.journal:
+            break
+        await asyncio.sleep(0.05)
+    spent, held = (int(v or 0) for v in await client.hmget(keys[0], "spent", "held"))
+    assert (spent, held) == (160_000_000, 0)
+    await limiter.close()

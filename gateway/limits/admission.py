@@ -36,6 +36,7 @@ class Admission:
     reset_ms: tuple[int, ...] = ()  # per window
     soft_exceeded: bool = False
     local: bool = False  # decided by this process alone (Redis slow or down)
+    reserve: int = 0  # the estimate held (nano-USD), before any cut to what was left
     done: bool = False
     headers: dict[str, str] = field(default_factory=dict)
 

@@ -138,6 +138,7 @@ class Limiter:
             result.remaining,
             result.reset_ms,
             local=local,
+            reserve=reserve,
         )
         admission.fill_headers()
         share = rules.soft_share
@@ -243,7 +244,9 @@ class Limiter:
             admission.at_ms,
             admission.weights,
             new,
-            admission.holds,
+            # Decided alone: if Redis ran a check that had timed out here after all, it held
+            # the whole estimate (mostly), so that is the hold to give back there.
+            (admission.reserve,) * len(admission.holds) if admission.local else admission.holds,
             cost,
             now,
             now_ms,
