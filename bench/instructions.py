@@ -143,6 +143,11 @@ def count(args: argparse.Namespace, upstream: str, requests: int, workdir: Path)
         proc.send_signal(signal.SIGTERM)
         proc.wait(300)
         log.close()
+    return callgrind_total(out)
+
+
+def callgrind_total(out: Path) -> int:
+    """The instruction total of a callgrind output file (its `summary:` line)."""
     found = re.search(rb"^summary: (\d+)", out.read_bytes(), re.MULTILINE)
     if found is None:
         raise RuntimeError(f"no callgrind summary in {out}")

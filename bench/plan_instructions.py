@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from instructions import callgrind_total  # bench/, this script's own directory
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = """
@@ -46,10 +47,7 @@ def count(args: argparse.Namespace, calls: int, workdir: Path) -> int:
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     command += [sys.executable, "-c", SCRIPT, str(args.policy), str(calls)]
     subprocess.run(command, env=env, check=True, capture_output=True)
-    found = re.search(rb"^summary: (\d+)", out.read_bytes(), re.MULTILINE)
-    if found is None:
-        raise RuntimeError(f"no callgrind summary in {out}")
-    return int(found.group(1))
+    return callgrind_total(out)
 
 
 def main() -> int:
