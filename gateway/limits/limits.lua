@@ -16,6 +16,7 @@
 --            or {2, now, budget index, 1 if spent alone is at the limit else 0}
 --   (a budget with less room than the reserve admits only when nothing else is held there)
 -- settle returns {now, per budget: spent + held}
+-- "batch" runs several of these in one call (one team's keys: one slot), at the end.
 
 local function int(x) return string.format('%.0f', x) end
 
@@ -23,8 +24,8 @@ local function weight_of(member)
   return tonumber(string.match(member, ':(%-?%d+)$')) or 0
 end
 
-local function now_ms()
-  local given = tonumber(ARGV[2])
+local function now_ms(arg)
+  local given = tonumber(arg)
   if given > 0 then return given end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -73,131 +74,150 @@ local function budget_totals(totals, holds, now)
   return tonumber(v[1] or '0'), tonumber(v[2] or '0')
 end
 
-local now = now_ms()
-local id, nw, nb, lease = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local bk = 2 * nw  -- budget keys start after the window keys
+-- One admission or settlement; KEYS and ARGV are its own (a batch passes slices).
+local function run(KEYS, ARGV)
+  local now = now_ms(ARGV[2])
+  local id, nw, nb, lease = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local bk = 2 * nw  -- budget keys start after the window keys
 
--- A paced rate: `burst` at once, then one per `interval` ms. The new arrival time if
--- `weight` fits now, else nil and the ms until it would.
-local function pace(key, weight, burst, interval, now)
-  if weight > burst then return nil, -1 end
-  local tat = math.max(tonumber(redis.call('GET', key) or '0'), now) + weight * interval
-  local early = tat - now - burst * interval
-  if early > 1e-6 then return nil, math.max(math.ceil(early), 1) end
-  return tat, 0
-end
+  -- A paced rate: `burst` at once, then one per `interval` ms. The new arrival time if
+  -- `weight` fits now, else nil and the ms until it would.
+  local function pace(key, weight, burst, interval, now)
+    if weight > burst then return nil, -1 end
+    local tat = math.max(tonumber(redis.call('GET', key) or '0'), now) + weight * interval
+    local early = tat - now - burst * interval
+    if early > 1e-6 then return nil, math.max(math.ceil(early), 1) end
+    return tat, 0
+  end
 
-local W = 4  -- admit arguments per window
-if ARGV[1] == 'admit' then
-  local tats = {}
-  for i = 0, nw - 1 do
-    local a = 7 + W * i
-    local limit, window, weight = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-    local burst = tonumber(ARGV[a + 3])
-    local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
-    if burst > 0 then
-      local tat, wait = pace(zset, weight, burst, window / limit, now)
-      if not tat then return {1, now, i, wait} end
-      tats[i] = tat
-    else
-      local total = purge(zset, sum, now - window)
-      if total + weight > limit then
-        return {1, now, i, retry_ms(zset, total, weight, limit, window, now)}
+  local W = 4  -- admit arguments per window
+  if ARGV[1] == 'admit' then
+    local tats = {}
+    for i = 0, nw - 1 do
+      local a = 7 + W * i
+      local limit, window, weight = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+      local burst = tonumber(ARGV[a + 3])
+      local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
+      if burst > 0 then
+        local tat, wait = pace(zset, weight, burst, window / limit, now)
+        if not tat then return {1, now, i, wait} end
+        tats[i] = tat
+      else
+        local total = purge(zset, sum, now - window)
+        if total + weight > limit then
+          return {1, now, i, retry_ms(zset, total, weight, limit, window, now)}
+        end
       end
     end
-  end
-  local free = {}
-  for j = 0, nb - 1 do
-    local limit = tonumber(ARGV[7 + W * nw + 3 * j])
-    local spent, held = budget_totals(KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2], now)
-    if spent + held >= limit then return {2, now, j, spent >= limit and 1 or 0} end
-    free[j] = limit - spent - held
-    -- Less room than the estimate: only a request alone may hold what is left, so at most one
-    -- request at a time holds short and the overspend stays within its reservation error.
-    if free[j] < tonumber(ARGV[7 + W * nw + 3 * j + 1]) and held > 0 then
-      return {2, now, j, 0}
+    local free = {}
+    for j = 0, nb - 1 do
+      local limit = tonumber(ARGV[7 + W * nw + 3 * j])
+      local spent, held = budget_totals(KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2], now)
+      if spent + held >= limit then return {2, now, j, spent >= limit and 1 or 0} end
+      free[j] = limit - spent - held
+      -- Less room than the estimate: only a request alone may hold what is left, so at most one
+      -- request at a time holds short and the overspend stays within its reservation error.
+      if free[j] < tonumber(ARGV[7 + W * nw + 3 * j + 1]) and held > 0 then
+        return {2, now, j, 0}
+      end
     end
+    -- Everything fits: count the request in each window, hold its cost in each budget.
+    local out = {0, now}
+    for i = 0, nw - 1 do
+      local a = 7 + W * i
+      local limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+      local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
+      if tats[i] then
+        -- left: whole requests the burst still has room for; reset: until it is full again
+        local interval, ahead = window / limit, tats[i] - now
+        redis.call('SET', zset, string.format('%.3f', tats[i]), 'PX', math.ceil(ahead) + 1000)
+        out[#out + 1] = math.floor(tonumber(ARGV[a + 3]) - ahead / interval + 1e-6)
+        out[#out + 1] = math.ceil(ahead)
+      else
+        redis.call('ZADD', zset, now, id .. ':' .. ARGV[a + 2])
+        local total = redis.call('INCRBY', sum, ARGV[a + 2])
+        redis.call('PEXPIRE', zset, window + 1000)
+        redis.call('PEXPIRE', sum, window + 1000)
+        local oldest = redis.call('ZRANGE', zset, 0, 0, 'WITHSCORES')
+        out[#out + 1] = limit - total
+        out[#out + 1] = tonumber(oldest[2]) + window - now
+      end
+    end
+    for j = 0, nb - 1 do
+      local a = 7 + W * nw + 3 * j
+      local totals, holds = KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2]
+      local hold = math.min(tonumber(ARGV[a + 1]), free[j])
+      if hold > 0 then
+        redis.call('ZADD', holds, now + lease, id .. ':' .. int(hold))
+        redis.call('HINCRBY', totals, 'held', int(hold))
+      end
+      redis.call('EXPIRE', totals, ARGV[a + 2])
+      redis.call('EXPIRE', holds, ARGV[a + 2])
+      out[#out + 1] = free[j] - hold
+      out[#out + 1] = hold
+    end
+    return out
   end
-  -- Everything fits: count the request in each window, hold its cost in each budget.
-  local out = {0, now}
+
+  -- settle: put the real weight in place of the estimate (or add an entry admitted elsewhere,
+  -- e.g. locally while Redis was away, if it is still in its window); turn holds into spend.
+  local S = 5  -- settle arguments per window
   for i = 0, nw - 1 do
-    local a = 7 + W * i
-    local limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local a = 7 + S * i
+    local window, old, new, at = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+    local spacing = tonumber(ARGV[a + 4])
     local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
-    if tats[i] then
-      -- left: whole requests the burst still has room for; reset: until it is full again
-      local interval, ahead = window / limit, tats[i] - now
-      redis.call('SET', zset, string.format('%.3f', tats[i]), 'PX', math.ceil(ahead) + 1000)
-      out[#out + 1] = math.floor(tonumber(ARGV[a + 3]) - ahead / interval + 1e-6)
-      out[#out + 1] = math.ceil(ahead)
-    else
-      redis.call('ZADD', zset, now, id .. ':' .. ARGV[a + 2])
-      local total = redis.call('INCRBY', sum, ARGV[a + 2])
-      redis.call('PEXPIRE', zset, window + 1000)
-      redis.call('PEXPIRE', sum, window + 1000)
-      local oldest = redis.call('ZRANGE', zset, 0, 0, 'WITHSCORES')
-      out[#out + 1] = limit - total
-      out[#out + 1] = tonumber(oldest[2]) + window - now
+    local score = spacing == 0 and redis.call('ZSCORE', zset, id .. ':' .. old)
+    if spacing > 0 then
+      -- admitted alone: it takes its place in the pace, as if Redis had let it in at `at`
+      local prev = tonumber(redis.call('GET', zset) or '0')
+      local tat = math.max(prev, at) + tonumber(new) * spacing
+      if tat > now then
+        redis.call('SET', zset, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
+      end
+    elseif spacing < 0 then
+      -- a paced rate Redis decided: requests weigh what they were estimated at
+    elseif score then
+      if new ~= old then
+        redis.call('ZREM', zset, id .. ':' .. old)
+        redis.call('ZADD', zset, score, id .. ':' .. new)
+        redis.call('INCRBY', sum, int(tonumber(new) - tonumber(old)))
+      end
+    elseif at > now - window and tonumber(new) > 0 then
+      redis.call('ZADD', zset, at, id .. ':' .. new)
+      redis.call('INCRBY', sum, new)
+      redis.call('PEXPIRE', zset, at + window - now + 1000)
+      redis.call('PEXPIRE', sum, at + window - now + 1000)
     end
   end
+  local out = {now}
   for j = 0, nb - 1 do
-    local a = 7 + W * nw + 3 * j
+    local a = 7 + S * nw + 3 * j
     local totals, holds = KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2]
-    local hold = math.min(tonumber(ARGV[a + 1]), free[j])
-    if hold > 0 then
-      redis.call('ZADD', holds, now + lease, id .. ':' .. int(hold))
-      redis.call('HINCRBY', totals, 'held', int(hold))
+    if tonumber(ARGV[a]) > 0 and redis.call('ZREM', holds, id .. ':' .. ARGV[a]) == 1 then
+      redis.call('HINCRBY', totals, 'held', '-' .. ARGV[a])
     end
+    if tonumber(ARGV[a + 1]) > 0 then redis.call('HINCRBY', totals, 'spent', ARGV[a + 1]) end
     redis.call('EXPIRE', totals, ARGV[a + 2])
     redis.call('EXPIRE', holds, ARGV[a + 2])
-    out[#out + 1] = free[j] - hold
-    out[#out + 1] = hold
+    local v = redis.call('HMGET', totals, 'spent', 'held')
+    out[#out + 1] = tonumber(v[1] or '0') + tonumber(v[2] or '0')
   end
   return out
 end
 
--- settle: put the real weight in place of the estimate (or add an entry admitted elsewhere,
--- e.g. locally while Redis was away, if it is still in its window); turn holds into spend.
-local S = 5  -- settle arguments per window
-for i = 0, nw - 1 do
-  local a = 7 + S * i
-  local window, old, new, at = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  local spacing = tonumber(ARGV[a + 4])
-  local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  local score = spacing == 0 and redis.call('ZSCORE', zset, id .. ':' .. old)
-  if spacing > 0 then
-    -- admitted alone: it takes its place in the pace, as if Redis had let it in at `at`
-    local prev = tonumber(redis.call('GET', zset) or '0')
-    local tat = math.max(prev, at) + tonumber(new) * spacing
-    if tat > now then
-      redis.call('SET', zset, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
-    end
-  elseif spacing < 0 then
-    -- a paced rate Redis decided: requests weigh what they were estimated at
-  elseif score then
-    if new ~= old then
-      redis.call('ZREM', zset, id .. ':' .. old)
-      redis.call('ZADD', zset, score, id .. ':' .. new)
-      redis.call('INCRBY', sum, int(tonumber(new) - tonumber(old)))
-    end
-  elseif at > now - window and tonumber(new) > 0 then
-    redis.call('ZADD', zset, at, id .. ':' .. new)
-    redis.call('INCRBY', sum, new)
-    redis.call('PEXPIRE', zset, at + window - now + 1000)
-    redis.call('PEXPIRE', sum, at + window - now + 1000)
+-- "batch", n, then per call: #keys, #args, its args; KEYS: every call's keys in order. The
+-- calls run one after the other (each sees what the one before counted); one reply each.
+if ARGV[1] == 'batch' then
+  local replies, k, a = {}, 0, 3
+  for c = 1, tonumber(ARGV[2]) do
+    local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local keys, args = {}, {}
+    for j = 1, nk do keys[j] = KEYS[k + j] end
+    for j = 1, na do args[j] = ARGV[a + 1 + j] end
+    replies[c] = run(keys, args)
+    k, a = k + nk, a + 2 + na
   end
+  return replies
 end
-local out = {now}
-for j = 0, nb - 1 do
-  local a = 7 + S * nw + 3 * j
-  local totals, holds = KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2]
-  if tonumber(ARGV[a]) > 0 and redis.call('ZREM', holds, id .. ':' .. ARGV[a]) == 1 then
-    redis.call('HINCRBY', totals, 'held', '-' .. ARGV[a])
-  end
-  if tonumber(ARGV[a + 1]) > 0 then redis.call('HINCRBY', totals, 'spent', ARGV[a + 1]) end
-  redis.call('EXPIRE', totals, ARGV[a + 2])
-  redis.call('EXPIRE', holds, ARGV[a + 2])
-  local v = redis.call('HMGET', totals, 'spent', 'held')
-  out[#out + 1] = tonumber(v[1] or '0') + tonumber(v[2] or '0')
-end
-return out
+return run(KEYS, ARGV)

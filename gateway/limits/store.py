@@ -50,6 +50,12 @@ class Settlement:
     keys: tuple[str, ...]
     args: tuple[str, ...]
     cost_nano: int
+    tag: str = ""  # the team's hash tag: calls with the same one may share a batch
+
+
+# At most this many calls of one team go in one script call.
+BATCH_MAX = 64
+_Call = tuple[list[str], list[str], "asyncio.Future[Any]"]
 
 
 def own_connections(redis: Any, socket_timeout_s: float) -> Any:
@@ -73,6 +79,59 @@ class RedisStore:
         self._lease_ms = str(int(lease_s * 1000))
         self._timeout = timeout_s
         self._last_reply = -1e9
+        # Per hash tag: the calls waiting while one of that tag is in flight.
+        self._waiting: dict[str, list[_Call]] = {}
+
+    async def _run(self, tag: str, keys: list[str], args: list[str]) -> Any:
+        """One script call, coalesced: while a call of the same team is in flight, the next
+        ones wait and then go together, as one `batch` call (one round trip, one slot). A
+        lone call goes at once; nothing waits for a batch to fill."""
+        waiting = self._waiting.get(tag)
+        if waiting is not None:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            waiting.append((keys, args, future))
+            return await future
+        self._waiting[tag] = []
+        try:
+            return await self._bounded(self._script(keys=keys, args=args))
+        finally:
+            self._next(tag)
+
+    def _next(self, tag: str) -> None:
+        waiting = self._waiting.get(tag)
+        if not waiting:
+            self._waiting.pop(tag, None)
+            return
+        batch, self._waiting[tag] = waiting[:BATCH_MAX], waiting[BATCH_MAX:]
+        asyncio.get_running_loop().create_task(self._send(tag, batch))
+
+    async def _send(self, tag: str, batch: list[_Call]) -> None:
+        try:
+            if len(batch) == 1:
+                keys, args, _ = batch[0]
+                replies = [await self._bounded(self._script(keys=keys, args=args))]
+            else:
+                flat_keys: list[str] = []
+                flat_args = ["batch", str(len(batch))]
+                for keys, args, _ in batch:
+                    flat_keys += keys
+                    flat_args += [str(len(keys)), str(len(args)), *args]
+                replies = await self._bounded(self._script(keys=flat_keys, args=flat_args))
+        except Exception as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(ConnectionError("limits: the batch was cancelled"))
+            raise
+        else:
+            for (_, _, future), reply in zip(batch, replies, strict=True):
+                if not future.done():
+                    future.set_result(reply)
+        finally:
+            self._next(tag)
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         """Await a Redis call: give up after the timeout, unless Redis is visibly answering."""
@@ -115,7 +174,7 @@ class RedisStore:
         for budget in rules.budgets:
             limit = int(budget.limit_usd * 1e9)
             args += [str(limit), str(reserve_nano), str(budget_ttl_s(budget.period, now))]
-        out = await self._bounded(self._script(keys=rules.window_keys() + budget_keys, args=args))
+        out = await self._run(rules.tag, rules.window_keys() + budget_keys, args)
         status, at = int(out[0]), int(out[1])
         if status != 0:
             return Refused(at, status == 2, int(out[2]), int(out[3]))
@@ -125,7 +184,7 @@ class RedisStore:
 
     async def settle(self, s: Settlement) -> list[int]:
         """Apply a settlement; the spent-plus-held total of each budget after it."""
-        out = await self._bounded(self._script(keys=list(s.keys), args=list(s.args)))
+        out = await self._run(s.tag, list(s.keys), list(s.args))
         return [int(v) for v in out[1:]]
 
 
@@ -155,4 +214,4 @@ def settlement(
         args += [str(rule.window_ms), str(o), str(n), str(at_ms), pace]
     for budget, hold in zip(rules.budgets, holds, strict=True):
         args += [str(hold), str(cost_nano), str(budget_ttl_s(budget.period, now))]
-    return Settlement(rules.team, (*window_keys, *budget_keys), tuple(args), cost_nano)
+    return Settlement(rules.team, (*window_keys, *budget_keys), tuple(args), cost_nano, rules.tag)

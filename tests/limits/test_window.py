@@ -166,3 +166,38 @@ async def test_redis_clock_is_used_without_an_injected_one(redis: aioredis.Redis
     assert 59 <= int(info.value.headers["retry-after"]) <= 60
     keys = [k.decode() async for k in redis.scan_iter(f"*{{{t.team}}}*")]
     assert keys and all(f"{{{t.team}}}" in k for k in keys)  # one hash tag: one slot
+
+
+async def test_concurrent_checks_share_round_trips_and_stay_exact(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """While one team's script call is in flight, its next checks and settlements wait and
+    go together as one call: fewer round trips than requests, and still exactly the limit."""
+    limiter = Limiter(redis, Metrics(), timeout_s=5.0, clock=clock)
+    assert limiter._store is not None
+    calls: list[int] = []
+    script = limiter._store._script
+
+    async def counting(keys: list[str], args: list[str]) -> object:
+        calls.append(int(args[1]) if args[0] == "batch" else 1)
+        return await script(keys=keys, args=args)
+
+    limiter._store._script = counting
+    t = tenant(requests_per_minute=50, tokens_per_minute=100_000, budget_usd_per_day=1.0)
+
+    async def one() -> bool:
+        try:
+            admission = await limiter.admit(t, 10, 0.001)
+        except RateLimited:
+            return False
+        limiter.settle(admission, 10, 5, 0.001)
+        return True
+
+    results = await asyncio.gather(*(one() for _ in range(200)))
+    await limiter.drain()
+    assert sum(results) == 50
+    assert sum(calls) == 200 + 50  # every check and settlement ran once
+    assert len(calls) < 100  # in far fewer script calls
+    keys = [k async for k in redis.scan_iter(f"*{{{t.team}}}:team:usd:*:h")]
+    spent, held = (int(v or 0) for v in await redis.hmget(keys[0], "spent", "held"))
+    assert (spent, held) == (50 * 1_000_000, 0)
