@@ -41,12 +41,14 @@ GATEWAY_PORT="${GATEWAY_PORT:-8000}"
 SYSTEMS="${SYSTEMS:-direct,litellm,fastapi,starlette-aio}"
 REDIS_URL="${REDIS_URL:-}"
 own_redis() {
-  # A private redis-server for the cached-redis variant: a Redis on this machine may hold
-  # someone else's data, and the benchmark writes cache entries.
+  # A private redis-server for the cached-redis and production variants: a Redis on this
+  # machine may hold someone else's data, and the benchmark writes to it. Pinned to CPU 0
+  # with the upstream and the load (in production Redis has its own host), so the core under
+  # test runs the gateway alone.
   local port dir
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   dir=$(mktemp -d /tmp/bench-redis.XXXXXX)
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+  taskset -c 0 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
     --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
   trap 'kill "$(cat '"$dir"'/redis.pid)" 2>/dev/null; rm -rf '"$dir" EXIT
   for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done

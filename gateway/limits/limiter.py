@@ -26,6 +26,7 @@ from gateway.limits.admission import NANO, Admission, refusal, to_nano
 from gateway.limits.local import LocalLimits
 from gateway.limits.rules import Rules, rules_for
 from gateway.limits.store import (
+    BATCH_MAX,
     MAX_WAIT_S,
     Admitted,
     RedisStore,
@@ -44,6 +45,8 @@ BACKOFF_S = 1.0
 JOURNAL_MAX = 100_000
 # Back from an outage, a journal this short is replayed before the probe's own check.
 INLINE_REPLAY = 256
+# Settlements wait this long for others to share their script call.
+SETTLE_DELAY_S = 0.005
 
 
 class Limiter:
@@ -71,6 +74,8 @@ class Limiter:
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._retrying: asyncio.Task[None] | None = None
+        self._outbox: list[tuple[Settlement, bool]] = []
+        self._shipping = False
         self._rules: dict[int, tuple[Tenant, Rules]] = {}
         self._own: Any = None
 
@@ -252,7 +257,12 @@ class Limiter:
             now_ms,
             admission.local,
         )
-        self._spawn(self._apply(s, admission.local))
+        # Off the request path, and a few ms late: the settlements of that moment share
+        # script calls (the hold covers the request until then).
+        self._outbox.append((s, admission.local))
+        if not self._shipping:
+            self._shipping = True
+            self._spawn(self._ship())
 
     def release(self, admission: Admission | None) -> None:
         """The request failed: give back its hold and token estimate (it still counts once)."""
@@ -263,20 +273,50 @@ class Limiter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _ship(self) -> None:
+        """Send what settled in the last SETTLE_DELAY_S: per team, BATCH_MAX to a call."""
+        try:
+            await asyncio.sleep(SETTLE_DELAY_S)
+        finally:
+            batch, self._outbox = self._outbox, []
+            self._shipping = False
+        assert self._store is not None
+        by_tag: dict[str, list[tuple[Settlement, bool]]] = {}
+        for item in batch:
+            by_tag.setdefault(item[0].tag, []).append(item)
+        for group in by_tag.values():
+            for start in range(0, len(group), BATCH_MAX):
+                chunk = group[start : start + BATCH_MAX]
+                if len(chunk) == 1:
+                    await self._apply(*chunk[0])
+                    continue
+                try:
+                    await self._store.settle_batch([s for s, _ in chunk])
+                except Exception as exc:
+                    self._failed(exc)
+                    for s, decided_here in chunk:
+                        self._journal(s, decided_here)
+                    continue
+                for s, decided_here in chunk:
+                    self._applied(s, decided_here, replay=False)
+
     async def _apply(self, s: Settlement, decided_here: bool, replay: bool = False) -> bool:
         assert self._store is not None
         try:
-            totals = await self._store.settle(s)
+            await self._store.settle(s)
         except Exception as exc:
             self._failed(exc)
             if not replay:  # a replayed one is still at the journal's head
                 self._journal(s, decided_here)
             return False
+        self._applied(s, decided_here, replay)
+        return True
+
+    def _applied(self, s: Settlement, decided_here: bool, replay: bool) -> None:
         if decided_here:
-            self._local.replayed(s.keys[len(s.keys) - 2 * len(totals) :], s.cost_nano)
+            self._local.replayed(s.keys[len(s.keys) - 2 * s.budgets :], s.cost_nano)
         if decided_here or replay:
             self._metrics.limit_spend_replayed.labels(s.team).inc(s.cost_nano / NANO)
-        return True
 
     def _journal(self, s: Settlement, decided_here: bool) -> None:
         if len(self.journal) >= JOURNAL_MAX:

@@ -51,6 +51,7 @@ class Settlement:
     args: tuple[str, ...]
     cost_nano: int
     tag: str = ""  # the team's hash tag: calls with the same one may share a batch
+    budgets: int = 0  # how many budgets: their keys come last
 
 
 # At most this many calls of one team go in one script call.
@@ -105,18 +106,22 @@ class RedisStore:
         batch, self._waiting[tag] = waiting[:BATCH_MAX], waiting[BATCH_MAX:]
         asyncio.get_running_loop().create_task(self._send(tag, batch))
 
+    async def _many(self, calls: list[tuple[list[str], list[str]]]) -> list[Any]:
+        """Calls of one team in one script call (a plain one when alone): their replies."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await self._bounded(self._script(keys=keys, args=args))]
+        flat_keys: list[str] = []
+        flat_args = ["batch", str(len(calls))]
+        for keys, args in calls:
+            flat_keys += keys
+            flat_args += [str(len(keys)), str(len(args)), *args]
+        replies: list[Any] = await self._bounded(self._script(keys=flat_keys, args=flat_args))
+        return replies
+
     async def _send(self, tag: str, batch: list[_Call]) -> None:
         try:
-            if len(batch) == 1:
-                keys, args, _ = batch[0]
-                replies = [await self._bounded(self._script(keys=keys, args=args))]
-            else:
-                flat_keys: list[str] = []
-                flat_args = ["batch", str(len(batch))]
-                for keys, args, _ in batch:
-                    flat_keys += keys
-                    flat_args += [str(len(keys)), str(len(args)), *args]
-                replies = await self._bounded(self._script(keys=flat_keys, args=flat_args))
+            replies = await self._many([(keys, args) for keys, args, _ in batch])
         except Exception as exc:
             for _, _, future in batch:
                 if not future.done():
@@ -187,6 +192,11 @@ class RedisStore:
         out = await self._run(s.tag, list(s.keys), list(s.args))
         return [int(v) for v in out[1:]]
 
+    async def settle_batch(self, settlements: list[Settlement]) -> None:
+        """Apply up to BATCH_MAX settlements of one team in one script call (all or none)."""
+        assert len(settlements) <= BATCH_MAX
+        await self._many([(list(s.keys), list(s.args)) for s in settlements])
+
 
 def settlement(
     rules: Rules,
@@ -214,4 +224,5 @@ def settlement(
         args += [str(rule.window_ms), str(o), str(n), str(at_ms), pace]
     for budget, hold in zip(rules.budgets, holds, strict=True):
         args += [str(hold), str(cost_nano), str(budget_ttl_s(budget.period, now))]
-    return Settlement(rules.team, (*window_keys, *budget_keys), tuple(args), cost_nano, rules.tag)
+    keys = (*window_keys, *budget_keys)
+    return Settlement(rules.team, keys, tuple(args), cost_nano, rules.tag, nb)
