@@ -103,22 +103,15 @@ async def test_the_same_arrivals_in_a_sliding_window_leave_some_spans_short(
     assert fewest < 588
 
 
-async def test_four_processes_admit_one_burst_between_them(redis_url: str, clock: Clock) -> None:
-    clients = [aioredis.from_url(redis_url) for _ in range(4)]
-    metrics = [Metrics() for _ in range(4)]
-    limiters = [
-        Limiter(c, m, timeout_s=5.0, processes=4, clock=clock)
-        for c, m in zip(clients, metrics, strict=True)
-    ]
+async def test_four_processes_admit_one_burst_between_them(
+    four: list[tuple[Limiter, Metrics]], clock: Clock
+) -> None:
+    limiters = [limiter for limiter, _ in four]
     t = tenant(requests_per_minute=600, requests_burst=12)
-    try:
-        results = await asyncio.gather(*(_try(limiters[i % 4], t) for i in range(200)))
-        clock.advance(1.0)  # ten more are due
-        later = await asyncio.gather(*(_try(limiters[i % 4], t) for i in range(200)))
-    finally:
-        for c in clients:
-            await c.aclose()
-    alone = [m.registry.get_sample_value("gateway_limit_local_decisions_total") for m in metrics]
+    results = await asyncio.gather(*(_try(limiters[i % 4], t) for i in range(200)))
+    clock.advance(1.0)  # ten more are due
+    later = await asyncio.gather(*(_try(limiters[i % 4], t) for i in range(200)))
+    alone = [m.registry.get_sample_value("gateway_limit_local_decisions_total") for _, m in four]
     assert alone == [None] * 4  # every check was answered by Redis
     assert (sum(results), sum(later)) == (12, 10)
 
