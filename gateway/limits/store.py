@@ -82,6 +82,7 @@ class RedisStore:
         self._last_reply = -1e9
         # Per hash tag: the calls waiting while one of that tag is in flight.
         self._waiting: dict[str, list[_Call]] = {}
+        self._sending: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     async def _run(self, tag: str, keys: list[str], args: list[str]) -> Any:
         """One script call, coalesced: while a call of the same team is in flight, the next
@@ -104,7 +105,9 @@ class RedisStore:
             self._waiting.pop(tag, None)
             return
         batch, self._waiting[tag] = waiting[:BATCH_MAX], waiting[BATCH_MAX:]
-        asyncio.get_running_loop().create_task(self._send(tag, batch))
+        task = asyncio.get_running_loop().create_task(self._send(tag, batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _many(self, calls: list[tuple[list[str], list[str]]]) -> list[Any]:
         """Calls of one team in one script call (a plain one when alone): their replies."""
