@@ -103,6 +103,8 @@ class Limiter:
         await self.drain()
         if self._retrying is not None:
             self._retrying.cancel()
+        if self._store is not None:
+            await self._store.aclose()
         if self._own is not None:
             await self._own.aclose()
 

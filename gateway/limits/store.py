@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.limits.resp import for_client
 from gateway.limits.rules import Rules, budget_ttl_s
 
 SCRIPT = (Path(__file__).with_name("limits.lua")).read_text(encoding="utf-8")
@@ -76,13 +77,20 @@ class RedisStore:
     call is bounded (TimeoutError) as ALIVE_S and MAX_WAIT_S say."""
 
     def __init__(self, redis: Any, lease_s: float, timeout_s: float) -> None:
-        self._script = redis.register_script(SCRIPT)
+        # Its own pipelined connection where it can (TCP), else redis-py's script object.
+        self._resp = for_client(redis, SCRIPT, MAX_WAIT_S)
+        self._script: Any = self._resp if self._resp is not None else redis.register_script(SCRIPT)
         self._lease_ms = str(int(lease_s * 1000))
         self._timeout = timeout_s
         self._last_reply = -1e9
         # Per hash tag: the calls waiting while one of that tag is in flight.
         self._waiting: dict[str, list[_Call]] = {}
         self._sending: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    async def aclose(self) -> None:
+        """Close the limiter's own connection (redis-py's is the client's to close)."""
+        if self._resp is not None:
+            await self._resp.aclose()
 
     async def _run(self, tag: str, keys: list[str], args: list[str]) -> Any:
         """One script call, coalesced: while a call of the same team is in flight, the next
