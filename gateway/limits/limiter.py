@@ -7,7 +7,8 @@
 
 Redis decides when it answers within the timeout; otherwise (or for a while after a failure)
 this process decides alone with its share of each limit, or refuses if the team fails
-closed. Settlements that cannot reach Redis are journaled and replayed when it is back.
+closed. Settlements go to Redis in batches, and are journaled and replayed when it cannot
+take them (delivery.py).
 """
 
 from __future__ import annotations
@@ -16,22 +17,20 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from gateway.auth import Tenant
 from gateway.errors import GatewayError, LimitsUnavailable
 from gateway.limits.admission import NANO, Admission, refusal, to_nano
+from gateway.limits.delivery import Delivery
 from gateway.limits.local import LocalLimits
 from gateway.limits.rules import Rules, rules_for
 from gateway.limits.store import (
-    BATCH_MAX,
     MAX_WAIT_S,
     Admitted,
     RedisStore,
     Refused,
-    Settlement,
     own_connections,
     settlement,
 )
@@ -42,11 +41,8 @@ log = logging.getLogger("gateway.limits")
 
 # After a Redis failure, decide locally this long before asking Redis again.
 BACKOFF_S = 1.0
-JOURNAL_MAX = 100_000
 # Back from an outage, a journal this short is replayed before the probe's own check.
 INLINE_REPLAY = 256
-# Settlements wait this long for others to share their script call.
-SETTLE_DELAY_S = 0.005
 
 
 class Limiter:
@@ -69,13 +65,10 @@ class Limiter:
         self._clock = clock
         self._down = False
         self._down_until = 0.0
-        # Settlements Redis has not taken yet, each with whether this process decided it.
-        self.journal: deque[tuple[Settlement, bool]] = deque()
-        self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._retrying: asyncio.Task[None] | None = None
-        self._outbox: list[tuple[Settlement, bool]] = []
-        self._shipping = False
+        self._delivery = Delivery(self._store, self._local, metrics, self._failed, self._spawn)
+        # Settlements Redis has not taken yet, each with whether this process decided it.
+        self.journal = self._delivery.journal
         self._rules: dict[int, tuple[Tenant, Rules]] = {}
         self._own: Any = None
 
@@ -101,8 +94,7 @@ class Limiter:
     async def close(self) -> None:
         """Finish background settlements; close the connections from `from_settings`."""
         await self.drain()
-        if self._retrying is not None:
-            self._retrying.cancel()
+        self._delivery.close()
         if self._store is not None:
             await self._store.aclose()
         if self._own is not None:
@@ -175,11 +167,11 @@ class Limiter:
             # let through alone goes to Redis first (here when it is short, else in the
             # background), and Redis decides again only once it counts all of it.
             self._down_until = mono + BACKOFF_S
-            if self.journal and not self._flushing:
+            if self.journal and not self._delivery.flushing:
                 if len(self.journal) <= INLINE_REPLAY:
-                    await self._flush()
+                    await self._delivery.flush()
                 else:
-                    self._spawn(self._flush())
+                    self._spawn(self._delivery.flush())
             probe = not self.journal
         else:
             probe = not self._down
@@ -194,8 +186,8 @@ class Limiter:
                 self._down = False
                 if isinstance(result, Admitted):
                     self._local.mirror(rules, aid, result, weights, budget_keys)
-                if self.journal and not self._flushing:
-                    self._spawn(self._flush())
+                if self.journal and not self._delivery.flushing:
+                    self._spawn(self._delivery.flush())
                 return result, False
         if rules.fail == "closed":
             raise LimitsUnavailable(
@@ -259,12 +251,7 @@ class Limiter:
             now_ms,
             admission.local,
         )
-        # Off the request path, and a few ms late: the settlements of that moment share
-        # script calls (the hold covers the request until then).
-        self._outbox.append((s, admission.local))
-        if not self._shipping:
-            self._shipping = True
-            self._spawn(self._ship())
+        self._delivery.send(s, admission.local)
 
     def release(self, admission: Admission | None) -> None:
         """The request failed: give back its hold and token estimate (it still counts once)."""
@@ -274,82 +261,6 @@ class Limiter:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _ship(self) -> None:
-        """Send what settled in the last SETTLE_DELAY_S: per team, BATCH_MAX to a call."""
-        try:
-            await asyncio.sleep(SETTLE_DELAY_S)
-        finally:
-            batch, self._outbox = self._outbox, []
-            self._shipping = False
-        assert self._store is not None
-        by_tag: dict[str, list[tuple[Settlement, bool]]] = {}
-        for item in batch:
-            by_tag.setdefault(item[0].tag, []).append(item)
-        for group in by_tag.values():
-            for start in range(0, len(group), BATCH_MAX):
-                chunk = group[start : start + BATCH_MAX]
-                if len(chunk) == 1:
-                    await self._apply(*chunk[0])
-                    continue
-                try:
-                    await self._store.settle_batch([s for s, _ in chunk])
-                except Exception as exc:
-                    self._failed(exc)
-                    for s, decided_here in chunk:
-                        self._journal(s, decided_here)
-                    continue
-                for s, decided_here in chunk:
-                    self._applied(s, decided_here, replay=False)
-
-    async def _apply(self, s: Settlement, decided_here: bool, replay: bool = False) -> bool:
-        assert self._store is not None
-        try:
-            await self._store.settle(s)
-        except Exception as exc:
-            self._failed(exc)
-            if not replay:  # a replayed one is still at the journal's head
-                self._journal(s, decided_here)
-            return False
-        self._applied(s, decided_here, replay)
-        return True
-
-    def _applied(self, s: Settlement, decided_here: bool, replay: bool) -> None:
-        if decided_here:
-            self._local.replayed(s.keys[len(s.keys) - 2 * s.budgets :], s.cost_nano)
-        if decided_here or replay:
-            self._metrics.limit_spend_replayed.labels(s.team).inc(s.cost_nano / NANO)
-
-    def _journal(self, s: Settlement, decided_here: bool) -> None:
-        if len(self.journal) >= JOURNAL_MAX:
-            lost, _ = self.journal.popleft()
-            self._metrics.limit_spend_lost.labels(lost.team).inc(lost.cost_nano / NANO)
-        self.journal.append((s, decided_here))
-        if self._retrying is None or self._retrying.done():
-            self._retrying = asyncio.create_task(self._retry_journal())
-
-    async def _flush(self) -> None:
-        """Replay journaled settlements in order, stopping at the first failure. Each stays
-        at the journal's head until Redis has it."""
-        self._flushing = True
-        try:
-            while self.journal:
-                head = self.journal[0]
-                if not await self._apply(*head, replay=True):
-                    return
-                if self.journal and self.journal[0] is head:  # not dropped meanwhile (full)
-                    self.journal.popleft()
-        finally:
-            self._flushing = False
-
-    async def _retry_journal(self) -> None:
-        """Replay the journal every BACKOFF_S while it lasts: a process that gets no request
-        to probe Redis with must not keep what it spent alone to itself. Not one of the
-        drained tasks (it lasts as long as the outage)."""
-        while self.journal:
-            await asyncio.sleep(max(BACKOFF_S, 0.05))
-            if not self._flushing:
-                await self._flush()
 
     async def drain(self) -> None:
         """Wait for background settlements (tests, shutdown)."""

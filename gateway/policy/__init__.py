@@ -6,16 +6,15 @@ from gateway.policy.schema import (
     Backend,
     CachePolicy,
     Condition,
-    Limits,
     ModelRoute,
     Policy,
     Price,
     Router,
     Rule,
     Shadow,
-    Team,
     Tier,
 )
+from gateway.policy.teams import Limits, Team
 
 __all__ = [
     "Backend",
