@@ -2,11 +2,14 @@
 
 rules.py      which limits apply to a tenant; Redis keys (hash tag `{team}`) and periods
 estimate.py   tokenizer-free prompt and cost estimates; usage for answers without any
-limits.lua    the script: sliding windows and budget holds, checked and counted at once
-store.py      running the script (EVALSHA)
+limits.lua    the script: sliding windows, paced rates (GCRA) and budget holds, checked and
+              counted at once; a `batch` of such calls in one
+store.py      running the script: one team's calls coalesce while one is in flight
+resp.py       the limiter's own pipelined Redis connection (RESP over TCP)
 local.py      the same limits in one process: no Redis, or this process's share of them
 admission.py  what an admitted request carries; the 429s and the fail-closed 503
-limiter.py    admit / settle / release, the fallback and the replay journal
+limiter.py    admit / settle / release and the fallback
+delivery.py   settlements to Redis: batched every few ms, journaled and replayed
 """
 
 from gateway.errors import BudgetExceeded, LimitsUnavailable
