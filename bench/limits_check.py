@@ -61,6 +61,30 @@ async def _round(requests: int, redis_url: str | None, limited: bool) -> float:
     return statistics.median(samples) * 1e6
 
 
+async def _bare(requests: int, redis_url: str) -> tuple[float, float]:
+    """p50 µs of a script that does nothing (`return 1`): the limiter's own connection, then
+    redis-py's, to tell the round trip from the limits' work."""
+    import redis.asyncio as aioredis
+
+    from gateway.limits.resp import for_client
+
+    client = aioredis.from_url(redis_url)
+    own = for_client(client, "return 1", 2.0)
+    assert own is not None
+    theirs = client.register_script("return 1")
+    out = []
+    for call in (own, theirs):
+        samples = []
+        for _ in range(requests):
+            started = time.perf_counter()
+            await call(keys=["k"], args=["1"])
+            samples.append(time.perf_counter() - started)
+        out.append(statistics.median(samples) * 1e6)
+    await own.aclose()
+    await client.aclose()
+    return out[0], out[1]
+
+
 def _measure(requests: int, redis_url: str | None) -> None:
     label = "Redis" if redis_url else "in-process"
     with_limits, without = [], []
@@ -72,6 +96,9 @@ def _measure(requests: int, redis_url: str | None) -> None:
         f"limit check ({label}): p50 {a:.1f} us with limits, {b:.1f} us without, "
         f"+{a - b:.1f} us (medians of 5 rounds of {requests})"
     )
+    if redis_url:
+        own, theirs = asyncio.run(_bare(requests, redis_url))
+        print(f"a script doing nothing: p50 {own:.1f} us own connection, {theirs:.1f} us redis-py")
 
 
 def main() -> int:
