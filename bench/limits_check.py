@@ -8,7 +8,9 @@ A team with request, token and budget limits that are never reached
 estimate, the admission (with Redis: one script call, awaited as a request awaits it) and
 the settlement's dispatch, timed together; the settlement's own script call runs in the
 background, as in the gateway, and is awaited between requests, outside the timing. Prints
-the median over 5 rounds of each round's p50, in microseconds, and the difference.
+the median over 5 rounds of each round's p50, in microseconds, and the difference; with
+Redis also the p50 of a script that does nothing, on the limiter's own connection and on
+redis-py (the round trip alone).
 """
 
 from __future__ import annotations
