@@ -146,19 +146,34 @@ async def poll(services: Services, backend: Backend, policy: LoadPolicy) -> bool
     return verdict
 
 
+def unwatch(services: Services, name: str) -> None:
+    """A backend no longer polled (its `load:` block or the backend itself left the policy,
+    or it was disabled): its verdict lapses now, and its gauges stop claiming a queue (NaN:
+    multiprocess metrics cannot drop a series)."""
+    m = services.metrics
+    if name in services.state.loaded.policy.backends:
+        services.breakers[name].load_polled(time.monotonic(), False, 0.0)
+    m.backend_saturated.labels(name).set(0)
+    for gauge in (m.backend_queue_waiting, m.backend_queue_running, m.backend_kv_cache_usage):
+        gauge.labels(name).set(float("nan"))
+
+
 async def run(services: Services) -> None:
     """Poll every backend with a `load:` block when its interval is due (claimed per replica)."""
+    watched: set[str] = set()
     while True:
         now = time.monotonic()
-        watched = False
         batch: list[tuple[Backend, LoadPolicy]] = []
+        was, watched = watched, set()
         for name, backend in services.state.loaded.policy.backends.items():
             policy = backend.load
             if policy is None or not backend.enabled:
                 continue
-            watched = True
+            watched.add(name)
             if services.breakers[name].claim_poll(now, policy.interval_s):
                 batch.append((backend, policy))
+        for name in was - watched:
+            unwatch(services, name)
         if batch:
             await asyncio.gather(*(poll(services, b, p) for b, p in batch))
         await asyncio.sleep(TICK_S if watched else IDLE_TICK_S)

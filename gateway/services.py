@@ -41,7 +41,7 @@ from gateway.tracing import Tracing
 log = logging.getLogger("gateway.services")
 
 BACKGROUND_REDIS_TIMEOUT_S = 2.0
-log = logging.getLogger("gateway.breakers")
+log = logging.getLogger("gateway.services")
 
 
 class Services:

@@ -179,3 +179,42 @@ def test_workers_share_one_poll_per_interval_and_its_verdict(tmp_path: Path) -> 
     finally:
         one.close()
         two.close()
+
+
+async def test_a_load_block_taken_out_on_reload_lets_its_verdict_and_gauges_go() -> None:
+    """The policy is reloaded without `vllm`'s `load:` block: the saturated verdict its last
+    poll left lapses at once, and its gauges stop showing the old queue."""
+    import asyncio
+    import math
+    from types import SimpleNamespace
+
+    from gateway import load
+    from gateway.metrics import Metrics
+
+    class Unreachable:
+        async def fetch(self, *args: object, **kwargs: object) -> tuple[int, str]:
+            raise UpstreamUnavailable("no /metrics here")
+
+    with_block = parse_policy(PLAN_POLICY, "load.yaml").policy
+    without = parse_policy(PLAN_POLICY.replace("    load: {max_waiting: 4}\n", ""), "l.yaml")
+    metrics, breakers = Metrics(), Breakers()
+    state = SimpleNamespace(loaded=SimpleNamespace(policy=with_block))
+    services = SimpleNamespace(
+        metrics=metrics, breakers=breakers, state=state, client=Unreachable()
+    )
+    breakers["vllm"].load_polled(time.monotonic(), True, 600.0)
+    metrics.backend_queue_waiting.labels("vllm").set(9)
+    metrics.backend_saturated.labels("vllm").set(1)
+    poller = asyncio.create_task(load.run(services))  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(3 * load.TICK_S)
+        assert breakers["vllm"].is_overloaded(time.monotonic())  # failed polls keep the verdict
+        state.loaded.policy = without.policy
+        await asyncio.sleep(3 * load.TICK_S)
+    finally:
+        poller.cancel()
+    assert not breakers["vllm"].is_overloaded(time.monotonic())
+    registry = metrics.registry
+    assert registry.get_sample_value("gateway_backend_saturated", {"backend": "vllm"}) == 0
+    waiting = registry.get_sample_value("gateway_backend_queue_waiting", {"backend": "vllm"})
+    assert waiting is not None and math.isnan(waiting)
