@@ -41,7 +41,6 @@ from gateway.tracing import Tracing
 log = logging.getLogger("gateway.services")
 
 BACKGROUND_REDIS_TIMEOUT_S = 2.0
-log = logging.getLogger("gateway.services")
 
 
 class Services:

@@ -74,21 +74,21 @@ local function budget_totals(totals, holds, now)
   return tonumber(v[1] or '0'), tonumber(v[2] or '0')
 end
 
+-- A paced rate: `burst` at once, then one per `interval` ms. The new arrival time if
+-- `weight` fits now, else nil and the ms until it would.
+local function pace(key, weight, burst, interval, now)
+  if weight > burst then return nil, -1 end
+  local tat = math.max(tonumber(redis.call('GET', key) or '0'), now) + weight * interval
+  local early = tat - now - burst * interval
+  if early > 1e-6 then return nil, math.max(math.ceil(early), 1) end
+  return tat, 0
+end
+
 -- One admission or settlement; KEYS and ARGV are its own (a batch passes slices).
 local function run(KEYS, ARGV)
   local now = now_ms(ARGV[2])
   local id, nw, nb, lease = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
   local bk = 2 * nw  -- budget keys start after the window keys
-
-  -- A paced rate: `burst` at once, then one per `interval` ms. The new arrival time if
-  -- `weight` fits now, else nil and the ms until it would.
-  local function pace(key, weight, burst, interval, now)
-    if weight > burst then return nil, -1 end
-    local tat = math.max(tonumber(redis.call('GET', key) or '0'), now) + weight * interval
-    local early = tat - now - burst * interval
-    if early > 1e-6 then return nil, math.max(math.ceil(early), 1) end
-    return tat, 0
-  end
 
   local W = 4  -- admit arguments per window
   if ARGV[1] == 'admit' then

@@ -198,10 +198,9 @@ class RedisStore:
         w, b = values[: 2 * nw], values[2 * nw :]
         return Admitted(at, tuple(w[0::2]), tuple(w[1::2]), tuple(b[0::2]), tuple(b[1::2]))
 
-    async def settle(self, s: Settlement) -> list[int]:
-        """Apply a settlement; the spent-plus-held total of each budget after it."""
-        out = await self._run(s.tag, list(s.keys), list(s.args))
-        return [int(v) for v in out[1:]]
+    async def settle(self, s: Settlement) -> None:
+        """Apply a settlement (coalesced with the team's other calls)."""
+        await self._run(s.tag, list(s.keys), list(s.args))
 
     async def settle_batch(self, settlements: list[Settlement]) -> None:
         """Apply up to BATCH_MAX settlements of one team in one script call (all or none)."""
