@@ -151,6 +151,9 @@ BAD_BODIES: list[tuple[Any, str | None]] = [
     ({"team": "apps", "limits": {"requests_per_minute": 0}}, "limits.requests_per_minute"),
     ({"team": "apps", "budget_usd_per_day": -1}, "budget_usd_per_day"),
     ({"team": "apps", "limits": {"fail": "closed"}}, "limits.fail"),
+    ({"team": "apps", "limits": {"requests_burst": 0}}, "limits.requests_burst"),
+    ({"team": "apps", "limits": {"requests_burst": 5}}, "limits"),  # no rate to pace
+    ({"team": "apps", "limits": {"requests_per_minute": 5, "requests_burst": 6}}, "limits"),
     ({"team": "apps", "expires_at": 1_000_000}, "expires_at"),
     ({"team": "apps", "expires_at": "next tuesday"}, "expires_at"),
 ]
