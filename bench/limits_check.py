@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python bench/limits_check.py [--requests 3000]            # in-process
     PYTHONPATH=. python bench/limits_check.py --redis                      # its own redis-server
+    PYTHONPATH=. python bench/limits_check.py --redis --concurrency 16     # CPU per request
 
 A team with request, token and budget limits that are never reached
 (`bench/policies/limits.yaml`), against the same team without limits. Per request: the
@@ -11,6 +12,12 @@ background, as in the gateway, and is awaited between requests, outside the timi
 the median over 5 rounds of each round's p50, in microseconds, and the difference; with
 Redis also the p50 of a script that does nothing, on the limiter's own connection and on
 redis-py (the round trip alone).
+
+`--concurrency N`: N requests at once, each waiting 1 ms for its "upstream" between admit
+and settle, as a loaded worker sees them (admissions and settlements of one team coalesce).
+Runs on uvloop, as the gateway does. Prints this process's CPU time per request with limits
+and without (Redis' own CPU is the server's, on its own core), median of 5 rounds: what the
+limiter takes from a worker's throughput.
 """
 
 from __future__ import annotations
@@ -87,7 +94,63 @@ async def _bare(requests: int, redis_url: str) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def _measure(requests: int, redis_url: str | None) -> None:
+async def _cpu_round(requests: int, redis_url: str | None, limited: bool, conc: int) -> float:
+    """CPU µs per request of one round with `conc` requests in flight."""
+    os.environ.setdefault("UPSTREAM_BASE_URL", "http://127.0.0.1:1/v1")
+    os.environ.setdefault("BENCH_TEAM_KEY", "sk-bench-team-key")
+    policy = parse_policy(POLICY.read_text(), str(POLICY)).policy
+    tenant = KeyRing(policy).authenticate("Bearer " + os.environ["BENCH_TEAM_KEY"])
+    assert tenant is not None
+    if not limited:
+        tenant = Tenant(tenant.team, tenant.partition, None, None, tenant.key_id, None)
+    client: Any = None
+    if redis_url:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(redis_url)
+    limiter = Limiter(client, Metrics(), timeout_s=1.0)
+    prices = route_prices(policy)["*"]
+    left = [requests]
+
+    async def worker() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            est = estimate(prices, "chat", BODY, 1000)
+            admission = await limiter.admit(tenant, est.prompt_tokens, est.reserve_usd)
+            await asyncio.sleep(0.001)
+            limiter.settle(admission, 60, 5, 0.0001)
+
+    await asyncio.gather(*(worker() for _ in range(conc)))  # warm: connect, load the script
+    left[0] = requests
+    started = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    await limiter.drain()
+    spent = time.process_time() - started
+    await limiter.close()
+    if client is not None:
+        await client.aclose()
+    return spent / requests * 1e6
+
+
+def _measure_cpu(requests: int, redis_url: str | None, conc: int) -> None:
+    label = "Redis" if redis_url else "in-process"
+    with_limits, without = [], []
+    import uvloop  # the gateway's loop
+
+    for _ in range(5):
+        with_limits.append(uvloop.run(_cpu_round(requests, redis_url, True, conc)))
+        without.append(uvloop.run(_cpu_round(requests, redis_url, False, conc)))
+    a, b = statistics.median(with_limits), statistics.median(without)
+    print(
+        f"CPU per request ({label}, {conc} in flight): {a:.1f} us with limits, {b:.1f} us "
+        f"without, +{a - b:.1f} us (medians of 5 rounds of {requests})"
+    )
+
+
+def _measure(requests: int, redis_url: str | None, conc: int = 0) -> None:
+    if conc:
+        _measure_cpu(requests, redis_url, conc)
+        return
     label = "Redis" if redis_url else "in-process"
     with_limits, without = [], []
     for _ in range(5):
@@ -109,9 +172,10 @@ def main() -> int:
     parser.add_argument(
         "--redis", nargs="?", const="own", default=None, help="a URL, or none: its own server"
     )
+    parser.add_argument("--concurrency", type=int, default=0, help="CPU per request, N at once")
     args = parser.parse_args()
     if args.redis != "own":
-        _measure(args.requests, args.redis)
+        _measure(args.requests, args.redis, args.concurrency)
         return 0
     from tests.support.redis_process import RedisServer
 
@@ -119,7 +183,7 @@ def main() -> int:
         server = RedisServer(Path(tmp) / "redis")
         server.start()
         try:
-            _measure(args.requests, server.url)
+            _measure(args.requests, server.url, args.concurrency)
         finally:
             server.stop()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,13 +83,20 @@ class RedisStore:
         self._script: Any = self._resp if self._resp is not None else redis.register_script(SCRIPT)
         self._lease_ms = str(int(lease_s * 1000))
         self._timeout = timeout_s
-        self._last_reply = -1e9
+        self._last_reply = -1e9  # redis-py's calls (the own connection keeps its own)
+        # The own connection's calls in flight, oldest first: (when it gives up unless Redis
+        # is answering, when it started, its future); one timer watches them all.
+        self._watched: deque[tuple[float, float, asyncio.Future[Any]]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
         # Per hash tag: the calls waiting while one of that tag is in flight.
         self._waiting: dict[str, list[_Call]] = {}
         self._sending: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     async def aclose(self) -> None:
         """Close the limiter's own connection (redis-py's is the client's to close)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._resp is not None:
             await self._resp.aclose()
 
@@ -103,7 +111,7 @@ class RedisStore:
             return await future
         self._waiting[tag] = []
         try:
-            return await self._bounded(self._script(keys=keys, args=args))
+            return await self._call(keys, args)
         finally:
             self._next(tag)
 
@@ -120,14 +128,13 @@ class RedisStore:
     async def _many(self, calls: list[tuple[list[str], list[str]]]) -> list[Any]:
         """Calls of one team in one script call (a plain one when alone): their replies."""
         if len(calls) == 1:
-            keys, args = calls[0]
-            return [await self._bounded(self._script(keys=keys, args=args))]
+            return [await self._call(*calls[0])]
         flat_keys: list[str] = []
         flat_args = ["batch", str(len(calls))]
         for keys, args in calls:
             flat_keys += keys
             flat_args += [str(len(keys)), str(len(args)), *args]
-        replies: list[Any] = await self._bounded(self._script(keys=flat_keys, args=flat_args))
+        replies: list[Any] = await self._call(flat_keys, flat_args)
         return replies
 
     async def _send(self, tag: str, batch: list[_Call]) -> None:
@@ -148,6 +155,45 @@ class RedisStore:
                     future.set_result(reply)
         finally:
             self._next(tag)
+
+    def _call(self, keys: list[str], args: list[str]) -> Awaitable[Any]:
+        """One script call, bounded: TimeoutError unless Redis is visibly answering."""
+        if self._resp is None:
+            return self._bounded(self._script(keys=keys, args=args))
+        future = self._resp.call(keys, args)
+        loop = future.get_loop()
+        now = loop.time()
+        first = self._timeout if self._resp.last_reply > 0 else MAX_WAIT_S
+        self._watched.append((now + first, now, future))
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(now + first, self._patrol)
+        return future
+
+    def _patrol(self) -> None:
+        """Fail the calls past their time while Redis is silent (or past MAX_WAIT_S), as
+        `_bounded` does for one; then sleep until the next one is due."""
+        assert self._resp is not None
+        self._watchdog = None
+        watched = self._watched
+        while watched and watched[0][2].done():
+            watched.popleft()
+        if not watched:
+            return
+        loop = watched[0][2].get_loop()
+        now = loop.time()
+        alive = time.monotonic() - self._resp.last_reply < ALIVE_S
+        wake = now + self._timeout
+        for due, started, future in watched:
+            if future.done():
+                continue
+            if due > now:
+                wake = min(wake, due)
+            elif not alive or now - started >= MAX_WAIT_S:
+                future.set_exception(TimeoutError("limits: Redis did not answer in time"))
+        while watched and watched[0][2].done():
+            watched.popleft()
+        if watched:
+            self._watchdog = loop.call_at(wake, self._patrol)
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         """Await a Redis call: give up after the timeout, unless Redis is visibly answering."""

@@ -35,7 +35,7 @@ async def test_a_script_redis_lost_is_sent_again(redis: aioredis.Redis) -> None:
         assert await script([], ["1"]) == [1, 0]
         await redis.script_flush()
         assert await script([], ["2"]) == [2, 0]  # NOSCRIPT, then EVAL
-        assert await redis.script_exists(script._sha.decode()) == [True]
+        assert await redis.script_exists(script._sha) == [True]
     finally:
         await script.aclose()
 

@@ -164,13 +164,15 @@ async def test_concurrent_checks_share_round_trips_and_stay_exact(
     limiter = Limiter(redis, Metrics(), timeout_s=5.0, clock=clock)
     assert limiter._store is not None
     calls: list[int] = []
-    script = limiter._store._script
+    resp = limiter._store._resp
+    assert resp is not None
+    call = resp.call
 
-    async def counting(keys: list[str], args: list[str]) -> object:
+    def counting(keys: list[str], args: list[str]) -> asyncio.Future[object]:
         calls.append(int(args[1]) if args[0] == "batch" else 1)
-        return await script(keys=keys, args=args)
+        return call(keys, args)
 
-    limiter._store._script = counting
+    resp.call = counting  # type: ignore[method-assign]
     t = tenant(requests_per_minute=50, tokens_per_minute=100_000, budget_usd_per_day=1.0)
 
     async def one() -> bool:
