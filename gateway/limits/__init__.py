@@ -3,7 +3,8 @@
 rules.py      which limits apply to a tenant; Redis keys (hash tag `{team}`) and periods
 estimate.py   tokenizer-free prompt and cost estimates; usage for answers without any
 limits.lua    the script: sliding windows, paced rates (GCRA) and budget holds, checked and
-              counted at once; a `batch` of such calls in one
+              counted at once; several such calls in one
+calls.py      what the script is asked (templates per set of rules) and what it answers
 store.py      running the script: one team's calls coalesce while one is in flight
 resp.py       the limiter's own pipelined Redis connection (RESP over TCP)
 local.py      the same limits in one process: no Redis, or this process's share of them

@@ -9,8 +9,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.limits.admission import NANO
+from gateway.limits.calls import Settlement
 from gateway.limits.local import LocalLimits
-from gateway.limits.store import BATCH_MAX, RedisStore, Settlement
+from gateway.limits.store import BATCH_MAX, RedisStore
 from gateway.metrics import Metrics
 
 JOURNAL_MAX = 100_000

@@ -23,17 +23,11 @@ from typing import Any
 from gateway.auth import Tenant
 from gateway.errors import GatewayError, LimitsUnavailable
 from gateway.limits.admission import NANO, Admission, refusal, to_nano
+from gateway.limits.calls import Admitted, Refused, settlement
 from gateway.limits.delivery import Delivery
 from gateway.limits.local import LocalLimits
 from gateway.limits.rules import Rules, rules_for
-from gateway.limits.store import (
-    MAX_WAIT_S,
-    Admitted,
-    RedisStore,
-    Refused,
-    own_connections,
-    settlement,
-)
+from gateway.limits.store import MAX_WAIT_S, RedisStore, own_connections
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 
@@ -156,7 +150,7 @@ class Limiter:
         now: float,
         weights: tuple[int, ...],
         reserve: int,
-        budget_keys: list[str],
+        budget_keys: tuple[str, ...],
     ) -> tuple[Admitted | Refused, bool]:
         now_ms = round(now * 1000)
         if self._store is None:

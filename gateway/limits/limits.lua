@@ -5,8 +5,8 @@
 --       its running weight sum (a paced rate: its theoretical arrival time in ms, twice);
 --       then per budget a hash {spent, held} (nano-USD) and a sorted set of holds
 --       (member "<id>:<nano-USD>", score = lease expiry in ms).
--- ARGV: op ("admit" | "settle"), now_ms (0 = Redis' own clock), id, #windows, #budgets,
---       lease_ms, then per window and per budget:
+-- A call's arguments: op ("admit" | "settle"), now_ms (0 = Redis' own clock), id,
+--       #windows, #budgets, lease_ms, then per window and per budget:
 --   admit:  window  limit, window_ms, weight, burst (0: sliding)    budget  limit, reserve, ttl_s
 --   settle: window  window_ms, old, new, admitted_ms, pace          budget  hold, cost, ttl_s
 --   (pace 0: a sliding window; -1: a paced rate Redis decided, nothing to do; > 0: a paced
@@ -16,7 +16,7 @@
 --            or {2, now, budget index, 1 if spent alone is at the limit else 0}
 --   (a budget with less room than the reserve admits only when nothing else is held there)
 -- settle returns {now, per budget: spent + held}
--- "batch" runs several of these in one call (one team's keys: one slot), at the end.
+-- One script call runs several of these (one team's keys: one slot); see the end.
 
 local function int(x) return string.format('%.0f', x) end
 
@@ -206,18 +206,15 @@ local function run(KEYS, ARGV)
   return out
 end
 
--- "batch", n, then per call: #keys, #args, its args; KEYS: every call's keys in order. The
--- calls run one after the other (each sees what the one before counted); one reply each.
-if ARGV[1] == 'batch' then
-  local replies, k, a = {}, 0, 3
-  for c = 1, tonumber(ARGV[2]) do
-    local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-    local keys, args = {}, {}
-    for j = 1, nk do keys[j] = KEYS[k + j] end
-    for j = 1, na do args[j] = ARGV[a + 1 + j] end
-    replies[c] = run(keys, args)
-    k, a = k + nk, a + 2 + na
-  end
-  return replies
+-- Each ARGV is one call, its arguments separated by spaces, led by where its keys start in
+-- KEYS (0-based) and how many there are (calls on the same keys share them). The calls run
+-- one after the other (each sees what the one before counted); one reply each, in order.
+local replies = {}
+for c = 1, #ARGV do
+  local args = {}
+  for word in string.gmatch(ARGV[c], '%S+') do args[#args + 1] = word end
+  local k, keys = tonumber(args[1]), {}
+  for j = 1, tonumber(args[2]) do keys[j] = KEYS[k + j] end
+  replies[c] = run(keys, {unpack(args, 3)})
 end
-return run(KEYS, ARGV)
+return replies

@@ -12,8 +12,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from gateway.limits.calls import Admitted, Refused
 from gateway.limits.rules import Rules, WindowRule
-from gateway.limits.store import Admitted, Refused
 
 _MAX_STATES = 10_000
 
@@ -111,7 +111,7 @@ class LocalLimits:
         now_ms: int,
         weights: tuple[int, ...],
         reserve_nano: int,
-        budget_keys: list[str],
+        budget_keys: tuple[str, ...],
     ) -> Admitted | Refused:
         """Decide alone with this process's share of each limit; count and hold if all fit."""
         window_keys = rules.window_keys()
@@ -202,7 +202,7 @@ class LocalLimits:
         admission_id: str,
         admitted: Admitted,
         weights: tuple[int, ...],
-        budget_keys: list[str],
+        budget_keys: tuple[str, ...],
     ) -> None:
         """Record an admission Redis decided, and what Redis says is left in each budget."""
         window_keys = rules.window_keys()

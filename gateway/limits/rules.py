@@ -8,7 +8,7 @@ from __future__ import annotations
 import calendar
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.auth import Tenant
@@ -51,7 +51,9 @@ class BudgetRule:
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """Every limit that applies to one tenant."""
+    """Every limit that applies to one tenant. Its keys are worked out once (per UTC day for
+    budgets); `memo` keeps what other parts derive from it once (the store's command
+    templates)."""
 
     team: str
     tag: str  # the hash tag, `{...}` included
@@ -59,27 +61,51 @@ class Rules:
     budgets: tuple[BudgetRule, ...]
     fail: Literal["open", "closed"] = "open"
     soft_share: float | None = None
+    _window_keys: tuple[str, ...] = field(init=False, compare=False, repr=False)
+    # By UTC day number: the budget keys, and every key (the windows' first).
+    _by_day: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = field(
+        init=False, compare=False, repr=False
+    )
+    memo: dict[object, str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        keys: list[str] = []
+        for w in self.windows:
+            base = f"{PREFIX}:{self.tag}:{w.scope}:{w.kind}"
+            keys += [base + ":g"] * 2 if w.burst else [base + ":z", base + ":n"]
+        object.__setattr__(self, "_window_keys", tuple(keys))
+        object.__setattr__(self, "_by_day", {})
+        object.__setattr__(self, "memo", {})
 
     @property
     def empty(self) -> bool:
         """True when nothing limits this tenant."""
         return not self.windows and not self.budgets
 
-    def window_keys(self) -> list[str]:
+    def window_keys(self) -> tuple[str, ...]:
         """The sorted set and running sum of each window, in rule order (a paced rule's one
         key, its theoretical arrival time, twice)."""
-        keys = []
-        for w in self.windows:
-            base = f"{PREFIX}:{self.tag}:{w.scope}:{w.kind}"
-            keys += [base + ":g"] * 2 if w.burst else [base + ":z", base + ":n"]
-        return keys
+        return self._window_keys
 
-    def budget_keys(self, now: float) -> list[str]:
+    def budget_keys(self, now: float) -> tuple[str, ...]:
         """The totals hash and the holds set of each budget for the period around `now`."""
-        keys = []
-        for b in self.budgets:
-            base = f"{PREFIX}:{self.tag}:{b.scope}:usd:{period_id(b.period, now)}"
-            keys += [base + ":h", base + ":r"]
+        return self._day(now)[0]
+
+    def keys(self, now: float) -> tuple[str, ...]:
+        """The window keys, then the budget keys for the period around `now`."""
+        return self._day(now)[1]
+
+    def _day(self, now: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        day = int(now // 86_400)
+        keys = self._by_day.get(day)
+        if keys is None:
+            found: list[str] = []
+            for b in self.budgets:
+                base = f"{PREFIX}:{self.tag}:{b.scope}:usd:{period_id(b.period, now)}"
+                found += [base + ":h", base + ":r"]
+            if len(self._by_day) > 2:
+                self._by_day.clear()
+            keys = self._by_day[day] = (tuple(found), self._window_keys + tuple(found))
         return keys
 
 
@@ -134,13 +160,24 @@ def period_id(period: Period, now: float) -> str:
     )
 
 
+_month_ends: dict[int, float] = {}  # by UTC day number
+
+
 def period_end(period: Period, now: float) -> float:
-    """When the UTC day or month around `now` ends (epoch seconds)."""
-    t = time.gmtime(now)
+    """When the UTC day or month around `now` ends (epoch seconds; a UTC day is 86,400 of
+    them)."""
+    day = int(now // 86_400)
     if period == "day":
-        return calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0)) + 86_400.0
-    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
-    return float(calendar.timegm((year, month, 1, 0, 0, 0)))
+        return (day + 1) * 86_400.0
+    end = _month_ends.get(day)
+    if end is None:
+        t = time.gmtime(day * 86_400)
+        year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+        end = float(calendar.timegm((year, month, 1, 0, 0, 0)))
+        if len(_month_ends) > 2:
+            _month_ends.clear()
+        _month_ends[day] = end
+    return end
 
 
 def budget_ttl_s(period: Period, now: float) -> int:

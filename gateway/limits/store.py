@@ -6,10 +6,10 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.limits.calls import Admitted, Refused, Settlement, admit_template
 from gateway.limits.resp import for_client
 from gateway.limits.rules import Rules, budget_ttl_s
 
@@ -23,42 +23,11 @@ ALIVE_S = 1.0
 MAX_WAIT_S = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
-    """The script said yes: the time it used, and what is left in each window and budget."""
-
-    now_ms: int
-    remaining: tuple[int, ...]
-    reset_ms: tuple[int, ...]
-    budget_left: tuple[int, ...]  # nano-USD, after this request's hold
-    holds: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """The script said no: which window (`budget` False) or budget, and a retry hint."""
-
-    now_ms: int
-    budget: bool
-    index: int
-    retry_ms: int  # windows: ms until it fits (-1 never); budgets: 1 when spent is at limit
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """One settlement or release, as replayable data: keys and script arguments."""
-
-    team: str
-    keys: tuple[str, ...]
-    args: tuple[str, ...]
-    cost_nano: int
-    tag: str = ""  # the team's hash tag: calls with the same one may share a batch
-    budgets: int = 0  # how many budgets: their keys come last
-
-
 # At most this many calls of one team go in one script call.
 BATCH_MAX = 64
-_Call = tuple[list[str], list[str], "asyncio.Future[Any]"]
+# One call of limits.lua: its keys and its arguments, space-separated.
+Call = tuple[tuple[str, ...], str]
+_Waiting = tuple[tuple[str, ...], str, "asyncio.Future[Any]"]
 
 
 def own_connections(redis: Any, socket_timeout_s: float) -> Any:
@@ -89,7 +58,7 @@ class RedisStore:
         self._watched: deque[tuple[float, float, asyncio.Future[Any]]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
         # Per hash tag: the calls waiting while one of that tag is in flight.
-        self._waiting: dict[str, list[_Call]] = {}
+        self._waiting: dict[str, list[_Waiting]] = {}
         self._sending: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     async def aclose(self) -> None:
@@ -100,18 +69,18 @@ class RedisStore:
         if self._resp is not None:
             await self._resp.aclose()
 
-    async def _run(self, tag: str, keys: list[str], args: list[str]) -> Any:
+    async def _run(self, tag: str, keys: tuple[str, ...], call: str) -> Any:
         """One script call, coalesced: while a call of the same team is in flight, the next
-        ones wait and then go together, as one `batch` call (one round trip, one slot). A
+        ones wait and then go together in one script call (one round trip, one slot). A
         lone call goes at once; nothing waits for a batch to fill."""
         waiting = self._waiting.get(tag)
         if waiting is not None:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            waiting.append((keys, args, future))
+            waiting.append((keys, call, future))
             return await future
         self._waiting[tag] = []
         try:
-            return await self._call(keys, args)
+            return (await self._call(list(keys), [f"0 {len(keys)} {call}"]))[0]
         finally:
             self._next(tag)
 
@@ -125,21 +94,24 @@ class RedisStore:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _many(self, calls: list[tuple[list[str], list[str]]]) -> list[Any]:
-        """Calls of one team in one script call (a plain one when alone): their replies."""
-        if len(calls) == 1:
-            return [await self._call(*calls[0])]
+    async def _many(self, calls: list[Call]) -> list[Any]:
+        """Calls of one team in one script call: their replies. Each key goes once, however
+        many calls use it (each call names where its keys start and how many there are)."""
+        at: dict[tuple[str, ...], int] = {}
         flat_keys: list[str] = []
-        flat_args = ["batch", str(len(calls))]
-        for keys, args in calls:
-            flat_keys += keys
-            flat_args += [str(len(keys)), str(len(args)), *args]
-        replies: list[Any] = await self._call(flat_keys, flat_args)
+        argv = []
+        for keys, call in calls:
+            start = at.get(keys)
+            if start is None:
+                start = at[keys] = len(flat_keys)
+                flat_keys += keys
+            argv.append(f"{start} {len(keys)} {call}")
+        replies: list[Any] = await self._call(flat_keys, argv)
         return replies
 
-    async def _send(self, tag: str, batch: list[_Call]) -> None:
+    async def _send(self, tag: str, batch: list[_Waiting]) -> None:
         try:
-            replies = await self._many([(keys, args) for keys, args, _ in batch])
+            replies = await self._many([(keys, call) for keys, call, _ in batch])
         except Exception as exc:
             for _, _, future in batch:
                 if not future.done():
@@ -226,59 +198,28 @@ class RedisStore:
         now: float,
         weights: tuple[int, ...],
         reserve_nano: int,
-        budget_keys: list[str],
+        budget_keys: tuple[str, ...],
     ) -> Admitted | Refused:
         """Check every window and budget of `rules`; count and hold only if all fit."""
-        nw, nb = len(rules.windows), len(rules.budgets)
-        args = ["admit", str(now_ms), admission_id, str(nw), str(nb), self._lease_ms]
-        for rule, weight in zip(rules.windows, weights, strict=True):
-            args += [str(rule.limit), str(rule.window_ms), str(weight), str(rule.burst)]
+        template = rules.memo.get("admit")
+        if template is None:
+            template = rules.memo["admit"] = admit_template(rules, self._lease_ms)
+        values: list[object] = [now_ms, admission_id, *weights]
         for budget in rules.budgets:
-            limit = int(budget.limit_usd * 1e9)
-            args += [str(limit), str(reserve_nano), str(budget_ttl_s(budget.period, now))]
-        out = await self._run(rules.tag, rules.window_keys() + budget_keys, args)
-        status, at = int(out[0]), int(out[1])
+            values += (reserve_nano, budget_ttl_s(budget.period, now))
+        out = await self._run(rules.tag, rules.keys(now), template.format(*values))
+        status, at = out[0], out[1]
         if status != 0:
-            return Refused(at, status == 2, int(out[2]), int(out[3]))
-        values = [int(v) for v in out[2:]]
-        w, b = values[: 2 * nw], values[2 * nw :]
+            return Refused(at, status == 2, out[2], out[3])
+        nw = 2 * len(rules.windows)
+        w, b = out[2 : 2 + nw], out[2 + nw :]
         return Admitted(at, tuple(w[0::2]), tuple(w[1::2]), tuple(b[0::2]), tuple(b[1::2]))
 
     async def settle(self, s: Settlement) -> None:
         """Apply a settlement (coalesced with the team's other calls)."""
-        await self._run(s.tag, list(s.keys), list(s.args))
+        await self._run(s.tag, s.keys, s.call)
 
     async def settle_batch(self, settlements: list[Settlement]) -> None:
         """Apply up to BATCH_MAX settlements of one team in one script call (all or none)."""
         assert len(settlements) <= BATCH_MAX
-        await self._many([(list(s.keys), list(s.args)) for s in settlements])
-
-
-def settlement(
-    rules: Rules,
-    admission_id: str,
-    window_keys: tuple[str, ...],
-    budget_keys: tuple[str, ...],
-    at_ms: int,
-    old: tuple[int, ...],
-    new: tuple[int, ...],
-    holds: tuple[int, ...],
-    cost_nano: int,
-    now: float,
-    now_ms: int,
-    local: bool = False,
-) -> Settlement:
-    """The script call that replaces estimates by real counts and holds by spend.
-
-    `now_ms` 0 lets Redis use its own clock; `local`: this process decided the admission
-    alone, so a paced rate has yet to count it.
-    """
-    nw, nb = len(rules.windows), len(rules.budgets)
-    args = ["settle", str(now_ms), admission_id, str(nw), str(nb), "0"]
-    for rule, o, n in zip(rules.windows, old, new, strict=True):
-        pace = (f"{rule.interval_ms:.3f}" if local else "-1") if rule.burst else "0"
-        args += [str(rule.window_ms), str(o), str(n), str(at_ms), pace]
-    for budget, hold in zip(rules.budgets, holds, strict=True):
-        args += [str(hold), str(cost_nano), str(budget_ttl_s(budget.period, now))]
-    keys = (*window_keys, *budget_keys)
-    return Settlement(rules.team, keys, tuple(args), cost_nano, rules.tag, nb)
+        await self._many([(s.keys, s.call) for s in settlements])
