@@ -208,13 +208,16 @@ end
 
 -- Each ARGV is one call, its arguments separated by spaces, led by where its keys start in
 -- KEYS (0-based) and how many there are (calls on the same keys share them). The calls run
--- one after the other (each sees what the one before counted); one reply each, in order.
+-- one after the other (each sees what the one before counted). The reply is one string: a
+-- line per call, in order, its numbers separated by spaces.
 local replies = {}
 for c = 1, #ARGV do
   local args = {}
   for word in string.gmatch(ARGV[c], '%S+') do args[#args + 1] = word end
   local k, keys = tonumber(args[1]), {}
   for j = 1, tonumber(args[2]) do keys[j] = KEYS[k + j] end
-  replies[c] = run(keys, {unpack(args, 3)})
+  local out = run(keys, {unpack(args, 3)})
+  for i = 1, #out do out[i] = int(out[i]) end
+  replies[c] = table.concat(out, ' ')
 end
-return replies
+return table.concat(replies, '\n')

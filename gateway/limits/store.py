@@ -80,7 +80,8 @@ class RedisStore:
             return await future
         self._waiting[tag] = []
         try:
-            return (await self._call(list(keys), [f"0 {len(keys)} {call}"]))[0]
+            reply = await self._call(list(keys), [f"0 {len(keys)} {call}"])
+            return [int(v) for v in reply.split()]
         finally:
             self._next(tag)
 
@@ -106,8 +107,8 @@ class RedisStore:
                 start = at[keys] = len(flat_keys)
                 flat_keys += keys
             argv.append(f"{start} {len(keys)} {call}")
-        replies: list[Any] = await self._call(flat_keys, argv)
-        return replies
+        reply: bytes = await self._call(flat_keys, argv)
+        return [[int(v) for v in line.split()] for line in reply.split(b"\n")]
 
     async def _send(self, tag: str, batch: list[_Waiting]) -> None:
         try:
