@@ -65,6 +65,7 @@ class Limiter:
         self.journal = self._delivery.journal
         self._rules: dict[int, tuple[Tenant, Rules]] = {}
         self._own: Any = None
+        self._gauges: dict[tuple[str, str], Any] = {}
 
     @classmethod
     def from_settings(cls, redis: Any, settings: Settings, metrics: Metrics) -> Limiter:
@@ -140,8 +141,19 @@ class Limiter:
             if share is not None and limit - left >= share * limit:
                 admission.soft_exceeded = True
             if budget.scope == "team":
-                self._metrics.budget_remaining.labels(rules.team, budget.period).set(left / NANO)
+                self._remaining_gauge(rules.team, budget.period).set(left / NANO)
         return admission
+
+    def _remaining_gauge(self, team: str, period: str) -> Any:
+        """The remaining-budget gauge of a team's period (looked up once)."""
+        gauge = self._gauges.get((team, period))
+        if gauge is None:
+            if len(self._gauges) > 10_000:
+                self._gauges.clear()
+            gauge = self._gauges[(team, period)] = self._metrics.budget_remaining.labels(
+                team, period
+            )
+        return gauge
 
     async def _decide(
         self,

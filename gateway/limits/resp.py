@@ -211,15 +211,16 @@ class RespScript:
                 setup.append(auth)
             if self._db:
                 setup.append(["SELECT", str(self._db)])
-            for command in setup:
-                future: asyncio.Future[Any] = loop.create_future()
-                conn.send(command, future, None)
-                try:
+            try:
+                for command in setup:
+                    future: asyncio.Future[Any] = loop.create_future()
+                    conn.send(command, future, None)
                     await asyncio.wait_for(future, self._connect_timeout)
-                except ReplyError as exc:
-                    assert conn.transport is not None
-                    conn.transport.close()
+            except BaseException as exc:
+                self.broken(conn, ConnectionError("limits: Redis connection set-up failed"))
+                if isinstance(exc, ReplyError):
                     raise ConnectionError(f"limits: Redis refused the connection: {exc}") from None
+                raise
             self._conn = conn
             conn.keeper = loop.create_task(self._keep(conn))
             return conn

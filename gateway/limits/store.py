@@ -30,6 +30,11 @@ Call = tuple[tuple[str, ...], str]
 _Waiting = tuple[tuple[str, ...], str, "asyncio.Future[Any]"]
 
 
+def _split(reply: bytes) -> list[list[int]]:
+    """A batch's reply: a line of numbers per call."""
+    return [[int(v) for v in line.split()] for line in reply.split(b"\n")]
+
+
 def own_connections(redis: Any, socket_timeout_s: float) -> Any:
     """A client of `redis`'s server with its own pool and socket timeouts."""
     import redis.asyncio as aioredis
@@ -59,7 +64,7 @@ class RedisStore:
         self._watchdog: asyncio.TimerHandle | None = None
         # Per hash tag: the calls waiting while one of that tag is in flight.
         self._waiting: dict[str, list[_Waiting]] = {}
-        self._sending: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self._sending: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references
 
     async def aclose(self) -> None:
         """Close the limiter's own connection (redis-py's is the client's to close)."""
@@ -91,13 +96,44 @@ class RedisStore:
             self._waiting.pop(tag, None)
             return
         batch, self._waiting[tag] = waiting[:BATCH_MAX], waiting[BATCH_MAX:]
-        task = asyncio.get_running_loop().create_task(self._send(tag, batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        reply: asyncio.Future[bytes]
+        calls = [(keys, call) for keys, call, _ in batch]
+        try:
+            reply = asyncio.ensure_future(self._packed(calls))
+        except Exception as exc:  # e.g. a connection that broke while writing
+            reply = asyncio.get_running_loop().create_future()
+            reply.set_exception(exc)
+        if isinstance(reply, asyncio.Task):  # redis-py's call: the loop keeps weak references
+            self._sending.add(reply)
+            reply.add_done_callback(self._sending.discard)
+        reply.add_done_callback(lambda done: self._delivered(tag, batch, done))
 
-    async def _many(self, calls: list[Call]) -> list[Any]:
-        """Calls of one team in one script call: their replies. Each key goes once, however
-        many calls use it (each call names where its keys start and how many there are)."""
+    def _delivered(self, tag: str, batch: list[_Waiting], done: asyncio.Future[Any]) -> None:
+        """A batch's reply is in: each waiting call gets its own (or the batch's error)."""
+        try:
+            if done.cancelled():
+                raise ConnectionError("limits: the batch was cancelled")
+            replies = _split(done.result())
+            if len(replies) != len(batch):
+                raise ConnectionError("limits: the script answered a batch out of step")
+        except Exception as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for (_, _, future), reply in zip(batch, replies, strict=True):
+                if not future.done():
+                    future.set_result(reply)
+        finally:
+            self._next(tag)
+
+    async def _many(self, calls: list[Call]) -> list[list[int]]:
+        """Calls of one team in one script call: their replies."""
+        return _split(await self._packed(calls))
+
+    def _packed(self, calls: list[Call]) -> Awaitable[bytes]:
+        """Calls of one team as one script call. Each key goes once, however many calls use
+        it (each call names where its keys start and how many there are)."""
         at: dict[tuple[str, ...], int] = {}
         flat_keys: list[str] = []
         argv = []
@@ -107,27 +143,7 @@ class RedisStore:
                 start = at[keys] = len(flat_keys)
                 flat_keys += keys
             argv.append(f"{start} {len(keys)} {call}")
-        reply: bytes = await self._call(flat_keys, argv)
-        return [[int(v) for v in line.split()] for line in reply.split(b"\n")]
-
-    async def _send(self, tag: str, batch: list[_Waiting]) -> None:
-        try:
-            replies = await self._many([(keys, call) for keys, call, _ in batch])
-        except Exception as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-        except asyncio.CancelledError:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(ConnectionError("limits: the batch was cancelled"))
-            raise
-        else:
-            for (_, _, future), reply in zip(batch, replies, strict=True):
-                if not future.done():
-                    future.set_result(reply)
-        finally:
-            self._next(tag)
+        return self._call(flat_keys, argv)
 
     def _call(self, keys: list[str], args: list[str]) -> Awaitable[Any]:
         """One script call, bounded: TimeoutError unless Redis is visibly answering."""
