@@ -132,8 +132,8 @@ class RedisStore:
         return _split(await self._packed(calls))
 
     def _packed(self, calls: list[Call]) -> Awaitable[bytes]:
-        """Calls of one team as one script call. Each key goes once, however many calls use
-        it (each call names where its keys start and how many there are)."""
+        """Calls of one team as one script call. Each call's set of keys goes once, however
+        many calls use it (each call names where its keys start and how many there are)."""
         at: dict[tuple[str, ...], int] = {}
         flat_keys: list[str] = []
         argv = []

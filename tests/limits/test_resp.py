@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
 
 from gateway.limits import Limiter
-from gateway.limits.resp import ReplyError, RespScript, for_client
+from gateway.limits.resp import ReplyError, RespScript, _Connection, for_client
 from gateway.limits.store import SCRIPT
 from gateway.metrics import Metrics
 from tests.support.limits import tenant
@@ -96,3 +97,49 @@ async def test_the_limiter_uses_its_own_connection(redis: aioredis.Redis) -> Non
     assert SCRIPT.startswith("--")
     await limiter.admit(tenant(requests_per_minute=5), 1, 0.0)
     await limiter.close()
+
+
+class _Sink:
+    """Stands in for a transport: what the connection writes, and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+REPLIES = b"$11\r\n0 1 2\n3 4 5\r\n:42\r\n*2\r\n:-1\r\n$-1\r\n-NOSCRIPT gone\r\n+OK\r\n"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, len(REPLIES)])
+async def test_replies_split_anywhere_resolve_in_order(chunk: int) -> None:
+    """Replies cut into pieces at any byte: each call gets its own once it is whole."""
+    script = RespScript(ECHO, "127.0.0.1", 1)
+    conn = _Connection(script)
+    conn.connection_made(cast(Any, _Sink()))
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(5)]
+    for future in futures:
+        conn.send(["PING"], future, None)
+    for start in range(0, len(REPLIES), chunk):
+        conn.data_received(REPLIES[start : start + chunk])
+    results = [f.result() if f.exception() is None else f.exception() for f in futures]
+    assert results[:3] == [b"0 1 2\n3 4 5", 42, [-1, None]]
+    assert isinstance(results[3], ReplyError) and str(results[3]) == "NOSCRIPT gone"
+    assert results[4] == b"OK"
+
+
+async def test_a_reply_nobody_asked_for_breaks_the_connection() -> None:
+    script = RespScript(ECHO, "127.0.0.1", 1)
+    conn = _Connection(script)
+    sink = _Sink()
+    conn.connection_made(cast(Any, sink))
+    future = asyncio.get_running_loop().create_future()
+    conn.send(["PING"], future, None)
+    conn.data_received(b"?what\r\n")
+    assert sink.closed and isinstance(future.exception(), ConnectionError)

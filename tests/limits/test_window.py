@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.auth import Tenant
 from gateway.errors import RateLimited
 from gateway.limits import Limiter
 from gateway.metrics import Metrics
@@ -191,3 +192,46 @@ async def test_concurrent_checks_share_round_trips_and_stay_exact(
     keys = [k async for k in redis.scan_iter(f"*{{{t.team}}}:team:usd:*:h")]
     spent, held = (int(v or 0) for v in await redis.hmget(keys[0], "spent", "held"))
     assert (spent, held) == (50 * 1_000_000, 0)
+
+
+async def test_one_batch_mixes_keys_of_one_team_and_counts_each_exactly(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """Calls of three keys of one team (each with its own limit, the team's on top) share
+    batches: each call's set of keys is sent once per batch, and each call finds its own."""
+    limiter = Limiter(redis, Metrics(), timeout_s=5.0, clock=clock)
+    assert limiter._store is not None
+    resp = limiter._store._resp
+    assert resp is not None
+    call = resp.call
+    sizes: list[tuple[int, int]] = []  # (keys sent, calls) per script call
+
+    def counting(keys: list[str], args: list[str]) -> asyncio.Future[object]:
+        sizes.append((len(keys), len(args)))
+        return call(keys, args)
+
+    resp.call = counting  # type: ignore[method-assign]
+    first = tenant(Limits(requests_per_minute=7), key="a", requests_per_minute=1000)
+    keys = [first, same_team(first, "b", Limits(requests_per_minute=11))]
+    keys.append(same_team(first, "c", Limits(requests_per_minute=13)))
+
+    async def one(t: Tenant) -> bool:
+        try:
+            admission = await limiter.admit(t, 1, 0.0)
+        except RateLimited:
+            return False
+        limiter.settle(admission, 1, 1, 0.0)
+        return True
+
+    offered = [keys[i % 3] for i in range(90)]
+    results = await asyncio.gather(*(one(t) for t in offered))
+    await limiter.drain()
+    admitted = {t.key_id: 0 for t in keys}
+    for t, ok in zip(offered, results, strict=True):
+        admitted[t.key_id] += ok
+    assert admitted == {"a": 7, "b": 11, "c": 13}
+    # Four keys per call (the team's window, the key's window): a batch sends at most the
+    # three sets, however many calls it carries.
+    assert all(k <= 3 * 4 for k, _ in sizes)
+    assert any(n > 3 for _, n in sizes), "no batch carried more calls than key sets"
+    await limiter.close()
