@@ -62,6 +62,16 @@ def charge(
     services.limiter.settle(call.admission, usage.prompt_tokens, usage.completion_tokens, cost)
 
 
+async def charge_unread(services: Services, call: Call) -> None:
+    """A stream whose client left before reading any of it: the backend answered, so close
+    its upstream and charge the prompt and the first block (a stream cut there)."""
+    opened, call.unread = call.unread, None
+    try:
+        await opened.events.aclose()
+    finally:
+        charge(services, call, opened.backend, opened.usage, len(opened.first))
+
+
 def charge_hit(services: Services, call: Call, usage: Usage) -> None:
     """Account a cache hit: no upstream cost; its saving is the reference's price."""
     services.metrics.decisions.labels(call.model, call.tier, "cache").inc()

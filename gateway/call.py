@@ -45,6 +45,9 @@ class Call:
     cache_result: str = "bypass"
     # The limits this request was admitted under; its headers go on every answer.
     admission: Admission | None = None
+    # A stream handed to the door and not started yet (attempt.OpenStream): if the client
+    # leaves before the first read, the pipeline still charges it and closes its upstream.
+    unread: Any = None
     # What the client got; an exception that escapes the pipeline leaves it at 500.
     status: int = 500
     # For the decision record: backends that failed before the answer, tokens, cost.

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from gateway import attempt, caching, telemetry
-from gateway.accounting import charge, charge_hit
+from gateway.accounting import charge, charge_hit, charge_unread
 from gateway.auth import Tenant
 from gateway.cache import CachedAnswer
 from gateway.call import Call
@@ -70,10 +70,8 @@ class Incoming:
 
 @dataclass(slots=True)
 class Answer:
-    """What the pipeline answers: a whole JSON body, or a stream of SSE blocks.
-
-    ``dialect``: "chat" (OpenAI's), or the door's own when a backend answered it natively.
-    """
+    """A whole JSON body or a stream of SSE blocks; ``dialect``: "chat" (OpenAI's), or the
+    door's own when a backend answered it natively."""
 
     headers: dict[str, str]
     body: bytes = b""
@@ -85,9 +83,8 @@ class Answer:
 async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]:
     """Serve one request; raise GatewayError (with the headers known so far) on failure."""
     call = Call(request.endpoint, request.request_id, time.perf_counter(), services.state)
-    call.deadline = call.started + time_limit(
-        services.settings.request_timeout_s, request.timeout_s
-    )
+    limit = time_limit(services.settings.request_timeout_s, request.timeout_s)
+    call.deadline = call.started + limit
     watch = request.watch or Watch()
     if services.tracing is not None:
         services.tracing.start(call, request.traceparent)
@@ -107,6 +104,8 @@ async def handle(services: Services, request: Incoming) -> AsyncIterator[Answer]
         raise
     finally:
         watch.close()
+        if call.unread is not None:  # the client left before the stream was read
+            await charge_unread(services, call)
         services.limiter.release(call.admission)  # a no-op once settled
         telemetry.finish(services, call)
 
@@ -139,7 +138,7 @@ async def _answer(services: Services, call: Call, request: Incoming, watch: Watc
     opted_out = request.cache_opt_out or "no-store" in request.cache_control
     shadow = services.shadower.wants(call, opted_out)
     if call.stream:
-        opened = await attempt.open_stream(services, call)
+        call.unread = opened = await attempt.open_stream(services, call)
         events = _relay(services, call, opened, cache, shadow, watch)
         return Answer(call.headers(), events=events, dialect=opened.dialect)
     backend, completion = await attempt.complete(services, call)
@@ -244,6 +243,7 @@ async def _relay(
     So does a backend quiet for its `idle_timeout_s`, the request's deadline, or the end of
     the drain (the watch cancels the wait); a client that leaves stops it where it waits.
     """
+    call.unread = None  # read from here on: charged below however it ends
     backend, events, usage = opened.backend, opened.events, opened.usage
     m = services.metrics
     to_first = time.perf_counter() - call.started

@@ -285,3 +285,39 @@ async def test_a_team_past_its_soft_budget_share_stays_on_the_open_tier(
         assert _sample(services, decisions, model="*", tier="closed", reason="alias") == 1
     finally:
         await services.close()
+
+
+PRICED_POLICY = """
+backends:
+  open: {{provider: openai, base_url: "{oai}/v1", tier: open,
+         price: {{input_per_mtok: 1000, output_per_mtok: 1000}}}}
+models:
+  "*": {{to: [open]}}
+teams:
+  t: {{keys: [sk-team], limits: {{budget_usd_per_day: 100.0}}}}
+"""
+
+
+async def test_a_stream_its_client_never_read_is_charged_and_closed(
+    upstreams: Upstreams, tmp_path: Path
+) -> None:
+    """The door got the stream but the client left before its first byte was read (the
+    door never started it): the backend was called and answered, so the request is charged
+    (the prompt and the first block, as a stream cut there) and its upstream closed."""
+    services = await _started(PRICED_POLICY.format(oai=upstreams.openai_url), tmp_path)
+    try:
+        async with handle(services, _incoming({**CHAT, "stream": True})) as answer:
+            assert answer.events is not None  # and never iterated
+        cost = _sample(services, "gateway_cost_usd_total", backend="open", tier="open", team="t")
+        assert cost > 0
+        decided = [
+            s.labels
+            for m in services.metrics.registry.collect()
+            if m.name == "gateway_routing_decisions"
+            for s in m.samples
+            if s.name.endswith("_total") and s.value == 1
+        ]
+        assert [d["tier"] for d in decided] == ["open"]  # routed and counted once
+        assert _finished(services) == 1
+    finally:
+        await services.close()
