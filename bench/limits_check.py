@@ -41,8 +41,9 @@ POLICY = Path(__file__).resolve().parent / "policies" / "limits.yaml"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "x" * 900}], "temperature": 0.2}
 
 
-async def _round(requests: int, redis_url: str | None, limited: bool) -> float:
-    """The p50 of one round, in microseconds."""
+def _setup(redis_url: str | None, limited: bool) -> tuple[Tenant, Limiter, Any, Any]:
+    """The bench team's tenant (without its limits unless `limited`), a limiter on its own
+    client of `redis_url` (or in-process), that client, the route's prices."""
     os.environ.setdefault("UPSTREAM_BASE_URL", "http://127.0.0.1:1/v1")
     os.environ.setdefault("BENCH_TEAM_KEY", "sk-bench-team-key")
     policy = parse_policy(POLICY.read_text(), str(POLICY)).policy
@@ -57,6 +58,12 @@ async def _round(requests: int, redis_url: str | None, limited: bool) -> float:
         client = aioredis.from_url(redis_url)
     limiter = Limiter(client, Metrics(), timeout_s=1.0)
     prices = route_prices(policy)["*"]
+    return tenant, limiter, client, prices
+
+
+async def _round(requests: int, redis_url: str | None, limited: bool) -> float:
+    """The p50 of one round, in microseconds."""
+    tenant, limiter, client, prices = _setup(redis_url, limited)
     samples = []
     for _ in range(requests):
         started = time.perf_counter()
@@ -96,20 +103,7 @@ async def _bare(requests: int, redis_url: str) -> tuple[float, float]:
 
 async def _cpu_round(requests: int, redis_url: str | None, limited: bool, conc: int) -> float:
     """CPU µs per request of one round with `conc` requests in flight."""
-    os.environ.setdefault("UPSTREAM_BASE_URL", "http://127.0.0.1:1/v1")
-    os.environ.setdefault("BENCH_TEAM_KEY", "sk-bench-team-key")
-    policy = parse_policy(POLICY.read_text(), str(POLICY)).policy
-    tenant = KeyRing(policy).authenticate("Bearer " + os.environ["BENCH_TEAM_KEY"])
-    assert tenant is not None
-    if not limited:
-        tenant = Tenant(tenant.team, tenant.partition, None, None, tenant.key_id, None)
-    client: Any = None
-    if redis_url:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(redis_url)
-    limiter = Limiter(client, Metrics(), timeout_s=1.0)
-    prices = route_prices(policy)["*"]
+    tenant, limiter, client, prices = _setup(redis_url, limited)
     left = [requests]
 
     async def worker() -> None:
