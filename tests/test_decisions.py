@@ -20,9 +20,11 @@ from gateway.decisions import (
     FIELDS,
     DecisionLog,
     DecisionRecord,
+    _XAdd,
     from_stream_fields,
     to_stream_fields,
 )
+from gateway.limits.resp import _parse
 from gateway_tools.decisions import parse_since
 from tests.support.model_servers import free_port
 
@@ -81,6 +83,16 @@ def test_stream_fields_round_trip() -> None:
     assert "score" not in fields and fields["fallbacks"] == '["gpt","claude"]'
     encoded = {k.encode(): v.encode() for k, v in fields.items()}
     assert from_stream_fields(encoded) == orjson.loads(orjson.dumps(record))
+
+
+def test_the_packed_xadd_carries_the_stream_fields() -> None:
+    record = make(score=None, fallbacks=["gpt"], status=502)
+    packed = _XAdd("s", 10)(record)
+    command, end = _parse(bytearray(packed), 0)
+    assert end == len(packed)
+    assert command[:6] == [b"XADD", b"s", b"MAXLEN", b"~", b"10", b"*"]
+    fields = dict(zip(command[6::2], command[7::2], strict=True))
+    assert fields == {k.encode(): v.encode() for k, v in to_stream_fields(record).items()}
 
 
 def test_writes_jsonl_from_the_background_thread(tmp_path: Path) -> None:
