@@ -42,7 +42,7 @@ local function purge(zset, sum, cutoff)
       redis.call('DEL', sum)
       return 0
     end
-    return redis.call('INCRBY', sum, int(-gone))
+    return redis.call('INCRBY', sum, int(0 - gone))  -- not -0: Redis refuses "-0"
   end
   return tonumber(redis.call('GET', sum) or '0')
 end
@@ -68,7 +68,7 @@ local function budget_totals(totals, holds, now)
     local gone = 0
     for _, m in ipairs(expired) do gone = gone + weight_of(m) end
     redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
-    redis.call('HINCRBY', totals, 'held', int(-gone))
+    redis.call('HINCRBY', totals, 'held', int(0 - gone))
   end
   local v = redis.call('HMGET', totals, 'spent', 'held')
   return tonumber(v[1] or '0'), tonumber(v[2] or '0')

@@ -96,10 +96,12 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def send(self, command: list[str], future: asyncio.Future[Any], body: list[str] | None) -> None:
-        """Write `command`; `body`: it runs the script (EVALSHA sha + body)."""
+        """Write `command`; `body`: it runs the script (EVALSHA sha + body). Raises (and
+        queues nothing) if the command cannot be encoded."""
         assert self.transport is not None
+        data = _pack(command)
         self.pending.append((future, body))
-        self.transport.write(_pack(command))
+        self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buffer
@@ -175,7 +177,7 @@ class RespScript:
         if conn is not None:
             conn.send(["EVALSHA", self._sha, *body], future, body)
             return future
-        if self._connecting is None:
+        if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.get_running_loop().create_task(self._connect())
         self._connecting.add_done_callback(lambda t: self._connected(t, body, future))
         return future
@@ -194,7 +196,10 @@ class RespScript:
         elif self._conn is not task.result():  # it broke meanwhile
             future.set_exception(ConnectionError("limits: Redis connection lost"))
         else:
-            task.result().send(["EVALSHA", self._sha, *body], future, body)
+            try:
+                task.result().send(["EVALSHA", self._sha, *body], future, body)
+            except Exception as error:  # e.g. a key that cannot be encoded
+                future.set_exception(error)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -248,6 +253,7 @@ class RespScript:
         if self._connecting is not None:
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
+            self._connecting = None
         conn = self._conn
         if conn is not None:
             self.broken(conn, ConnectionError("limits: closed"))

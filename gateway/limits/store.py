@@ -30,9 +30,9 @@ Call = tuple[tuple[str, ...], str]
 _Waiting = tuple[tuple[str, ...], str, "asyncio.Future[Any]"]
 
 
-def _split(reply: bytes) -> list[list[int]]:
-    """A batch's reply: a line of numbers per call."""
-    return [[int(v) for v in line.split()] for line in reply.split(b"\n")]
+def _split(reply: bytes | str) -> list[list[int]]:
+    """A batch's reply: a line of numbers per call (str from a decoding redis-py client)."""
+    return [[int(v) for v in line.split()] for line in reply.splitlines()]
 
 
 def own_connections(redis: Any, socket_timeout_s: float) -> Any:
@@ -62,12 +62,15 @@ class RedisStore:
         # is answering, when it started, its future); one timer watches them all.
         self._watched: deque[tuple[float, float, asyncio.Future[Any]]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._closed = False
         # Per hash tag: the calls waiting while one of that tag is in flight.
         self._waiting: dict[str, list[_Waiting]] = {}
         self._sending: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references
 
     async def aclose(self) -> None:
-        """Close the limiter's own connection (redis-py's is the client's to close)."""
+        """Close the limiter's own connection (redis-py's is the client's to close); calls
+        after it, and those still waiting, fail with ConnectionError."""
+        self._closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -92,8 +95,10 @@ class RedisStore:
 
     def _next(self, tag: str) -> None:
         waiting = self._waiting.get(tag)
-        if not waiting:
-            self._waiting.pop(tag, None)
+        if not waiting or self._closed:
+            for _, _, future in self._waiting.pop(tag, None) or ():
+                if not future.done():
+                    future.set_exception(ConnectionError("limits: closed"))
             return
         batch, self._waiting[tag] = waiting[:BATCH_MAX], waiting[BATCH_MAX:]
         reply: asyncio.Future[bytes]
@@ -147,15 +152,21 @@ class RedisStore:
 
     def _call(self, keys: list[str], args: list[str]) -> Awaitable[Any]:
         """One script call, bounded: TimeoutError unless Redis is visibly answering."""
+        if self._closed:
+            raise ConnectionError("limits: closed")
         if self._resp is None:
             return self._bounded(self._script(keys=keys, args=args))
         future = self._resp.call(keys, args)
         loop = future.get_loop()
         now = loop.time()
         first = self._timeout if self._resp.last_reply > 0 else MAX_WAIT_S
-        self._watched.append((now + first, now, future))
-        if self._watchdog is None:
-            self._watchdog = loop.call_at(now + first, self._patrol)
+        due = now + first
+        self._watched.append((due, now, future))
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.when() > due:  # sooner than the one set (at start)
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog = loop.call_at(due, self._patrol)
         return future
 
     def _patrol(self) -> None:
@@ -218,9 +229,9 @@ class RedisStore:
         budget_keys: tuple[str, ...],
     ) -> Admitted | Refused:
         """Check every window and budget of `rules`; count and hold only if all fit."""
-        template = rules.memo.get("admit")
+        template = rules.memo.get(self._lease_ms)  # the lease is in the template
         if template is None:
-            template = rules.memo["admit"] = admit_template(rules, self._lease_ms)
+            template = rules.memo[self._lease_ms] = admit_template(rules, self._lease_ms)
         values: list[object] = [now_ms, admission_id, *weights]
         for budget in rules.budgets:
             values += (reserve_nano, budget_ttl_s(budget.period, now))

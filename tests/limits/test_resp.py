@@ -143,3 +143,32 @@ async def test_a_reply_nobody_asked_for_breaks_the_connection() -> None:
     conn.send(["PING"], future, None)
     conn.data_received(b"?what\r\n")
     assert sink.closed and isinstance(future.exception(), ConnectionError)
+
+
+async def test_a_call_that_cannot_be_encoded_leaves_the_pipeline_in_step(
+    redis: aioredis.Redis,
+) -> None:
+    script = for_client(redis, ECHO, 2.0)
+    assert script is not None
+    try:
+        first = script.call(["bad\ud800"], ["0"])  # before the connection is up
+        with pytest.raises(UnicodeEncodeError):
+            await asyncio.wait_for(first, 5)  # not left waiting
+        assert await script([], ["1"]) == [1, 0]
+        with pytest.raises(UnicodeEncodeError):
+            script.call(["bad\ud800"], ["2"])  # on the open connection
+        replies = asyncio.gather(script([], ["3"]), script(["k"], ["4"]))
+        assert await asyncio.wait_for(replies, 5) == [[3, 0], [4, 1]]
+    finally:
+        await script.aclose()
+
+
+async def test_closed_before_it_connected_it_connects_again(redis: aioredis.Redis) -> None:
+    script = for_client(redis, ECHO, 2.0)
+    assert script is not None
+    pending = script.call([], ["1"])
+    await script.aclose()  # cancels the connecting task before its first step
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(pending, 5)
+    assert await asyncio.wait_for(script([], ["2"]), 5) == [2, 0]
+    await script.aclose()

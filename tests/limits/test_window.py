@@ -231,3 +231,24 @@ async def test_one_batch_mixes_keys_of_one_team_and_counts_each_exactly(
     assert all(k <= 3 * 4 for k, _ in sizes)
     assert any(n > 3 for _, n in sizes), "no batch carried more calls than key sets"
     await limiter.close()
+
+
+async def test_a_purge_of_only_released_entries_is_not_a_redis_error(
+    redis: aioredis.Redis, clock: Clock
+) -> None:
+    """A released request's token entry weighs 0; when only such entries leave the window,
+    the running sum moves by 0 (the script once sent "-0", which INCRBY refuses, and the
+    check fell back to the local share)."""
+    limiter = Limiter(redis, Metrics(), timeout_s=2.0, clock=clock)
+    failures: list[BaseException] = []
+    record = limiter._failed
+    limiter._failed = lambda exc: (failures.append(exc), record(exc))[1]  # type: ignore[method-assign]
+    t = tenant(tokens_per_minute=10_000)
+    limiter.release(await limiter.admit(t, 100, 0.0))  # its entry is now "<id>:0"
+    await limiter.drain()
+    clock.advance(30)
+    await limiter.admit(t, 100, 0.0)  # still in the window after the next step
+    clock.advance(31)  # only the released entry leaves
+    third = await limiter.admit(t, 100, 0.0)
+    assert not third.local and failures == []
+    await limiter.close()
