@@ -66,6 +66,7 @@ async def charge_unread(services: Services, call: Call) -> None:
     """A stream whose client left before reading any of it: the backend answered, so close
     its upstream and charge the prompt and the first block (a stream cut there)."""
     opened, call.unread = call.unread, None
+    assert opened is not None
     try:
         await opened.events.aclose()
     finally:

@@ -11,6 +11,7 @@ from gateway.policy import Backend
 from gateway.wire import Endpoint, Native
 
 if TYPE_CHECKING:
+    from gateway.attempt import OpenStream
     from gateway.planning import Plan
     from gateway.state import PolicyState
 
@@ -45,9 +46,9 @@ class Call:
     cache_result: str = "bypass"
     # The limits this request was admitted under; its headers go on every answer.
     admission: Admission | None = None
-    # A stream handed to the door and not started yet (attempt.OpenStream): if the client
-    # leaves before the first read, the pipeline still charges it and closes its upstream.
-    unread: Any = None
+    # A stream handed to the door and not started yet: if the client leaves before the
+    # first read, the pipeline still charges it and closes its upstream.
+    unread: OpenStream | None = None
     # What the client got; an exception that escapes the pipeline leaves it at 500.
     status: int = 500
     # For the decision record: backends that failed before the answer, tokens, cost.

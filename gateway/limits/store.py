@@ -88,8 +88,7 @@ class RedisStore:
             return await future
         self._waiting[tag] = []
         try:
-            reply = await self._call(list(keys), [f"0 {len(keys)} {call}"])
-            return [int(v) for v in reply.split()]
+            return _split(await self._packed([(keys, call)]))[0]
         finally:
             self._next(tag)
 
@@ -229,9 +228,10 @@ class RedisStore:
         budget_keys: tuple[str, ...],
     ) -> Admitted | Refused:
         """Check every window and budget of `rules`; count and hold only if all fit."""
-        template = rules.memo.get(self._lease_ms)  # the lease is in the template
+        memo = ("admit", self._lease_ms)  # the lease is in the template
+        template = rules.memo.get(memo)
         if template is None:
-            template = rules.memo[self._lease_ms] = admit_template(rules, self._lease_ms)
+            template = rules.memo[memo] = admit_template(rules, self._lease_ms)
         values: list[object] = [now_ms, admission_id, *weights]
         for budget in rules.budgets:
             values += (reserve_nano, budget_ttl_s(budget.period, now))
