@@ -135,6 +135,7 @@ def create_app(
         services.loops.append(asyncio.create_task(housekeeping.run(services)))
         services.loops.append(asyncio.create_task(health.run(services)))
         services.loops.append(asyncio.create_task(load.run(services)))
+        breaker_sync.refresh(services)  # before the first request: its circuits are shared
         services.loops.append(asyncio.create_task(breaker_sync.run(services)))
         services.loops.append(asyncio.create_task(services.adapter.run()))
         with contextlib.suppress(Exception):  # a replica that restarts serves the live artifact

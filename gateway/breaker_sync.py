@@ -110,14 +110,28 @@ def breaker_keys(services: Services) -> set[str]:
     return keys
 
 
+def refresh(services: Services) -> bool:
+    """Whether the current policy shares circuits through Redis (set on the worker's sync)."""
+    sync = services.breaker_sync
+    shared = services.state.loaded.policy.breakers.shared == "redis"
+    sync.enabled = services.background_redis is not None and shared
+    return sync.enabled
+
+
 async def run(services: Services) -> None:
-    """Every `SYNC_S`, while the policy shares circuits through Redis: one exchange."""
+    """Every `SYNC_S`, while the policy shares circuits through Redis: one exchange.
+
+    Whether it does is decided before the first request (the app calls `refresh` at
+    startup), so a circuit that opens in a worker's first second is shared too (before, it
+    was noted only once the loop's first sleep had ended, and one opened earlier stayed
+    local: `test_two_gateway_replicas_share_an_open_circuit` failed when its requests came
+    that early).
+    """
     sync = services.breaker_sync
     redis = services.background_redis
     while True:
         await asyncio.sleep(SYNC_S if sync.enabled else IDLE_S)
-        sync.enabled = redis is not None and services.state.loaded.policy.breakers.shared == "redis"
-        if not sync.enabled:
+        if not refresh(services):
             sync.outbox.clear()
             continue
         try:

@@ -144,3 +144,34 @@ def test_redis_down_leaves_circuits_local_without_errors(
         assert [chat(http, "m").status_code for _ in range(6)] == [200] * 6
         assert flaky.requests == 2 and _circuit(http, "flaky") == "open"
         until(lambda: metric(http, "gateway_cache_errors_total", operation="breaker_sync") > 0)
+
+
+def test_sharing_is_on_before_the_first_request(
+    faults: FaultUpstream, redis_url: str, tmp_path: Path
+) -> None:
+    """A circuit that opens in a worker's first second is shared too (it was not, once)."""
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        POLICY.format(steady=faults.base_url("steady"), flaky=faults.base_url("flaky"))
+    )
+    app = create_app(Settings(policy=str(policy), redis_url=redis_url))
+
+    async def main() -> None:
+        # The ASGI lifespan, driven by hand: startup, look, shutdown.
+        inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        await inbox.put({"type": "lifespan.startup"})
+        server = asyncio.create_task(app({"type": "lifespan"}, inbox.get, outbox.put))  # type: ignore[arg-type]
+        assert (await outbox.get())["type"] == "lifespan.startup.complete"
+        services = app.services
+        assert services is not None and services.breaker_sync.enabled
+        services.breakers["flaky"].failure(time.monotonic(), BreakerPolicy(failures_to_open=1))
+        assert "flaky" in services.breaker_sync.outbox
+        await inbox.put({"type": "lifespan.shutdown"})
+        assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+        await server
+
+    asyncio.run(main())
