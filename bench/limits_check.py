@@ -3,6 +3,7 @@
     PYTHONPATH=. python bench/limits_check.py [--requests 3000]            # in-process
     PYTHONPATH=. python bench/limits_check.py --redis                      # its own redis-server
     PYTHONPATH=. python bench/limits_check.py --redis --concurrency 16     # CPU per request
+    PYTHONPATH=. python bench/limits_check.py --redis --slice-share 0      # without slices
 
 A team with request, token and budget limits that are never reached
 (`bench/policies/limits.yaml`), against the same team without limits. Per request: the
@@ -18,6 +19,9 @@ and settle, as a loaded worker sees them (admissions and settlements of one team
 Runs on uvloop, as the gateway does. Prints this process's CPU time per request with limits
 and without (Redis' own CPU is the server's, on its own core), median of 5 rounds: what the
 limiter takes from a worker's throughput.
+
+The limiter slices as the gateway does by default (`GATEWAY_LIMITS_SLICE_SHARE`, one process:
+see gateway/limits/slices.py); `--slice-share 0`: every admission is its own script call.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from gateway.limits import Limiter, estimate
 from gateway.limits.estimate import route_prices
 from gateway.metrics import Metrics
 from gateway.policy import parse_policy
+from gateway.settings import Settings
 
+SLICE_SHARE = [float(Settings.model_fields["limits_slice_share"].default)]
 POLICY = Path(__file__).resolve().parent / "policies" / "limits.yaml"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "x" * 900}], "temperature": 0.2}
 
@@ -56,7 +62,7 @@ def _setup(redis_url: str | None, limited: bool) -> tuple[Tenant, Limiter, Any, 
         import redis.asyncio as aioredis
 
         client = aioredis.from_url(redis_url)
-    limiter = Limiter(client, Metrics(), timeout_s=1.0)
+    limiter = Limiter(client, Metrics(), timeout_s=1.0, slice_share=SLICE_SHARE[0])
     prices = route_prices(policy)["*"]
     return tenant, limiter, client, prices
 
@@ -72,6 +78,7 @@ async def _round(requests: int, redis_url: str | None, limited: bool) -> float:
         limiter.settle(admission, 60, 5, 0.0001)
         samples.append(time.perf_counter() - started)
         await limiter.drain()
+    await limiter.close()
     if client is not None:
         await client.aclose()
     return statistics.median(samples) * 1e6
@@ -167,7 +174,9 @@ def main() -> int:
         "--redis", nargs="?", const="own", default=None, help="a URL, or none: its own server"
     )
     parser.add_argument("--concurrency", type=int, default=0, help="CPU per request, N at once")
+    parser.add_argument("--slice-share", type=float, default=SLICE_SHARE[0], help="0: none")
     args = parser.parse_args()
+    SLICE_SHARE[0] = args.slice_share
     if args.redis != "own":
         _measure(args.requests, args.redis, args.concurrency)
         return 0

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     limits_timeout_ms: float = 250.0
     # A budget reservation not settled within this time is released by Redis itself.
     limits_lease_s: float = 900.0
+    # Each process takes this share of a large limit from Redis at once, divided by the
+    # processes, and admits from it without a round trip (gateway/limits/slices.py); 0: off.
+    limits_slice_share: float = 0.01
     # Decision records (one per request): rotating JSONL files here, and/or a bounded Redis
     # stream when Redis is configured; neither without a directory and Redis.
     decision_log_dir: Path | None = None

@@ -10,6 +10,7 @@ resp.py       the limiter's own pipelined Redis connection (RESP over TCP)
 local.py      the same limits in one process: no Redis, or this process's share of them
 admission.py  what an admitted request carries; the 429s and the fail-closed 503
 limiter.py    admit / settle / release and the fallback
+slices.py     a part of a large limit taken at once, admitted from without a round trip
 delivery.py   settlements to Redis: batched every few ms, journaled and replayed
 """
 

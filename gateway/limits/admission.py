@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from gateway.errors import BudgetExceeded, GatewayError, RateLimited
 from gateway.limits.rules import Rules, WindowRule, duration, period_end
+from gateway.limits.slices import Slice
 
 NANO = 1_000_000_000  # budgets are counted in nano-USD: integers, exact in Redis and Lua
 
@@ -37,6 +38,7 @@ class Admission:
     soft_exceeded: bool = False
     local: bool = False  # decided by this process alone (Redis slow or down)
     reserve: int = 0  # the estimate held (nano-USD), before any cut to what was left
+    slice: Slice | None = None  # admitted from this process's slice (slices.py)
     done: bool = False
     headers: dict[str, str] = field(default_factory=dict)
 

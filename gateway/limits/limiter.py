@@ -23,10 +23,11 @@ from typing import Any
 from gateway.auth import Tenant
 from gateway.errors import GatewayError, LimitsUnavailable
 from gateway.limits.admission import NANO, Admission, refusal, to_nano
-from gateway.limits.calls import Admitted, Refused, settlement
+from gateway.limits.calls import Admitted, Refused, Settlement, settlement
 from gateway.limits.delivery import Delivery
 from gateway.limits.local import LocalLimits
-from gateway.limits.rules import Rules, rules_for
+from gateway.limits.rules import Rules, RulesByTenant
+from gateway.limits.slices import Slice, Slicer
 from gateway.limits.store import MAX_WAIT_S, RedisStore, own_connections
 from gateway.metrics import Metrics
 from gateway.settings import Settings
@@ -50,6 +51,7 @@ class Limiter:
         timeout_s: float = 0.1,
         processes: int = 1,
         lease_s: float = 900.0,
+        slice_share: float = 0.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._store = RedisStore(redis, lease_s, timeout_s) if redis is not None else None
@@ -63,9 +65,15 @@ class Limiter:
         self._delivery = Delivery(self._store, self._local, metrics, self._failed, self._spawn)
         # Settlements Redis has not taken yet, each with whether this process decided it.
         self.journal = self._delivery.journal
-        self._rules: dict[int, tuple[Tenant, Rules]] = {}
+        self.rules = RulesByTenant()  # the limits of a tenant
         self._own: Any = None
         self._gauges: dict[tuple[str, str], Any] = {}
+        # Slices time themselves by the loop and Redis' clock: none with an injected clock.
+        self._slicer = (
+            Slicer(slice_share, self._local.divisor, str(int(lease_s * 1000)), self._give_back)
+            if self._store is not None and clock is None and slice_share > 0
+            else None
+        )
 
     @classmethod
     def from_settings(cls, redis: Any, settings: Settings, metrics: Metrics) -> Limiter:
@@ -82,29 +90,22 @@ class Limiter:
             timeout_s=settings.limits_timeout_ms / 1000,
             processes=max(settings.replicas, 1) * max(settings.workers, 1),
             lease_s=settings.limits_lease_s,
+            slice_share=settings.limits_slice_share,
         )
         limiter._own = own
         return limiter
 
     async def close(self) -> None:
-        """Finish background settlements; close the connections from `from_settings`."""
+        """Give slices back, finish background settlements; close the connections from
+        `from_settings`."""
+        if self._slicer is not None:
+            self._slicer.retire_all()
         await self.drain()
         self._delivery.close()
         if self._store is not None:
             await self._store.aclose()
         if self._own is not None:
             await self._own.aclose()
-
-    def rules(self, tenant: Tenant) -> Rules:
-        """The limits of a tenant (memoised per tenant object)."""
-        cached = self._rules.get(id(tenant))
-        if cached is not None and cached[0] is tenant:
-            return cached[1]
-        if len(self._rules) > 10_000:
-            self._rules.clear()
-        rules = rules_for(tenant)
-        self._rules[id(tenant)] = (tenant, rules)
-        return rules
 
     async def admit(self, tenant: Tenant, prompt_tokens: int, reserve_usd: float) -> Admission:
         """Count the request in every window and hold `reserve_usd` in every budget, or raise
@@ -117,7 +118,7 @@ class Limiter:
         weights = tuple(1 if w.kind == "requests" else prompt_tokens for w in rules.windows)
         reserve = to_nano(reserve_usd)
         budget_keys = rules.budget_keys(now)
-        result, local = await self._decide(rules, aid, now, weights, reserve, budget_keys)
+        result, local, piece = await self._decide(rules, aid, now, weights, reserve, budget_keys)
         if isinstance(result, Refused):
             raise self._refusal(rules, result, now)
         admission = Admission(
@@ -133,6 +134,7 @@ class Limiter:
             result.reset_ms,
             local=local,
             reserve=reserve,
+            slice=piece,
         )
         admission.fill_headers()
         share = rules.soft_share
@@ -163,10 +165,24 @@ class Limiter:
         weights: tuple[int, ...],
         reserve: int,
         budget_keys: tuple[str, ...],
-    ) -> tuple[Admitted | Refused, bool]:
+    ) -> tuple[Admitted | Refused, bool, Slice | None]:
+        """Redis' decision (from this process's slice where there is one), or, Redis slow or
+        down, this process's own; and whether it was its own."""
         now_ms = round(now * 1000)
-        if self._store is None:
-            return self._local.admit(rules, aid, now_ms, weights, reserve, budget_keys), True
+        store = self._store
+        if store is None:
+            return self._local.admit(rules, aid, now_ms, weights, reserve, budget_keys), True, None
+        if self._slicer is not None and not self._down:
+            try:
+                taken = await self._slicer.admit(
+                    rules, aid, now, weights, reserve, budget_keys, store.ask
+                )
+            except Exception as exc:  # slow or down: decided below, alone
+                self._failed(exc)
+            else:
+                if taken is not None:
+                    self._local.mirror(rules, aid, taken[0], weights, budget_keys)
+                    return taken[0], False, taken[1]
         mono = time.monotonic()
         if self._down and mono >= self._down_until:
             # This request probes; the others decide locally meanwhile. What this process
@@ -183,7 +199,7 @@ class Limiter:
             probe = not self._down
         if probe:
             try:
-                result = await self._store.admit(
+                result = await store.admit(
                     rules, aid, now_ms if self._clock else 0, now, weights, reserve, budget_keys
                 )
             except Exception as exc:  # slow or down: this process decides alone below
@@ -194,7 +210,7 @@ class Limiter:
                     self._local.mirror(rules, aid, result, weights, budget_keys)
                 if self.journal and not self._delivery.flushing:
                     self._spawn(self._delivery.flush())
-                return result, False
+                return result, False, None
         if rules.fail == "closed":
             raise LimitsUnavailable(
                 f"Limits for team {rules.team!r} cannot be checked right now; retry shortly.",
@@ -203,7 +219,7 @@ class Limiter:
         local = self._local.admit(rules, aid, now_ms, weights, reserve, budget_keys)
         outcome = "refused" if isinstance(local, Refused) else "admitted"
         self._metrics.limit_local.labels(rules.team, outcome).inc()
-        return local, True
+        return local, True, None
 
     def _failed(self, exc: BaseException) -> None:
         self._down = True
@@ -241,6 +257,10 @@ class Limiter:
             return
         now = self._clock() if self._clock is not None else time.time()
         now_ms = round(now * 1000) if self._clock is not None else 0
+        holds = (admission.reserve,) * len(admission.holds) if admission.local else admission.holds
+        piece = admission.slice
+        if piece is not None and self._slicer is not None and self._slicer.settled(piece, aid):
+            holds = (0,) * len(holds)  # the slice holds it until it goes back
         s = settlement(
             rules,
             aid,
@@ -251,7 +271,7 @@ class Limiter:
             new,
             # Decided alone: if Redis ran a check that had timed out here after all, it held
             # the whole estimate (mostly), so that is the hold to give back there.
-            (admission.reserve,) * len(admission.holds) if admission.local else admission.holds,
+            holds,
             cost,
             now,
             now_ms,
@@ -262,6 +282,9 @@ class Limiter:
     def release(self, admission: Admission | None) -> None:
         """The request failed: give back its hold and token estimate (it still counts once)."""
         self.settle(admission, 0, 0, 0.0)
+
+    def _give_back(self, s: Settlement) -> None:
+        self._delivery.send(s, False)  # in order with the settlements
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

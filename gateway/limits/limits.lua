@@ -5,7 +5,7 @@
 --       its running weight sum (a paced rate: its theoretical arrival time in ms, twice);
 --       then per budget a hash {spent, held} (nano-USD) and a sorted set of holds
 --       (member "<id>:<nano-USD>", score = lease expiry in ms).
--- A call's arguments: op ("admit" | "settle"), now_ms (0 = Redis' own clock), id,
+-- A call's arguments: op ("admit" | "settle" | "unslice"), now_ms (0 = Redis' own clock), id,
 --       #windows, #budgets, lease_ms, then per window and per budget:
 --   admit:  window  limit, window_ms, weight, burst (0: sliding)    budget  limit, reserve, ttl_s
 --   settle: window  window_ms, old, new, admitted_ms, pace          budget  hold, cost, ttl_s
@@ -16,6 +16,9 @@
 --            or {2, now, budget index, 1 if spent alone is at the limit else 0}
 --   (a budget with less room than the reserve admits only when nothing else is held there)
 -- settle returns {now, per budget: spent + held}
+-- unslice: window  slice weight, window_ms    budget  slice hold    then how many admissions,
+--          and per admission: id, admitted_ms, its weight per window, its hold per budget;
+--          returns {now}
 -- One script call runs several of these (one team's keys: one slot); see the end.
 
 local function int(x) return string.format('%.0f', x) end
@@ -157,6 +160,53 @@ local function run(KEYS, ARGV)
       out[#out + 1] = hold
     end
     return out
+  end
+
+  if ARGV[1] == 'unslice' then
+    -- A process gives back a slice (slices.py): the slice's entry leaves every window and its
+    -- hold every budget; the admissions made from it that are still in flight become entries
+    -- and holds of their own (settled later like any other); those settled already have theirs.
+    local a, windows = 7, {}
+    for i = 0, nw - 1 do
+      local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
+      windows[i] = tonumber(ARGV[a + 1])
+      if redis.call('ZREM', zset, id .. ':' .. ARGV[a]) == 1 then
+        redis.call('INCRBY', sum, int(0 - tonumber(ARGV[a])))
+      end
+      a = a + 2
+    end
+    for j = 0, nb - 1 do
+      local totals, holds = KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2]
+      if tonumber(ARGV[a]) > 0 and redis.call('ZREM', holds, id .. ':' .. ARGV[a]) == 1 then
+        redis.call('HINCRBY', totals, 'held', '-' .. ARGV[a])
+      end
+      a = a + 1
+    end
+    local count = tonumber(ARGV[a])
+    a = a + 1
+    for _ = 1, count do
+      local aid, at = ARGV[a], tonumber(ARGV[a + 1])
+      a = a + 2
+      for i = 0, nw - 1 do
+        local zset, sum, w = KEYS[2 * i + 1], KEYS[2 * i + 2], tonumber(ARGV[a])
+        if w > 0 and at > now - windows[i] then
+          redis.call('ZADD', zset, at, aid .. ':' .. ARGV[a])
+          redis.call('INCRBY', sum, ARGV[a])
+          redis.call('PEXPIRE', zset, at + windows[i] - now + 1000)
+          redis.call('PEXPIRE', sum, at + windows[i] - now + 1000)
+        end
+        a = a + 1
+      end
+      for j = 0, nb - 1 do
+        local totals, holds = KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2]
+        if tonumber(ARGV[a]) > 0 then
+          redis.call('ZADD', holds, now + lease, aid .. ':' .. ARGV[a])
+          redis.call('HINCRBY', totals, 'held', ARGV[a])
+        end
+        a = a + 1
+      end
+    end
+    return {now}
   end
 
   -- settle: put the real weight in place of the estimate (or add an entry admitted elsewhere,

@@ -150,6 +150,23 @@ def rules_for(tenant: Tenant) -> Rules:
     )
 
 
+class RulesByTenant:
+    """The limits of each tenant, worked out once per tenant object."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[Tenant, Rules]] = {}
+
+    def __call__(self, tenant: Tenant) -> Rules:
+        known = self._known.get(id(tenant))
+        if known is not None and known[0] is tenant:
+            return known[1]
+        if len(self._known) > 10_000:
+            self._known.clear()
+        rules = rules_for(tenant)
+        self._known[id(tenant)] = (tenant, rules)
+        return rules
+
+
 def period_id(period: Period, now: float) -> str:
     """`d20260509` for a UTC day, `m202605` for a UTC month."""
     t = time.gmtime(now)

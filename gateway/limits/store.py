@@ -235,7 +235,11 @@ class RedisStore:
         values: list[object] = [now_ms, admission_id, *weights]
         for budget in rules.budgets:
             values += (reserve_nano, budget_ttl_s(budget.period, now))
-        out = await self._run(rules.tag, rules.keys(now), template.format(*values))
+        return await self.ask(rules, template.format(*values), now)
+
+    async def ask(self, rules: Rules, call: str, now: float) -> Admitted | Refused:
+        """Run one admission call of `rules` (an admission's, or a slice's: slices.py)."""
+        out = await self._run(rules.tag, rules.keys(now), call)
         status, at = out[0], out[1]
         if status != 0:
             return Refused(at, status == 2, out[2], out[3])
@@ -244,8 +248,9 @@ class RedisStore:
         return Admitted(at, tuple(w[0::2]), tuple(w[1::2]), tuple(b[0::2]), tuple(b[1::2]))
 
     async def settle(self, s: Settlement) -> None:
-        """Apply a settlement (coalesced with the team's other calls)."""
-        await self._run(s.tag, s.keys, s.call)
+        """Apply a settlement. It goes at once, not after the team's admissions in flight:
+        settlements (and slices given back) reach Redis in the order they were sent."""
+        await self._many([(s.keys, s.call)])
 
     async def settle_batch(self, settlements: list[Settlement]) -> None:
         """Apply up to BATCH_MAX settlements of one team in one script call (all or none)."""

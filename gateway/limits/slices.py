@@ -1,0 +1,289 @@
+"""Slices: a process takes a small part of a team's limits from Redis in one call and admits
+from it without a round trip, until it gives the rest back.
+
+A slice is an ordinary admission in Redis, only larger: `share ÷ processes` of every window
+(requests and tokens) and of every budget, counted and held at once by limits.lua's `admit`.
+Whatever this process admits from it is already counted there, so slices never let a team
+past a limit; what they cost is the other way: the unused part of every process's slice is
+counted until it is given back. To keep that small, a slice
+
+- is granted only while more than MARGIN × processes × its size is left in every limit (the
+  script is asked with each limit lowered by that much), so near a limit every request is
+  checked on its own again, exactly as without slices;
+- is given back SLICE_S after it was taken (`unslice`, sent with the settlements, in order):
+  its entry leaves the windows and its hold the budgets; what was admitted from it and is
+  still in flight becomes an entry and a hold of its own, settled as any other;
+- is not taken for limits too small to slice (fewer than MIN_REQUESTS requests per slice),
+  nor for paced rates (their spacing is per request).
+
+A request admitted from a slice and settled before the slice goes back is settled as one
+Redis never saw (its real weight added, its cost spent, no hold of its own); until the slice
+goes back its estimate is counted twice, which errs toward refusing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from gateway.limits.calls import Admitted, Refused, Settlement
+from gateway.limits.rules import Rules, budget_ttl_s
+
+SLICE_S = 1.0
+MIN_REQUESTS = 8
+MARGIN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How large a slice of a set of rules is, and the limits a slice is asked against."""
+
+    sizes: tuple[int, ...]  # per window
+    holds: tuple[int, ...]  # per budget, nano-USD
+    margins: tuple[int, ...]  # per window, then per budget
+
+
+@dataclass(slots=True)
+class Slice:
+    """A part of every limit of one set of rules, held by this process."""
+
+    id: str
+    rules: Rules
+    keys: tuple[str, ...]
+    budget_keys: tuple[str, ...]
+    at_ms: int  # Redis' time at the grant
+    born: float  # this process's loop time at the grant
+    sizes: tuple[int, ...]
+    holds: tuple[int, ...]
+    left: list[int]  # per window, what is left of the slice
+    room: list[int]  # per budget, nano-USD
+    remaining: tuple[int, ...]  # per window, what Redis said was left beside the slice
+    reset_ms: tuple[int, ...]
+    budget_left: tuple[int, ...]
+    # Admitted from it and not settled yet: id → (admitted at ms, weights, hold).
+    open: dict[str, tuple[int, tuple[int, ...], int]] = field(default_factory=dict)
+    closed: bool = False
+
+
+def plan(rules: Rules, share: float, processes: int) -> Plan | None:
+    """The slice of `rules` for one of `processes`, or None when there is none to take."""
+    if share <= 0 or rules.empty or any(w.burst for w in rules.windows):
+        return None
+    sizes, margins = [], []
+    for w in rules.windows:
+        size = int(w.limit * share / processes)
+        if size < 1 or w.limit - MARGIN * processes * size <= size:
+            return None
+        sizes.append(size)
+        margins.append(MARGIN * processes * size)
+    holds = []
+    for b in rules.budgets:
+        hold = int(b.limit_usd * 1e9 * share / processes)
+        if hold < 1 or int(b.limit_usd * 1e9) - MARGIN * processes * hold <= hold:
+            return None
+        holds.append(hold)
+        margins.append(MARGIN * processes * hold)
+    return Plan(tuple(sizes), tuple(holds), tuple(margins))
+
+
+def grant_template(rules: Rules, lease_ms: str, p: Plan) -> str:
+    """The admission call of a slice: every limit lowered by its margin; `{}`: now, id, and
+    per budget its TTL."""
+    nw = len(rules.windows)
+    parts = ["admit", "{}", "{}", str(nw), str(len(rules.budgets)), lease_ms]
+    for rule, size, margin in zip(rules.windows, p.sizes, p.margins, strict=False):
+        parts += [str(rule.limit - margin), str(rule.window_ms), str(size), "0"]
+    for budget, hold, margin in zip(rules.budgets, p.holds, p.margins[nw:], strict=True):
+        parts += [str(int(budget.limit_usd * 1e9) - margin), str(hold), "{}"]
+    return " ".join(parts)
+
+
+class Slicer:
+    """This process's slices, one per set of rules at a time."""
+
+    def __init__(
+        self, share: float, processes: int, lease_ms: str, send: Callable[[Settlement], None]
+    ) -> None:
+        self.share, self.processes = share, max(processes, 1)
+        self._lease_ms = lease_ms
+        self._send = send
+        self._slices: dict[int, Slice] = {}
+        self._plans: dict[int, tuple[Rules, Plan | None]] = {}
+        self._asking: set[int] = set()
+        self._refused_until: dict[int, float] = {}
+
+    def plan(self, rules: Rules) -> Plan | None:
+        """The rules' slice plan (worked out once per set of rules)."""
+        known = self._plans.get(id(rules))
+        if known is not None and known[0] is rules:
+            return known[1]
+        if len(self._plans) > 10_000:
+            self._plans.clear()
+        found = plan(rules, self.share, self.processes)
+        self._plans[id(rules)] = (rules, found)
+        return found
+
+    def take(
+        self,
+        rules: Rules,
+        aid: str,
+        weights: tuple[int, ...],
+        reserve: int,
+        budget_keys: tuple[str, ...],
+    ) -> tuple[Admitted, Slice] | None:
+        """Admit from this process's slice of `rules` if it has room (no I/O)."""
+        s = self._slices.get(id(rules))
+        if s is None or s.rules is not rules:
+            return None
+        loop_now = asyncio.get_running_loop().time()
+        if s.closed or loop_now - s.born >= SLICE_S or s.budget_keys != budget_keys:
+            self.retire(s)
+            return None
+        left, room = s.left, s.room
+        for i, weight in enumerate(weights):
+            if weight > left[i]:
+                return None
+        for j in range(len(room)):
+            if reserve > room[j]:
+                return None
+        for i, weight in enumerate(weights):
+            left[i] -= weight
+        for j in range(len(room)):
+            room[j] -= reserve
+        at_ms = s.at_ms + int((loop_now - s.born) * 1000)
+        s.open[aid] = (at_ms, weights, reserve)
+        age = int((loop_now - s.born) * 1000)
+        remaining = tuple(r + x for r, x in zip(s.remaining, left, strict=True))
+        resets = tuple(max(r - age, 0) for r in s.reset_ms)
+        budget_left = tuple(b + x for b, x in zip(s.budget_left, room, strict=True))
+        holds = (reserve,) * len(room)
+        return Admitted(at_ms, remaining, resets, budget_left, holds), s
+
+    async def admit(
+        self,
+        rules: Rules,
+        aid: str,
+        now: float,
+        weights: tuple[int, ...],
+        reserve: int,
+        budget_keys: tuple[str, ...],
+        ask: Callable[[Rules, str, float], Awaitable[Admitted | Refused]],
+    ) -> tuple[Admitted, Slice] | None:
+        """Admit from the slice of `rules`, asking Redis for a new one (by `ask`) when there is
+        none with room and one is worth it (`ask`: the store's); None: no slice for this
+        request."""
+        taken = self.take(rules, aid, weights, reserve, budget_keys)
+        if taken is not None:
+            return taken
+        wanted = self.wants(rules, weights, reserve)
+        if wanted is None:
+            return None
+        sid = f"s{random.getrandbits(64):016x}"
+        if await self.grant(rules, wanted, sid, now, budget_keys, ask) is None:
+            return None
+        return self.take(rules, aid, weights, reserve, budget_keys)
+
+    def wants(self, rules: Rules, weights: tuple[int, ...], reserve: int) -> Plan | None:
+        """The plan to ask Redis for a slice with now, or None: no plan, one asked already,
+        refused less than SLICE_S ago, or a slice that would not hold MIN_REQUESTS requests
+        like this one."""
+        p = self.plan(rules)
+        key = id(rules)
+        if p is None or key in self._asking:
+            return None
+        for size, weight in zip(p.sizes, weights, strict=True):
+            if size < MIN_REQUESTS * weight:
+                return None
+        for hold in p.holds:
+            if hold < MIN_REQUESTS * reserve:
+                return None
+        until = self._refused_until.get(key)
+        if until is not None and asyncio.get_running_loop().time() < until:
+            return None
+        return p
+
+    async def grant(
+        self,
+        rules: Rules,
+        p: Plan,
+        sid: str,
+        now: float,
+        budget_keys: tuple[str, ...],
+        ask: Callable[[Rules, str, float], Awaitable[Admitted | Refused]],
+    ) -> Slice | None:
+        """Ask Redis for a slice (`ask` runs the call); None when Redis says no."""
+        key = id(rules)
+        memo = ("slice", self._lease_ms)
+        template = rules.memo.get(memo)
+        if template is None:
+            template = rules.memo[memo] = grant_template(rules, self._lease_ms, p)
+        ttls = [budget_ttl_s(b.period, now) for b in rules.budgets]
+        self._asking.add(key)
+        try:
+            result = await ask(rules, template.format(0, sid, *ttls), now)
+        finally:
+            self._asking.discard(key)
+        loop_now = asyncio.get_running_loop().time()
+        if isinstance(result, Refused):
+            self._refused_until[key] = loop_now + SLICE_S
+            if len(self._refused_until) > 10_000:
+                self._refused_until.clear()
+            return None
+        old = self._slices.get(key)
+        if old is not None:
+            self.retire(old)
+        nw = len(rules.windows)
+        s = Slice(
+            sid,
+            rules,
+            rules.keys(now),
+            budget_keys,
+            result.now_ms,
+            loop_now,
+            p.sizes,
+            result.holds,
+            list(p.sizes),
+            list(result.holds),
+            tuple(r + m for r, m in zip(result.remaining, p.margins, strict=False)),
+            result.reset_ms,
+            tuple(b + m for b, m in zip(result.budget_left, p.margins[nw:], strict=True)),
+        )
+        if len(self._slices) > 10_000:
+            for stale in list(self._slices.values()):
+                self.retire(stale)
+        self._slices[key] = s
+        asyncio.get_running_loop().call_later(SLICE_S, self.retire, s)
+        return s
+
+    def settled(self, s: Slice, aid: str) -> bool:
+        """An admission from `s` is settled: True if the slice still covers it (settle it
+        as one Redis never saw, no hold of its own), False if it was given back (settle it as
+        an ordinary admission)."""
+        return not s.closed and s.open.pop(aid, None) is not None
+
+    def retire(self, s: Slice) -> None:
+        """Give the slice back (once): its unused part is free for every process again."""
+        if s.closed:
+            return
+        s.closed = True
+        if self._slices.get(id(s.rules)) is s:
+            del self._slices[id(s.rules)]
+        rules = s.rules
+        parts = ["unslice", "0", s.id, str(len(rules.windows)), str(len(rules.budgets))]
+        parts.append(self._lease_ms)
+        for rule, size in zip(rules.windows, s.sizes, strict=True):
+            parts += [str(size), str(rule.window_ms)]
+        parts += [str(h) for h in s.holds]
+        parts.append(str(len(s.open)))
+        for aid, (at_ms, weights, hold) in s.open.items():
+            parts += [aid, str(at_ms), *map(str, weights)]
+            parts += [str(hold)] * len(rules.budgets)
+        s.open.clear()
+        self._send(Settlement(rules.team, s.keys, " ".join(parts), 0, rules.tag, len(s.holds)))
+
+    def retire_all(self) -> None:
+        """Give every slice back (shutdown)."""
+        for s in list(self._slices.values()):
+            self.retire(s)
