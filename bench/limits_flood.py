@@ -199,7 +199,7 @@ class Admissions:
         sliding = [2 * i for i, w in enumerate(rules.windows) if not w.burst]
         self.key = keys[sliding[0]] if sliding else ""  # none: nothing to read
         self.url, self.every_s = redis_url, every_s
-        self.seen: dict[bytes, float] = {}
+        self.seen: dict[bytes, tuple[float, int]] = {}  # id: (time, admissions)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -219,8 +219,14 @@ class Admissions:
         try:
             client = redis.Redis.from_url(self.url, socket_timeout=1)
             for member, score in client.zrange(self.key, 0, -1, withscores=True):
-                # "<id>:<weight>": a token window's settlement rewrites the weight
-                self.seen[member.rpartition(b":")[0]] = score / 1000
+                # "<id>:<weight>": a token window's settlement rewrites the weight. A slice
+                # ("s<16 hex>:<size>") stands for admissions not made yet: skipped; what was
+                # settled from it comes back as one entry ("s<16 hex>d:<how many>").
+                name, _, weight = member.rpartition(b":")
+                if len(name) == 17 and name.startswith(b"s"):
+                    continue
+                count = int(weight) if name.endswith(b"d") and len(name) == 18 else 1
+                self.seen[name] = (score / 1000, count)
             client.close()
         except redis.RedisError:
             pass  # Redis is away (the kill scenario): what it held comes back with its AOF
@@ -240,7 +246,7 @@ class Admissions:
 
     def times(self, origin: float) -> list[float]:
         """Admission times in seconds after `origin` (Redis clock)."""
-        return sorted(t - origin for t in self.seen.values())
+        return sorted(t - origin for t, count in self.seen.values() for _ in range(count))
 
 
 def _spend(redis_url: str, limits: Limits) -> tuple[float, float]:

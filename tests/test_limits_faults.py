@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.errors import RateLimited
-from gateway.limits import Limiter, LimitsUnavailable
+from gateway.limits import Limiter, LimitsUnavailable, slices
 from gateway.limits import limiter as limiter_module
 from gateway.metrics import Metrics
 from tests.support.limits import Clock, tenant
@@ -227,4 +227,37 @@ async def test_a_check_that_timed_out_but_ran_in_redis_leaves_no_hold(
         await asyncio.sleep(0.05)
     spent, held = (int(v or 0) for v in await client.hmget(keys[0], "spent", "held"))
     assert (spent, held) == (160_000_000, 0)
+    await limiter.close()
+
+
+async def test_redis_killed_with_a_slice_out_gets_it_back_in_order(
+    server: RedisServer, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slice that goes back while Redis is away is journaled with the settlements, and
+    replayed before them: the request still in flight from it is held, then settled."""
+    monkeypatch.setattr(slices, "SLICE_S", 0.3)
+    limiter = Limiter(client, Metrics(), timeout_s=0.5, processes=2, slice_share=0.01)
+    t = tenant(requests_per_minute=100_000, budget_usd_per_day=100.0)
+    first = await limiter.admit(t, 1, 0.001)
+    assert first.slice is not None and not first.local
+    server.stop()
+    await asyncio.sleep(0.4)  # the slice goes back: the call fails and is journaled
+    await limiter.drain()
+    alone = await limiter.admit(t, 1, 0.001)
+    assert alone.local and alone.slice is None  # no slices while Redis is away
+    limiter.settle(first, 1, 1, 0.001)
+    limiter.settle(alone, 1, 1, 0.002)
+    await limiter.drain()
+    assert len(limiter.journal) == 3  # the slice, then the two settlements
+    server.start()  # back empty
+    for _ in range(200):
+        if not limiter.journal:
+            break
+        await asyncio.sleep(0.05)
+    assert not limiter.journal
+    keys = [k async for k in client.scan_iter(f"*{{{t.team}}}:team:usd:*:h")]
+    spent, held = await client.hmget(keys[0], "spent", "held")
+    assert (int(spent or 0), int(held or 0)) == (3_000_000, 0)
+    window = [k async for k in client.scan_iter(f"*{{{t.team}}}:team:requests:z")]
+    assert await client.zcard(window[0]) == 2  # the two requests, not the slice
     await limiter.close()

@@ -94,3 +94,37 @@ def settlement(
     return Settlement(
         rules.team, keys, template.format(*values), cost_nano, rules.tag, len(rules.budgets)
     )
+
+
+def grant_template(
+    rules: Rules,
+    lease_ms: str,
+    sizes: tuple[int, ...],
+    holds: tuple[int, ...],
+    margins: tuple[int, ...],
+) -> str:
+    """The admission call of a slice (slices.py): every limit lowered by its margin; `{}`:
+    now, id, and per budget its TTL."""
+    nw = len(rules.windows)
+    parts = ["admit", "{}", "{}", str(nw), str(len(rules.budgets)), lease_ms]
+    for rule, size, margin in zip(rules.windows, sizes, margins, strict=False):
+        parts += [str(rule.limit - margin), str(rule.window_ms), str(size), "0"]
+    for budget, hold, margin in zip(rules.budgets, holds, margins[nw:], strict=True):
+        parts += [str(int(budget.limit_usd * 1e9) - margin), str(hold), "{}"]
+    return " ".join(parts)
+
+
+def unslice_call(
+    rules: Rules,
+    slice_id: str,
+    lease_ms: str,
+    sizes: tuple[int, ...],
+    done: list[int],
+    done_at: int,
+) -> str:
+    """The start of a slice's return: its windows (size, and what was settled from it); the
+    caller adds the budgets and the admissions still in flight (limits.lua, `unslice`)."""
+    parts = ["unslice", "0", slice_id, str(len(rules.windows)), str(len(rules.budgets)), lease_ms]
+    for rule, size, weight in zip(rules.windows, sizes, done, strict=True):
+        parts += [str(size), str(rule.window_ms), str(weight), str(done_at)]
+    return " ".join(parts)

@@ -255,12 +255,15 @@ class Limiter:
         self._local.settle(wk, bk, aid, new, cost, admission.local)
         if self._store is None:
             return
+        piece = admission.slice
+        if (
+            piece is not None
+            and self._slicer is not None
+            and self._slicer.settled(piece, aid, new, cost)
+        ):
+            return  # it goes to Redis with its slice
         now = self._clock() if self._clock is not None else time.time()
         now_ms = round(now * 1000) if self._clock is not None else 0
-        holds = (admission.reserve,) * len(admission.holds) if admission.local else admission.holds
-        piece = admission.slice
-        if piece is not None and self._slicer is not None and self._slicer.settled(piece, aid):
-            holds = (0,) * len(holds)  # the slice holds it until it goes back
         s = settlement(
             rules,
             aid,
@@ -271,7 +274,7 @@ class Limiter:
             new,
             # Decided alone: if Redis ran a check that had timed out here after all, it held
             # the whole estimate (mostly), so that is the hold to give back there.
-            holds,
+            (admission.reserve,) * len(admission.holds) if admission.local else admission.holds,
             cost,
             now,
             now_ms,

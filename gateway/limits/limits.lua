@@ -16,7 +16,8 @@
 --            or {2, now, budget index, 1 if spent alone is at the limit else 0}
 --   (a budget with less room than the reserve admits only when nothing else is held there)
 -- settle returns {now, per budget: spent + held}
--- unslice: window  slice weight, window_ms    budget  slice hold    then how many admissions,
+-- unslice: window  slice weight, window_ms, weight settled, latest admitted_ms
+--          budget  slice hold, cost settled       then how many admissions in flight,
 --          and per admission: id, admitted_ms, its weight per window, its hold per budget;
 --          returns {now}
 -- One script call runs several of these (one team's keys: one slot); see the end.
@@ -166,21 +167,32 @@ local function run(KEYS, ARGV)
     -- A process gives back a slice (slices.py): the slice's entry leaves every window and its
     -- hold every budget; the admissions made from it that are still in flight become entries
     -- and holds of their own (settled later like any other); those settled already have theirs.
+    -- Those settled while it was out come summed: one entry per window at the latest of
+    -- their admission times (they leave the window no earlier than they should), their cost
+    -- spent in every budget.
     local a, windows = 7, {}
     for i = 0, nw - 1 do
       local zset, sum = KEYS[2 * i + 1], KEYS[2 * i + 2]
-      windows[i] = tonumber(ARGV[a + 1])
+      local window, done, at = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+      windows[i] = window
       if redis.call('ZREM', zset, id .. ':' .. ARGV[a]) == 1 then
         redis.call('INCRBY', sum, int(0 - tonumber(ARGV[a])))
       end
-      a = a + 2
+      if done > 0 and at > now - window then
+        redis.call('ZADD', zset, at, id .. 'd:' .. ARGV[a + 2])
+        redis.call('INCRBY', sum, ARGV[a + 2])
+        redis.call('PEXPIRE', zset, at + window - now + 1000)
+        redis.call('PEXPIRE', sum, at + window - now + 1000)
+      end
+      a = a + 4
     end
     for j = 0, nb - 1 do
       local totals, holds = KEYS[bk + 2 * j + 1], KEYS[bk + 2 * j + 2]
       if tonumber(ARGV[a]) > 0 and redis.call('ZREM', holds, id .. ':' .. ARGV[a]) == 1 then
         redis.call('HINCRBY', totals, 'held', '-' .. ARGV[a])
       end
-      a = a + 1
+      if tonumber(ARGV[a + 1]) > 0 then redis.call('HINCRBY', totals, 'spent', ARGV[a + 1]) end
+      a = a + 2
     end
     local count = tonumber(ARGV[a])
     a = a + 1

@@ -16,9 +16,11 @@ counted until it is given back. To keep that small, a slice
 - is not taken for limits too small to slice (fewer than MIN_REQUESTS requests per slice),
   nor for paced rates (their spacing is per request).
 
-A request admitted from a slice and settled before the slice goes back is settled as one
-Redis never saw (its real weight added, its cost spent, no hold of its own); until the slice
-goes back its estimate is counted twice, which errs toward refusing.
+A request admitted from a slice and settled before the slice goes back makes no call of its
+own: its real weights and cost are summed into the slice's and go back with it (one entry
+per window at the latest admission time among them, so none leaves a window early; their
+cost spent in every budget). Until then the slice counts and holds its estimate: real
+usage beyond an estimate reaches Redis up to SLICE_S later than a settlement would.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from gateway.limits.calls import Admitted, Refused, Settlement
+from gateway.limits.calls import Admitted, Refused, Settlement, grant_template, unslice_call
 from gateway.limits.rules import Rules, budget_ttl_s
 
 SLICE_S = 1.0
@@ -64,6 +66,11 @@ class Slice:
     budget_left: tuple[int, ...]
     # Admitted from it and not settled yet: id → (admitted at ms, weights, hold).
     open: dict[str, tuple[int, tuple[int, ...], int]] = field(default_factory=dict)
+    # Settled while the slice is out, summed: per window the real weights, the latest
+    # admission time among them, and the cost (every budget spends it).
+    done: list[int] = field(default_factory=list)
+    done_at: int = 0
+    done_cost: int = 0
     closed: bool = False
 
 
@@ -86,18 +93,6 @@ def plan(rules: Rules, share: float, processes: int) -> Plan | None:
         holds.append(hold)
         margins.append(MARGIN * processes * hold)
     return Plan(tuple(sizes), tuple(holds), tuple(margins))
-
-
-def grant_template(rules: Rules, lease_ms: str, p: Plan) -> str:
-    """The admission call of a slice: every limit lowered by its margin; `{}`: now, id, and
-    per budget its TTL."""
-    nw = len(rules.windows)
-    parts = ["admit", "{}", "{}", str(nw), str(len(rules.budgets)), lease_ms]
-    for rule, size, margin in zip(rules.windows, p.sizes, p.margins, strict=False):
-        parts += [str(rule.limit - margin), str(rule.window_ms), str(size), "0"]
-    for budget, hold, margin in zip(rules.budgets, p.holds, p.margins[nw:], strict=True):
-        parts += [str(int(budget.limit_usd * 1e9) - margin), str(hold), "{}"]
-    return " ".join(parts)
 
 
 class Slicer:
@@ -218,7 +213,9 @@ class Slicer:
         memo = ("slice", self._lease_ms)
         template = rules.memo.get(memo)
         if template is None:
-            template = rules.memo[memo] = grant_template(rules, self._lease_ms, p)
+            template = rules.memo[memo] = grant_template(
+                rules, self._lease_ms, p.sizes, p.holds, p.margins
+            )
         ttls = [budget_ttl_s(b.period, now) for b in rules.budgets]
         self._asking.add(key)
         try:
@@ -257,11 +254,23 @@ class Slicer:
         asyncio.get_running_loop().call_later(SLICE_S, self.retire, s)
         return s
 
-    def settled(self, s: Slice, aid: str) -> bool:
-        """An admission from `s` is settled: True if the slice still covers it (settle it
-        as one Redis never saw, no hold of its own), False if it was given back (settle it as
-        an ordinary admission)."""
-        return not s.closed and s.open.pop(aid, None) is not None
+    def settled(self, s: Slice, aid: str, new: tuple[int, ...], cost: int) -> bool:
+        """An admission from `s` is settled: True if the slice still covers it (its real
+        weights and cost go to Redis with the slice), False if it was given back (settle it
+        as an ordinary admission: it has an entry and a hold of its own now)."""
+        if s.closed:
+            return False
+        admitted = s.open.pop(aid, None)
+        if admitted is None:
+            return False
+        if not s.done:
+            s.done = [0] * len(new)
+        done = s.done
+        for i, weight in enumerate(new):
+            done[i] += weight
+        s.done_at = max(s.done_at, admitted[0])
+        s.done_cost += cost
+        return True
 
     def retire(self, s: Slice) -> None:
         """Give the slice back (once): its unused part is free for every process again."""
@@ -271,17 +280,14 @@ class Slicer:
         if self._slices.get(id(s.rules)) is s:
             del self._slices[id(s.rules)]
         rules = s.rules
-        parts = ["unslice", "0", s.id, str(len(rules.windows)), str(len(rules.budgets))]
-        parts.append(self._lease_ms)
-        for rule, size in zip(rules.windows, s.sizes, strict=True):
-            parts += [str(size), str(rule.window_ms)]
-        parts += [str(h) for h in s.holds]
-        parts.append(str(len(s.open)))
-        for aid, (at_ms, weights, hold) in s.open.items():
-            parts += [aid, str(at_ms), *map(str, weights)]
-            parts += [str(hold)] * len(rules.budgets)
+        done = s.done or [0] * len(rules.windows)
+        call = unslice_call(rules, s.id, self._lease_ms, s.sizes, done, s.done_at)
+        call += " " + " ".join(f"{h} {s.done_cost}" for h in s.holds)
+        call += f" {len(s.open)}"
+        for aid, (at_ms, weights, hold) in s.open.items():  # they get entries and holds
+            call += f" {aid} {at_ms} {' '.join(map(str, weights))}" + f" {hold}" * len(s.holds)
         s.open.clear()
-        self._send(Settlement(rules.team, s.keys, " ".join(parts), 0, rules.tag, len(s.holds)))
+        self._send(Settlement(rules.team, s.keys, call, s.done_cost, rules.tag, len(s.holds)))
 
     def retire_all(self) -> None:
         """Give every slice back (shutdown)."""

@@ -41,16 +41,20 @@ async def four(redis_url: str) -> AsyncIterator[list[Limiter]]:
 
 
 def count_calls(limiter: Limiter) -> list[int]:
-    """Wrap the limiter's script calls: [admission calls so far]."""
+    """Wrap the limiter's script calls: [admission calls so far, every script call so far]."""
     store: Any = limiter._store
-    seen = [0]
-    run = store._run
+    seen = [0, 0]
+    run, call = store._run, store._call
 
-    async def counted(tag: str, keys: tuple[str, ...], call: str) -> Any:
+    async def counted(tag: str, keys: tuple[str, ...], args: str) -> Any:
         seen[0] += 1
-        return await run(tag, keys, call)
+        return await run(tag, keys, args)
 
-    store._run = counted
+    def every(keys: list[str], args: list[str]) -> Any:
+        seen[1] += 1
+        return call(keys, args)
+
+    store._run, store._call = counted, every
     return seen
 
 
@@ -85,10 +89,12 @@ async def test_most_admissions_need_no_round_trip_and_redis_ends_exact(
     assert admitted[-1].headers["x-ratelimit-limit-requests"] == "100000"
     remaining = int(admitted[-1].headers["x-ratelimit-remaining-requests"])
     assert 100_000 - 200 - 250 <= remaining <= 100_000 - 200
-    # Half settle while the slice is out, half after it went back.
+    # Half settle while the slice is out (no call of their own: they go back with it), half
+    # after it went back (it made them entries and holds of their own).
     for a in admitted[:100]:
         limiter.settle(a, 100, 20, 0.0005)
     await settle_all(four)
+    assert calls[1] == 2, calls  # the slice taken, the slice given back
     assert await window_sum(redis, t, "requests") == 200
     assert await window_sum(redis, t, "tokens") == 100 * 120 + 100 * 100
     assert await budget(redis, t) == (100 * 500_000, 100 * 1_000_000)
