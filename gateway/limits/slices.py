@@ -13,14 +13,11 @@ counted until it is given back. To keep that small, a slice
 - is given back SLICE_S after it was taken (`unslice`, sent with the settlements, in order):
   its entry leaves the windows and its hold the budgets; what was admitted from it and is
   still in flight becomes an entry and a hold of its own, settled as any other;
-- is not taken for limits too small to slice (fewer than MIN_REQUESTS requests per slice),
-  nor for paced rates (their spacing is per request).
+- is not taken for paced rates, nor for limits too small to hold MIN_REQUESTS requests.
 
-A request admitted from a slice and settled before the slice goes back makes no call of its
-own: its real weights and cost are summed into the slice's and go back with it (one entry
-per window at the latest admission time among them, so none leaves a window early; their
-cost spent in every budget). Until then the slice counts and holds its estimate: real
-usage beyond an estimate reaches Redis up to SLICE_S later than a settlement would.
+A request settled while its slice is out makes no call of its own: its real weights and
+cost go back with the slice, summed (one window entry at the latest admission time among
+them, so none leaves a window early). More in docs/reliability.md, "Slices of large limits".
 """
 
 from __future__ import annotations
@@ -220,6 +217,14 @@ class Slicer:
         self._asking.add(key)
         try:
             result = await ask(rules, template.format(0, sid, *ttls), now)
+        except Exception:
+            # A call that timed out here may have run in Redis all the same: give the slice
+            # back, or it would stay counted for a minute and held until the lease ends.
+            keys = rules.keys(now)
+            self.retire(
+                Slice(sid, rules, keys, budget_keys, 0, 0, p.sizes, p.holds, [], [], (), (), ())
+            )
+            raise
         finally:
             self._asking.discard(key)
         loop_now = asyncio.get_running_loop().time()

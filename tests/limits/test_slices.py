@@ -202,3 +202,31 @@ async def test_a_slice_nobody_uses_goes_back_by_itself(
     finally:
         await limiter.close()
         await client.aclose()
+
+
+async def test_a_slice_granted_after_the_check_gave_up_is_given_back(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    """Redis ran the slice's call, but too late for this process (a timeout): the process
+    decides alone and gives the slice back, or it would stay counted for a minute."""
+    client = aioredis.from_url(redis_url)
+    limiter = Limiter(client, Metrics(), timeout_s=5.0, processes=1, slice_share=SHARE)
+    store: Any = limiter._store
+    ask = store.ask
+
+    async def late(*args: Any) -> Any:
+        await ask(*args)  # it ran in Redis...
+        raise TimeoutError("limits: Redis did not answer in time")  # ...too late here
+
+    store.ask = late
+    t = tenant(requests_per_minute=100_000, budget_usd_per_day=100.0)
+    try:
+        alone = await limiter.admit(t, 10, 0.001)
+        assert alone.local and alone.slice is None
+        limiter.settle(alone, 10, 1, 0.001)
+        await limiter.drain()
+        assert await window_sum(redis, t, "requests") == 1  # the request, not the slice
+        assert await budget(redis, t) == (1_000_000, 0)
+    finally:
+        await limiter.close()
+        await client.aclose()
