@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from gateway.limits.rules import Rules, budget_ttl_s
 
+# A slice (slices.py) is granted only while more than MARGIN x processes x its size is left.
+MARGIN = 4
+
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
@@ -128,3 +131,33 @@ def unslice_call(
     for rule, size, weight in zip(rules.windows, sizes, done, strict=True):
         parts += [str(size), str(rule.window_ms), str(weight), str(done_at)]
     return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How large a slice of a set of rules is, and the limits a slice is asked against."""
+
+    sizes: tuple[int, ...]  # per window
+    holds: tuple[int, ...]  # per budget, nano-USD
+    margins: tuple[int, ...]  # per window, then per budget
+
+
+def plan(rules: Rules, share: float, processes: int) -> Plan | None:
+    """The slice of `rules` for one of `processes`, or None when there is none to take."""
+    if share <= 0 or rules.empty or any(w.burst for w in rules.windows):
+        return None
+    sizes, margins = [], []
+    for w in rules.windows:
+        size = int(w.limit * share / processes)
+        if size < 1 or w.limit - MARGIN * processes * size <= size:
+            return None
+        sizes.append(size)
+        margins.append(MARGIN * processes * size)
+    holds = []
+    for b in rules.budgets:
+        hold = int(b.limit_usd * 1e9 * share / processes)
+        if hold < 1 or int(b.limit_usd * 1e9) - MARGIN * processes * hold <= hold:
+            return None
+        holds.append(hold)
+        margins.append(MARGIN * processes * hold)
+    return Plan(tuple(sizes), tuple(holds), tuple(margins))

@@ -43,7 +43,12 @@ class Delivery:
         self._retrying: asyncio.Task[None] | None = None
 
     def send(self, s: Settlement, decided_here: bool) -> None:
-        """Queue a settlement; it goes with those of the next SETTLE_DELAY_S."""
+        """Queue a settlement; it goes with those of the next SETTLE_DELAY_S. While the journal
+        holds any, it goes behind them: a team's calls reach Redis in the order they were
+        sent (a slice's return before the settlements of what it made entries of)."""
+        if self.journal:
+            self._journal(s, decided_here)
+            return
         self._outbox.append((s, decided_here))
         if not self._shipping:
             self._shipping = True
@@ -55,12 +60,17 @@ class Delivery:
             self._retrying.cancel()
 
     async def _ship(self) -> None:
-        """Send what settled in the last SETTLE_DELAY_S: per team, BATCH_MAX to a call."""
+        """Send what settled in each SETTLE_DELAY_S, per team BATCH_MAX to a call, one batch
+        after the other (one shipper at a time, so batches cannot overtake each other)."""
         try:
-            await asyncio.sleep(SETTLE_DELAY_S)
+            while self._outbox:
+                await asyncio.sleep(SETTLE_DELAY_S)
+                batch, self._outbox = self._outbox, []
+                await self._send_batch(batch)
         finally:
-            batch, self._outbox = self._outbox, []
             self._shipping = False
+
+    async def _send_batch(self, batch: list[tuple[Settlement, bool]]) -> None:
         assert self._store is not None
         by_tag: dict[str, list[tuple[Settlement, bool]]] = {}
         for item in batch:
@@ -68,6 +78,10 @@ class Delivery:
         for group in by_tag.values():
             for start in range(0, len(group), BATCH_MAX):
                 chunk = group[start : start + BATCH_MAX]
+                if self.journal:  # an earlier call of the batch failed: the rest goes behind
+                    for s, decided_here in chunk:
+                        self._journal(s, decided_here)
+                    continue
                 if len(chunk) == 1:
                     await self.apply(*chunk[0])
                     continue

@@ -19,13 +19,18 @@
 -- unslice: window  slice weight, window_ms, weight settled, latest admitted_ms
 --          budget  slice hold, cost settled       then how many admissions in flight,
 --          and per admission: id, admitted_ms, its weight per window, its hold per budget;
---          returns {now}
+--          KEYS: the windows', the budgets', then the slice's marker; returns {now}
 -- One script call runs several of these (one team's keys: one slot); see the end.
 
 local function int(x) return string.format('%.0f', x) end
 
 local function weight_of(member)
   return tonumber(string.match(member, ':(%-?%d+)$')) or 0
+end
+
+-- Let `key` live at least `ms` more (never shorten what a later admission set).
+local function extend(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 
 local function now_ms(arg)
@@ -167,6 +172,11 @@ local function run(KEYS, ARGV)
     -- A process gives back a slice (slices.py): the slice's entry leaves every window and its
     -- hold every budget; the admissions made from it that are still in flight become entries
     -- and holds of their own (settled later like any other); those settled already have theirs.
+    -- Once only: a return replayed after a call that ran but timed out is not applied twice
+    -- (its marker, the key after the budgets', lives 2 minutes).
+    if redis.call('SET', KEYS[bk + 2 * nb + 1], '1', 'NX', 'PX', 120000) == false then
+      return {now}
+    end
     -- Those settled while it was out come summed: one entry per window at the latest of
     -- their admission times (they leave the window no earlier than they should), their cost
     -- spent in every budget.
@@ -181,8 +191,8 @@ local function run(KEYS, ARGV)
       if done > 0 and at > now - window then
         redis.call('ZADD', zset, at, id .. 'd:' .. ARGV[a + 2])
         redis.call('INCRBY', sum, ARGV[a + 2])
-        redis.call('PEXPIRE', zset, at + window - now + 1000)
-        redis.call('PEXPIRE', sum, at + window - now + 1000)
+        extend(zset, at + window - now + 1000)
+        extend(sum, at + window - now + 1000)
       end
       a = a + 4
     end
@@ -204,8 +214,8 @@ local function run(KEYS, ARGV)
         if w > 0 and at > now - windows[i] then
           redis.call('ZADD', zset, at, aid .. ':' .. ARGV[a])
           redis.call('INCRBY', sum, ARGV[a])
-          redis.call('PEXPIRE', zset, at + windows[i] - now + 1000)
-          redis.call('PEXPIRE', sum, at + windows[i] - now + 1000)
+          extend(zset, at + windows[i] - now + 1000)
+          extend(sum, at + windows[i] - now + 1000)
         end
         a = a + 1
       end
@@ -248,8 +258,8 @@ local function run(KEYS, ARGV)
     elseif at > now - window and tonumber(new) > 0 then
       redis.call('ZADD', zset, at, id .. ':' .. new)
       redis.call('INCRBY', sum, new)
-      redis.call('PEXPIRE', zset, at + window - now + 1000)
-      redis.call('PEXPIRE', sum, at + window - now + 1000)
+      extend(zset, at + window - now + 1000)
+      extend(sum, at + window - now + 1000)
     end
   end
   local out = {now}

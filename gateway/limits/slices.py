@@ -7,9 +7,9 @@ Whatever this process admits from it is already counted there, so slices never l
 past a limit; what they cost is the other way: the unused part of every process's slice is
 counted until it is given back. To keep that small, a slice
 
-- is granted only while more than MARGIN × processes × its size is left in every limit (the
-  script is asked with each limit lowered by that much), so near a limit every request is
-  checked on its own again, exactly as without slices;
+- is granted only while more than MARGIN (calls.py) × processes × its size is left in every
+  limit (the script is asked with each limit lowered by that much), so near a limit every
+  request is checked on its own again, exactly as without slices;
 - is given back SLICE_S after it was taken (`unslice`, sent with the settlements, in order):
   its entry leaves the windows and its hold the budgets; what was admitted from it and is
   still in flight becomes an entry and a hold of its own, settled as any other;
@@ -27,21 +27,19 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from gateway.limits.calls import Admitted, Refused, Settlement, grant_template, unslice_call
-from gateway.limits.rules import Rules, budget_ttl_s
+from gateway.limits.calls import (
+    Admitted,
+    Plan,
+    Refused,
+    Settlement,
+    grant_template,
+    plan,
+    unslice_call,
+)
+from gateway.limits.rules import PREFIX, Rules, budget_ttl_s
 
 SLICE_S = 1.0
 MIN_REQUESTS = 8
-MARGIN = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """How large a slice of a set of rules is, and the limits a slice is asked against."""
-
-    sizes: tuple[int, ...]  # per window
-    holds: tuple[int, ...]  # per budget, nano-USD
-    margins: tuple[int, ...]  # per window, then per budget
 
 
 @dataclass(slots=True)
@@ -71,27 +69,6 @@ class Slice:
     closed: bool = False
 
 
-def plan(rules: Rules, share: float, processes: int) -> Plan | None:
-    """The slice of `rules` for one of `processes`, or None when there is none to take."""
-    if share <= 0 or rules.empty or any(w.burst for w in rules.windows):
-        return None
-    sizes, margins = [], []
-    for w in rules.windows:
-        size = int(w.limit * share / processes)
-        if size < 1 or w.limit - MARGIN * processes * size <= size:
-            return None
-        sizes.append(size)
-        margins.append(MARGIN * processes * size)
-    holds = []
-    for b in rules.budgets:
-        hold = int(b.limit_usd * 1e9 * share / processes)
-        if hold < 1 or int(b.limit_usd * 1e9) - MARGIN * processes * hold <= hold:
-            return None
-        holds.append(hold)
-        margins.append(MARGIN * processes * hold)
-    return Plan(tuple(sizes), tuple(holds), tuple(margins))
-
-
 class Slicer:
     """This process's slices, one per set of rules at a time."""
 
@@ -105,6 +82,7 @@ class Slicer:
         self._plans: dict[int, tuple[Rules, Plan | None]] = {}
         self._asking: set[int] = set()
         self._refused_until: dict[int, float] = {}
+        self.closed = False  # retire_all ran: no more slices
 
     def plan(self, rules: Rules) -> Plan | None:
         """The rules' slice plan (worked out once per set of rules)."""
@@ -183,7 +161,7 @@ class Slicer:
         like this one."""
         p = self.plan(rules)
         key = id(rules)
-        if p is None or key in self._asking:
+        if p is None or key in self._asking or self.closed:
             return None
         for size, weight in zip(p.sizes, weights, strict=True):
             if size < MIN_REQUESTS * weight:
@@ -217,7 +195,7 @@ class Slicer:
         self._asking.add(key)
         try:
             result = await ask(rules, template.format(0, sid, *ttls), now)
-        except Exception:
+        except BaseException:  # cancelled too (the client left): Redis may run it still
             # A call that timed out here may have run in Redis all the same: give the slice
             # back, or it would stay counted for a minute and held until the lease ends.
             keys = rules.keys(now)
@@ -252,6 +230,9 @@ class Slicer:
             result.reset_ms,
             tuple(b + m for b, m in zip(result.budget_left, p.margins[nw:], strict=True)),
         )
+        if self.closed:  # granted after retire_all (shutdown): back at once
+            self.retire(s)
+            return None
         if len(self._slices) > 10_000:
             for stale in list(self._slices.values()):
                 self.retire(stale)
@@ -292,9 +273,11 @@ class Slicer:
         for aid, (at_ms, weights, hold) in s.open.items():  # they get entries and holds
             call += f" {aid} {at_ms} {' '.join(map(str, weights))}" + f" {hold}" * len(s.holds)
         s.open.clear()
-        self._send(Settlement(rules.team, s.keys, call, s.done_cost, rules.tag, len(s.holds)))
+        keys = (*s.keys, f"{PREFIX}:{rules.tag}:unslice:{s.id}")  # its once-only marker
+        self._send(Settlement(rules.team, keys, call, s.done_cost, rules.tag, len(s.holds)))
 
     def retire_all(self) -> None:
-        """Give every slice back (shutdown)."""
+        """Give every slice back (shutdown); slices granted later go back at once."""
+        self.closed = True
         for s in list(self._slices.values()):
             self.retire(s)

@@ -227,6 +227,67 @@ async def test_a_slice_granted_after_the_check_gave_up_is_given_back(
         await limiter.drain()
         assert await window_sum(redis, t, "requests") == 1  # the request, not the slice
         assert await budget(redis, t) == (1_000_000, 0)
+        # The same when the request is cancelled while it waits (its client left).
+
+        async def cancelled(*args: Any) -> Any:
+            await ask(*args)
+            raise asyncio.CancelledError
+
+        fresh = Limiter(client, Metrics(), timeout_s=5.0, processes=1, slice_share=SHARE)
+        fresh_store: Any = fresh._store
+        ask = fresh_store.ask
+        fresh_store.ask = cancelled
+        other = tenant(requests_per_minute=100_000, budget_usd_per_day=100.0)
+        with pytest.raises(asyncio.CancelledError):
+            await fresh.admit(other, 10, 0.001)
+        await fresh.close()
+        assert await window_sum(redis, other, "requests") == 0
+        assert await budget(redis, other) == (0, 0)
+    finally:
+        await limiter.close()
+        await client.aclose()
+
+
+async def test_a_settlement_never_overtakes_its_slice_going_back(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    """The slice's return fails (journaled); the settlement of a request still in flight from
+    it comes after: it waits behind the journal, or Redis would get the return second and
+    hold that request's estimate until the lease ends. Replayed twice, a return counts once."""
+    client = aioredis.from_url(redis_url)
+    limiter = Limiter(client, Metrics(), timeout_s=5.0, processes=1, slice_share=SHARE)
+    store: Any = limiter._store
+    real, sent = store.settle, []
+    failing = [1]
+
+    async def flaky(s: Any) -> None:
+        sent.append(s)
+        if failing[0]:
+            failing[0] -= 1
+            raise TimeoutError("limits: Redis did not answer in time")
+        await real(s)
+
+    store.settle = flaky
+    t = tenant(requests_per_minute=100_000, budget_usd_per_day=100.0)
+    try:
+        settled = await limiter.admit(t, 10, 0.001)
+        first = await limiter.admit(t, 10, 0.001)
+        assert first.slice is not None
+        limiter.settle(settled, 10, 1, 0.002)  # goes back with the slice
+        await settle_all([limiter])  # the slice goes back: that call fails
+        assert len(limiter.journal) == 1
+        limiter.settle(first, 10, 1, 0.001)  # behind the journaled return
+        assert len(limiter.journal) == 2
+        for _ in range(100):  # the journal is retried every second
+            if not limiter.journal:
+                break
+            await asyncio.sleep(0.05)
+        assert not limiter.journal
+        assert await window_sum(redis, t, "requests") == 2
+        assert await budget(redis, t) == (3_000_000, 0)
+        await real(sent[0])  # the return once more, as a replay of a call that had run
+        assert await window_sum(redis, t, "requests") == 2
+        assert await budget(redis, t) == (3_000_000, 0)
     finally:
         await limiter.close()
         await client.aclose()
