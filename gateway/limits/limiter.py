@@ -23,7 +23,7 @@ from typing import Any
 from gateway.auth import Tenant
 from gateway.errors import GatewayError, LimitsUnavailable
 from gateway.limits.admission import NANO, Admission, refusal, to_nano
-from gateway.limits.calls import Admitted, Refused, Settlement, settlement
+from gateway.limits.calls import Admitted, Refused, settlement
 from gateway.limits.delivery import Delivery
 from gateway.limits.local import LocalLimits
 from gateway.limits.rules import Rules, RulesByTenant
@@ -69,11 +69,12 @@ class Limiter:
         self._own: Any = None
         self._gauges: dict[tuple[str, str], Any] = {}
         # Slices time themselves by the loop and Redis' clock: none with an injected clock.
-        self._slicer = (
-            Slicer(slice_share, self._local.divisor, str(int(lease_s * 1000)), self._give_back)
-            if self._store is not None and clock is None and slice_share > 0
-            else None
-        )
+        self._slicer: Slicer | None = None
+        if self._store is not None and clock is None and slice_share > 0:
+            lease_ms, local, send = str(int(lease_s * 1000)), self._local, self._delivery.send
+            self._slicer = Slicer(  # a slice's return goes in order with the settlements
+                slice_share, local.divisor, lease_ms, lambda s: send(s, False), local.slice_returned
+            )
 
     @classmethod
     def from_settings(cls, redis: Any, settings: Settings, metrics: Metrics) -> Limiter:
@@ -181,7 +182,8 @@ class Limiter:
                 self._failed(exc)
             else:
                 if taken is not None:
-                    self._local.mirror(rules, aid, taken[0], weights, budget_keys)
+                    if not taken[1].mirrored:  # the local limits count the slice as a whole
+                        self._local.slice_taken(taken[1])
                     return taken[0], False, taken[1]
         mono = time.monotonic()
         if self._down and mono >= self._down_until:
@@ -252,7 +254,8 @@ class Limiter:
         cost = max(round(cost_usd * NANO), 0)
         aid = admission.id
         wk, bk = admission.window_keys, admission.budget_keys
-        self._local.settle(wk, bk, aid, new, cost, admission.local)
+        if admission.slice is None:  # the local limits count a slice as a whole
+            self._local.settle(wk, bk, aid, new, cost, admission.local)
         if self._store is None:
             return
         piece = admission.slice
@@ -285,9 +288,6 @@ class Limiter:
     def release(self, admission: Admission | None) -> None:
         """The request failed: give back its hold and token estimate (it still counts once)."""
         self.settle(admission, 0, 0, 0.0)
-
-    def _give_back(self, s: Settlement) -> None:
-        self._delivery.send(s, False)  # in order with the settlements
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

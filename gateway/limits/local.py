@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from gateway.limits.calls import Admitted, Refused
 from gateway.limits.rules import Rules, WindowRule
+from gateway.limits.slices import Slice
 
 _MAX_STATES = 10_000
 
@@ -219,6 +220,19 @@ class LocalLimits:
             w.seen_left, w.freed, w.alone = admitted.remaining[i], 0, 0
         for j, left in enumerate(admitted.budget_left):
             self.seen_left[budget_keys[2 * j]] = left
+
+    def slice_taken(self, s: Slice) -> None:
+        """A slice from Redis (slices.py): counted here whole, as one admission, until it goes
+        back (what this process admits from it is not mirrored one by one)."""
+        s.mirrored = True
+        admitted = Admitted(s.at_ms, s.remaining, s.reset_ms, s.budget_left, ())
+        self.mirror(s.rules, s.id, admitted, s.sizes, s.budget_keys)
+
+    def slice_returned(self, s: Slice) -> None:
+        """The slice went back: here it now weighs what was admitted from it."""
+        if s.mirrored:
+            used = tuple(size - left for size, left in zip(s.sizes, s.left, strict=True))
+            self.settle(s.rules.window_keys(), (), s.id, used, 0, False)
 
     def settle(
         self,

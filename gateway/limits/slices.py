@@ -67,17 +67,23 @@ class Slice:
     done_at: int = 0
     done_cost: int = 0
     closed: bool = False
+    mirrored: bool = False  # the local limits count it (limiter.py)
 
 
 class Slicer:
     """This process's slices, one per set of rules at a time."""
 
     def __init__(
-        self, share: float, processes: int, lease_ms: str, send: Callable[[Settlement], None]
+        self,
+        share: float,
+        processes: int,
+        lease_ms: str,
+        send: Callable[[Settlement], None],
+        returned: Callable[[Slice], None],
     ) -> None:
         self.share, self.processes = share, max(processes, 1)
         self._lease_ms = lease_ms
-        self._send = send
+        self._send, self._returned = send, returned
         self._slices: dict[int, Slice] = {}
         self._plans: dict[int, tuple[Rules, Plan | None]] = {}
         self._asking: set[int] = set()
@@ -107,29 +113,28 @@ class Slicer:
         s = self._slices.get(id(rules))
         if s is None or s.rules is not rules:
             return None
-        loop_now = asyncio.get_running_loop().time()
-        if s.closed or loop_now - s.born >= SLICE_S or s.budget_keys != budget_keys:
+        age_s = asyncio.get_running_loop().time() - s.born
+        keys = s.budget_keys
+        if s.closed or age_s >= SLICE_S or (keys is not budget_keys and keys != budget_keys):
             self.retire(s)
             return None
         left, room = s.left, s.room
-        for i, weight in enumerate(weights):
-            if weight > left[i]:
+        for weight, have in zip(weights, left, strict=True):
+            if weight > have:
                 return None
-        for j in range(len(room)):
-            if reserve > room[j]:
+        for have in room:
+            if reserve > have:
                 return None
-        for i, weight in enumerate(weights):
-            left[i] -= weight
-        for j in range(len(room)):
-            room[j] -= reserve
-        at_ms = s.at_ms + int((loop_now - s.born) * 1000)
+        left[:] = [have - weight for have, weight in zip(left, weights, strict=True)]
+        if room:
+            room[:] = [have - reserve for have in room]
+        age = int(age_s * 1000)
+        at_ms = s.at_ms + age
         s.open[aid] = (at_ms, weights, reserve)
-        age = int((loop_now - s.born) * 1000)
-        remaining = tuple(r + x for r, x in zip(s.remaining, left, strict=True))
-        resets = tuple(max(r - age, 0) for r in s.reset_ms)
-        budget_left = tuple(b + x for b, x in zip(s.budget_left, room, strict=True))
-        holds = (reserve,) * len(room)
-        return Admitted(at_ms, remaining, resets, budget_left, holds), s
+        remaining = tuple([r + x for r, x in zip(s.remaining, left, strict=True)])
+        resets = tuple([r - age if r > age else 0 for r in s.reset_ms])
+        budget_left = tuple([b + x for b, x in zip(s.budget_left, room, strict=True)])
+        return Admitted(at_ms, remaining, resets, budget_left, (reserve,) * len(room)), s
 
     async def admit(
         self,
@@ -273,6 +278,7 @@ class Slicer:
         for aid, (at_ms, weights, hold) in s.open.items():  # they get entries and holds
             call += f" {aid} {at_ms} {' '.join(map(str, weights))}" + f" {hold}" * len(s.holds)
         s.open.clear()
+        self._returned(s)
         keys = (*s.keys, f"{PREFIX}:{rules.tag}:unslice:{s.id}")  # its once-only marker
         self._send(Settlement(rules.team, keys, call, s.done_cost, rules.tag, len(s.holds)))
 
