@@ -1,7 +1,8 @@
 """The same limits in one process: without Redis, and as each process's share while Redis is
 slow or down.
 
-Every admission of this process is mirrored here, however it was decided, so the local share
+Every admission of this process is mirrored here, however it was decided (a slice as one
+admission of its whole size, set to what was used when it goes back), so the local share
 (limit ÷ processes) counts what the process already let through when it has to decide alone.
 A budget's local allowance is what Redis last said was left, divided the same way.
 """
