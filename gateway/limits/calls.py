@@ -122,14 +122,23 @@ def unslice_call(
     slice_id: str,
     lease_ms: str,
     sizes: tuple[int, ...],
+    holds: tuple[int, ...],
     done: list[int],
     done_at: int,
+    done_cost: int,
+    in_flight: dict[str, tuple[int, tuple[int, ...], int]],
 ) -> str:
-    """The start of a slice's return: its windows (size, and what was settled from it); the
-    caller adds the budgets and the admissions still in flight (limits.lua, `unslice`)."""
+    """A slice's return (limits.lua, `unslice`): per window its size and what was settled from
+    it, per budget its hold and the cost settled, then the admissions still in flight (id →
+    admitted at ms, weights, hold), which get entries and holds of their own."""
     parts = ["unslice", "0", slice_id, str(len(rules.windows)), str(len(rules.budgets)), lease_ms]
     for rule, size, weight in zip(rules.windows, sizes, done, strict=True):
         parts += [str(size), str(rule.window_ms), str(weight), str(done_at)]
+    for hold in holds:
+        parts += [str(hold), str(done_cost)]
+    parts.append(str(len(in_flight)))
+    for aid, (at_ms, weights, hold) in in_flight.items():
+        parts += [aid, str(at_ms), *map(str, weights), *[str(hold)] * len(holds)]
     return " ".join(parts)
 
 

@@ -72,8 +72,9 @@ class Limiter:
         self._slicer: Slicer | None = None
         if self._store is not None and clock is None and slice_share > 0:
             lease_ms, local, send = str(int(lease_s * 1000)), self._local, self._delivery.send
-            self._slicer = Slicer(  # a slice's return goes in order with the settlements
-                slice_share, local.divisor, lease_ms, lambda s: send(s, False), local.slice_returned
+            counted = (local.slice_taken, local.slice_returned)  # locally, a slice counts whole
+            self._slicer = Slicer(
+                slice_share, local.divisor, lease_ms, lambda s: send(s, False), *counted
             )
 
     @classmethod
@@ -182,8 +183,6 @@ class Limiter:
                 self._failed(exc)
             else:
                 if taken is not None:
-                    if not taken[1].mirrored:  # the local limits count the slice as a whole
-                        self._local.slice_taken(taken[1])
                     return taken[0], False, taken[1]
         mono = time.monotonic()
         if self._down and mono >= self._down_until:

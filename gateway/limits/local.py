@@ -225,15 +225,14 @@ class LocalLimits:
     def slice_taken(self, s: Slice) -> None:
         """A slice from Redis (slices.py): counted here whole, as one admission, until it goes
         back (what this process admits from it is not mirrored one by one)."""
-        s.mirrored = True
         admitted = Admitted(s.at_ms, s.remaining, s.reset_ms, s.budget_left, ())
         self.mirror(s.rules, s.id, admitted, s.sizes, s.budget_keys)
 
     def slice_returned(self, s: Slice) -> None:
-        """The slice went back: here it now weighs what was admitted from it."""
-        if s.mirrored:
-            used = tuple(size - left for size, left in zip(s.sizes, s.left, strict=True))
-            self.settle(s.rules.window_keys(), (), s.id, used, 0, False)
+        """The slice went back: here it now weighs what was admitted from it (one never
+        taken, e.g. a grant given back after a timeout, is not here: nothing to do)."""
+        used = tuple(size - left for size, left in zip(s.sizes, s.left, strict=True))
+        self.settle(s.rules.window_keys(), (), s.id, used, 0, False)
 
     def settle(
         self,

@@ -67,7 +67,9 @@ class Slice:
     done_at: int = 0
     done_cost: int = 0
     closed: bool = False
-    mirrored: bool = False  # the local limits count it (limiter.py)
+
+    def __post_init__(self) -> None:
+        self.done = [0] * len(self.sizes)
 
 
 class Slicer:
@@ -79,11 +81,14 @@ class Slicer:
         processes: int,
         lease_ms: str,
         send: Callable[[Settlement], None],
+        taken: Callable[[Slice], None],
         returned: Callable[[Slice], None],
     ) -> None:
+        """`send` a return in order with the settlements; `taken` / `returned`: a slice was
+        granted / given back (the local limits count it whole meanwhile)."""
         self.share, self.processes = share, max(processes, 1)
         self._lease_ms = lease_ms
-        self._send, self._returned = send, returned
+        self._send, self._taken, self._returned = send, taken, returned
         self._slices: dict[int, Slice] = {}
         self._plans: dict[int, tuple[Rules, Plan | None]] = {}
         self._asking: set[int] = set()
@@ -203,10 +208,11 @@ class Slicer:
         except BaseException:  # cancelled too (the client left): Redis may run it still
             # A call that timed out here may have run in Redis all the same: give the slice
             # back, or it would stay counted for a minute and held until the lease ends.
-            keys = rules.keys(now)
-            self.retire(
-                Slice(sid, rules, keys, budget_keys, 0, 0, p.sizes, p.holds, [], [], (), (), ())
+            sizes, holds, keys = p.sizes, p.holds, rules.keys(now)
+            unused = Slice(
+                sid, rules, keys, budget_keys, 0, 0, sizes, holds, [*sizes], [*holds], (), (), ()
             )
+            self.retire(unused)
             raise
         finally:
             self._asking.discard(key)
@@ -242,6 +248,7 @@ class Slicer:
             for stale in list(self._slices.values()):
                 self.retire(stale)
         self._slices[key] = s
+        self._taken(s)
         asyncio.get_running_loop().call_later(SLICE_S, self.retire, s)
         return s
 
@@ -254,8 +261,6 @@ class Slicer:
         admitted = s.open.pop(aid, None)
         if admitted is None:
             return False
-        if not s.done:
-            s.done = [0] * len(new)
         done = s.done
         for i, weight in enumerate(new):
             done[i] += weight
@@ -271,12 +276,9 @@ class Slicer:
         if self._slices.get(id(s.rules)) is s:
             del self._slices[id(s.rules)]
         rules = s.rules
-        done = s.done or [0] * len(rules.windows)
-        call = unslice_call(rules, s.id, self._lease_ms, s.sizes, done, s.done_at)
-        call += " " + " ".join(f"{h} {s.done_cost}" for h in s.holds)
-        call += f" {len(s.open)}"
-        for aid, (at_ms, weights, hold) in s.open.items():  # they get entries and holds
-            call += f" {aid} {at_ms} {' '.join(map(str, weights))}" + f" {hold}" * len(s.holds)
+        call = unslice_call(
+            rules, s.id, self._lease_ms, s.sizes, s.holds, s.done, s.done_at, s.done_cost, s.open
+        )
         s.open.clear()
         self._returned(s)
         keys = (*s.keys, f"{PREFIX}:{rules.tag}:unslice:{s.id}")  # its once-only marker

@@ -184,78 +184,77 @@ async def test_small_limits_are_not_sliced(four: list[Limiter]) -> None:
     assert calls[0] == 5 and all(a.slice is None for a in admitted)
 
 
-async def test_a_slice_nobody_uses_goes_back_by_itself(
-    redis_url: str, redis: aioredis.Redis
-) -> None:
-    client = aioredis.from_url(redis_url)
-    limiter = Limiter(client, Metrics(), timeout_s=0.2, processes=1, slice_share=SHARE)
-    t = tenant(requests_per_minute=100_000)
-    try:
-        first = await limiter.admit(t, 10, 0.0)
-        assert first.slice is not None
-        assert await window_sum(redis, t, "requests") == 1_000  # the slice
-        await settle_all([limiter])
-        assert await window_sum(redis, t, "requests") == 1
-        limiter.settle(first, 10, 1, 0.0)
-        await limiter.drain()
-        assert await window_sum(redis, t, "requests") == 1
-    finally:
-        await limiter.close()
-        await client.aclose()
-
-
-async def test_a_slice_granted_after_the_check_gave_up_is_given_back(
-    redis_url: str, redis: aioredis.Redis
-) -> None:
-    """Redis ran the slice's call, but too late for this process (a timeout): the process
-    decides alone and gives the slice back, or it would stay counted for a minute."""
+@pytest.fixture
+async def lone(redis_url: str) -> AsyncIterator[Limiter]:
+    """One process's limiter, slicing, on its own connection."""
     client = aioredis.from_url(redis_url)
     limiter = Limiter(client, Metrics(), timeout_s=5.0, processes=1, slice_share=SHARE)
+    yield limiter
+    await limiter.close()
+    await client.aclose()
+
+
+def answered_too_late(limiter: Limiter, exc: BaseException) -> None:
+    """The limiter's admission calls run in Redis, but this process sees `exc` instead."""
     store: Any = limiter._store
     ask = store.ask
 
     async def late(*args: Any) -> Any:
         await ask(*args)  # it ran in Redis...
-        raise TimeoutError("limits: Redis did not answer in time")  # ...too late here
+        raise exc  # ...too late here
 
     store.ask = late
+
+
+async def test_a_slice_nobody_uses_goes_back_by_itself(
+    lone: Limiter, redis: aioredis.Redis
+) -> None:
+    t = tenant(requests_per_minute=100_000)
+    first = await lone.admit(t, 10, 0.0)
+    assert first.slice is not None
+    assert await window_sum(redis, t, "requests") == 1_000  # the slice
+    await settle_all([lone])
+    assert await window_sum(redis, t, "requests") == 1
+    lone.settle(first, 10, 1, 0.0)
+    await lone.drain()
+    assert await window_sum(redis, t, "requests") == 1
+
+
+async def test_a_slice_granted_after_the_check_gave_up_is_given_back(
+    lone: Limiter, redis: aioredis.Redis
+) -> None:
+    """Redis ran the slice's call, but too late for this process (a timeout): the process
+    decides alone and gives the slice back, or it would stay counted for a minute."""
+    answered_too_late(lone, TimeoutError("limits: Redis did not answer in time"))
     t = tenant(requests_per_minute=100_000, budget_usd_per_day=100.0)
-    try:
-        alone = await limiter.admit(t, 10, 0.001)
-        assert alone.local and alone.slice is None
-        limiter.settle(alone, 10, 1, 0.001)
-        await limiter.drain()
-        assert await window_sum(redis, t, "requests") == 1  # the request, not the slice
-        assert await budget(redis, t) == (1_000_000, 0)
-        # The same when the request is cancelled while it waits (its client left).
+    alone = await lone.admit(t, 10, 0.001)
+    assert alone.local and alone.slice is None
+    lone.settle(alone, 10, 1, 0.001)
+    await lone.drain()
+    assert await window_sum(redis, t, "requests") == 1  # the request, not the slice
+    assert await budget(redis, t) == (1_000_000, 0)
 
-        async def cancelled(*args: Any) -> Any:
-            await ask(*args)
-            raise asyncio.CancelledError
 
-        fresh = Limiter(client, Metrics(), timeout_s=5.0, processes=1, slice_share=SHARE)
-        fresh_store: Any = fresh._store
-        ask = fresh_store.ask
-        fresh_store.ask = cancelled
-        other = tenant(requests_per_minute=100_000, budget_usd_per_day=100.0)
-        with pytest.raises(asyncio.CancelledError):
-            await fresh.admit(other, 10, 0.001)
-        await fresh.close()
-        assert await window_sum(redis, other, "requests") == 0
-        assert await budget(redis, other) == (0, 0)
-    finally:
-        await limiter.close()
-        await client.aclose()
+async def test_a_slice_granted_for_a_request_cancelled_meanwhile_is_given_back(
+    lone: Limiter, redis: aioredis.Redis
+) -> None:
+    """The same when the request is cancelled while it waits (its client left)."""
+    answered_too_late(lone, asyncio.CancelledError())
+    t = tenant(requests_per_minute=100_000, budget_usd_per_day=100.0)
+    with pytest.raises(asyncio.CancelledError):
+        await lone.admit(t, 10, 0.001)
+    await lone.drain()
+    assert await window_sum(redis, t, "requests") == 0
+    assert await budget(redis, t) == (0, 0)
 
 
 async def test_a_settlement_never_overtakes_its_slice_going_back(
-    redis_url: str, redis: aioredis.Redis
+    lone: Limiter, redis: aioredis.Redis
 ) -> None:
     """The slice's return fails (journaled); the settlement of a request still in flight from
     it comes after: it waits behind the journal, or Redis would get the return second and
     hold that request's estimate until the lease ends. Replayed twice, a return counts once."""
-    client = aioredis.from_url(redis_url)
-    limiter = Limiter(client, Metrics(), timeout_s=5.0, processes=1, slice_share=SHARE)
+    limiter = lone
     store: Any = limiter._store
     real, sent = store.settle, []
     failing = [1]
@@ -269,25 +268,21 @@ async def test_a_settlement_never_overtakes_its_slice_going_back(
 
     store.settle = flaky
     t = tenant(requests_per_minute=100_000, budget_usd_per_day=100.0)
-    try:
-        settled = await limiter.admit(t, 10, 0.001)
-        first = await limiter.admit(t, 10, 0.001)
-        assert first.slice is not None
-        limiter.settle(settled, 10, 1, 0.002)  # goes back with the slice
-        await settle_all([limiter])  # the slice goes back: that call fails
-        assert len(limiter.journal) == 1
-        limiter.settle(first, 10, 1, 0.001)  # behind the journaled return
-        assert len(limiter.journal) == 2
-        for _ in range(100):  # the journal is retried every second
-            if not limiter.journal:
-                break
-            await asyncio.sleep(0.05)
-        assert not limiter.journal
-        assert await window_sum(redis, t, "requests") == 2
-        assert await budget(redis, t) == (3_000_000, 0)
-        await real(sent[0])  # the return once more, as a replay of a call that had run
-        assert await window_sum(redis, t, "requests") == 2
-        assert await budget(redis, t) == (3_000_000, 0)
-    finally:
-        await limiter.close()
-        await client.aclose()
+    settled = await limiter.admit(t, 10, 0.001)
+    first = await limiter.admit(t, 10, 0.001)
+    assert first.slice is not None
+    limiter.settle(settled, 10, 1, 0.002)  # goes back with the slice
+    await settle_all([limiter])  # the slice goes back: that call fails
+    assert len(limiter.journal) == 1
+    limiter.settle(first, 10, 1, 0.001)  # behind the journaled return
+    assert len(limiter.journal) == 2
+    for _ in range(100):  # the journal is retried every second
+        if not limiter.journal:
+            break
+        await asyncio.sleep(0.05)
+    assert not limiter.journal
+    assert await window_sum(redis, t, "requests") == 2
+    assert await budget(redis, t) == (3_000_000, 0)
+    await real(sent[0])  # the return once more, as a replay of a call that had run
+    assert await window_sum(redis, t, "requests") == 2
+    assert await budget(redis, t) == (3_000_000, 0)
